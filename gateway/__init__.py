@@ -1,0 +1,1 @@
+"""aftm-gateway: a failover-aware gateway for Oracle Responsys transactional messaging."""

@@ -1,0 +1,55 @@
+"""The gateway's exception tree, written down once.
+
+    GatewayError
+    └── UpstreamError                 the call to an account did not produce an HTTP answer
+        ├── UpstreamUnreachable       no request bytes sent (DNS, connect refused, connect timeout)
+        │   ├── DNSFailure            the name did not resolve
+        │   └── TLSRefused            handshake failed (protocol floor, certificate, name)
+        └── UpstreamAmbiguous         request sent, answer lost (read timeout, reset mid-answer)
+
+Library errors (httpx, httpcore, ssl, dnspython) are translated to these at one boundary,
+`gateway.upstream`. Each carries the `policies.outcome.Failure` it means, so callers branch on
+data, not on exception types of libraries.
+"""
+
+from __future__ import annotations
+
+from policies.outcome import Failure
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class UpstreamError(GatewayError):
+    failure: Failure = Failure.CONNECT
+
+    def __init__(self, message: str, *, failure: Failure | None = None, address: str | None = None) -> None:
+        super().__init__(message)
+        if failure is not None:
+            self.failure = failure
+        self.address = address
+
+
+class UpstreamUnreachable(UpstreamError):
+    failure = Failure.CONNECT
+
+
+class DNSFailure(UpstreamUnreachable):
+    failure = Failure.DNS
+
+
+class TLSRefused(UpstreamUnreachable):
+    failure = Failure.TLS
+
+
+class UpstreamAmbiguous(UpstreamError):
+    failure = Failure.READ_TIMEOUT
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; `problems` lists every `key: why`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
