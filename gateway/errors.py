@@ -5,7 +5,8 @@
         ├── UpstreamUnreachable       no request bytes sent (DNS, connect refused, connect timeout)
         │   ├── DNSFailure            the name did not resolve
         │   └── TLSRefused            handshake failed (protocol floor, certificate, name)
-        └── UpstreamAmbiguous         request sent, answer lost (read timeout, reset mid-answer)
+        ├── UpstreamAmbiguous         request sent, answer lost (read timeout, reset mid-answer)
+        └── LoginRefused              the account's upstream login was refused or unreadable
 
 Library errors (httpx, httpcore, ssl, dnspython) are translated to these at one boundary,
 `gateway.upstream`. Each carries the `policies.outcome.Failure` it means, so callers branch on
@@ -45,6 +46,15 @@ class TLSRefused(UpstreamUnreachable):
 
 class UpstreamAmbiguous(UpstreamError):
     failure = Failure.READ_TIMEOUT
+
+
+class LoginRefused(UpstreamError):
+    """The upstream refused the account's credentials or answered the login unexpectedly.
+
+    Nothing was sent for the app's call, so it may go to another account.
+    """
+
+    failure = Failure.UNAVAILABLE
 
 
 class ConfigError(GatewayError):

@@ -1,0 +1,81 @@
+"""App-facing identity: the gateway's own REST tokens and SOAP session ids.
+
+Apps log in to the gateway, never to Responsys: their credentials are checked against `clients` in the
+config, and what they get back is a gateway credential that says nothing about any upstream account.
+Credentials are signed (HMAC-SHA256) rather than stored, so any replica sharing `session_secret`
+accepts them and a restart does not log every app out. Logout revokes a SOAP session id in this
+process; the revocation list moves to the shared store with the store issue.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from cachetools import TTLCache
+
+from gateway.config import Config
+
+Kind = Literal["rest", "soap"]
+
+REST_TOKEN_LIFETIME = 7200.0  # as Responsys: about two hours, then the app refreshes or logs in again
+SOAP_SESSION_IDLE = 7200.0  # signed sessions carry their issue time; idle tracking is per replica
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    client: str
+    kind: Kind
+    issued_at: float
+
+
+class Credentials:
+    """Issues and checks gateway tokens (REST) and session ids (SOAP)."""
+
+    def __init__(self, *, config: Config, secret: bytes | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._secret = secret or secrets.token_bytes(32)
+        self._clock = clock
+        self._revoked: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=SOAP_SESSION_IDLE, timer=clock)
+
+    def login(self, user_name: str, password: str) -> bool:
+        client = self._config.client(user_name)
+        return client is not None and client.check_password(password)
+
+    def issue(self, client: str, kind: Kind) -> str:
+        issued = f"{self._clock():.3f}"
+        payload = f"{kind}|{client}|{issued}|{secrets.token_hex(8)}"
+        encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+        return f"{encoded}.{self._sign(encoded)}"
+
+    def verify(self, credential: str | None, kind: Kind) -> Identity | None:
+        """The identity behind a credential, or None if it is forged, expired, revoked or of another kind."""
+        if not credential or credential.count(".") != 1:
+            return None
+        encoded, signature = credential.split(".")
+        if not hmac.compare_digest(signature, self._sign(encoded)) or credential in self._revoked:
+            return None
+        try:
+            payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            token_kind, client, issued, _ = payload.split("|")
+            issued_at = float(issued)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        lifetime = REST_TOKEN_LIFETIME if kind == "rest" else SOAP_SESSION_IDLE
+        if token_kind != kind or self._clock() - issued_at > lifetime or self._config.client(client) is None:
+            return None
+        return Identity(client=client, kind=kind, issued_at=issued_at)
+
+    def revoke(self, credential: str) -> None:
+        self._revoked[credential] = True
+
+    def _sign(self, encoded: str) -> str:
+        digest = hmac.new(self._secret, encoded.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")

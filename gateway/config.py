@@ -1,0 +1,385 @@
+"""Typed configuration: YAML in, frozen value objects out, every problem reported as `key: why`.
+
+Any string value may name environment variables as `${VAR}` or `${VAR:-default}`, so every value can
+come from the environment. Secrets (every `Secret` field: `password`, `token`, `session_secret`) come
+from the key itself, `<key>_env` (a variable's name) or `<key>_file` (a file holding the secret, e.g. a
+mounted Kubernetes Secret) and are kept in `Secret`, whose repr never shows the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+
+from gateway.errors import ConfigError
+
+
+class Secret:
+    """A secret value that never shows itself in logs, reprs or errors."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: str | None = None  # when set with tls_key, the gateway serves HTTPS (TLS 1.2 floor)
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True)
+class DNS:
+    nameservers: list[str] = field(default_factory=list)  # empty: the system resolver configuration
+    port: int = 53
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class TLS:
+    ca_bundle: str | None = None  # PEM file of trusted CAs; default: the system store
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_connections_per_host: int = 100
+
+
+@dataclass(frozen=True)
+class Requests:
+    deadline: float = 10.0  # seconds an app request may spend before a send is queued instead
+    max_body_bytes: int = 1_048_576
+    idempotency_window: float = 86_400.0
+
+
+@dataclass(frozen=True)
+class Failover:
+    failure_threshold: int = 3
+    window: float = 10.0
+    hold_time: float = 30.0
+    probe_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 6
+    wait_initial: float = 0.1
+    wait_max: float = 5.0
+    retry_after_max: float = 120.0
+    max_relogins: int = 2
+
+
+@dataclass(frozen=True)
+class Outbox:
+    max_age: float = 86_400.0  # a queued send older than this is dead (recorded as a failure)
+    lease_seconds: float = 30.0
+    batch: int = 20
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_minute: int = 0  # 0: no client-side limit
+    burst: int = 10
+
+
+@dataclass(frozen=True)
+class Client:
+    """An app allowed to log in to the gateway (REST token or SOAP session)."""
+
+    user_name: str
+    password: Secret | None = None
+    password_hash: str | None = None  # pbkdf2_sha256$ITERATIONS$SALT_HEX$HASH_HEX
+
+    def check_password(self, candidate: str) -> bool:
+        if self.password is not None:
+            return hmac.compare_digest(self.password.reveal().encode(), candidate.encode())
+        if self.password_hash is not None:
+            return verify_password_hash(self.password_hash, candidate)
+        return False
+
+
+@dataclass(frozen=True)
+class Account:
+    """A Responsys account, in priority order: the first is the primary."""
+
+    name: str
+    login_url: str  # REST login base, e.g. https://login2.responsys.net
+    user_name: str
+    password: Secret
+    soap_url: str | None = None  # e.g. https://ws2.responsys.net/webservices/services/ResponsysWSService
+    api_prefix: str | None = None  # e.g. /rest/haApi: app paths under /rest/api are rewritten to it
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    soap_sessions: int = 4  # upstream SOAP sessions kept per account, one call at a time on each
+
+
+@dataclass(frozen=True)
+class Admin:
+    token: Secret | None = None  # bearer token for /admin/*; unset: the admin endpoints answer 403
+
+
+@dataclass(frozen=True)
+class Config:
+    accounts: list[Account]
+    public_url: str = "http://127.0.0.1:8080"
+    listen: Listen = field(default_factory=Listen)
+    store: str = "sqlite:///data/aftm-gateway.db"
+    dns: DNS = field(default_factory=DNS)
+    tls: TLS = field(default_factory=TLS)
+    upstream: Upstream = field(default_factory=Upstream)
+    requests: Requests = field(default_factory=Requests)
+    failover: Failover = field(default_factory=Failover)
+    retry: Retry = field(default_factory=Retry)
+    outbox: Outbox = field(default_factory=Outbox)
+    clients: list[Client] = field(default_factory=list)
+    admin: Admin = field(default_factory=Admin)
+    # Signs the gateway's own app tokens and SOAP session ids. Set it (e.g. session_secret_env) so that
+    # app sessions survive a restart and are accepted by every replica; unset: random per process.
+    session_secret: Secret | None = None
+
+    def client(self, user_name: str) -> Client | None:
+        return next((c for c in self.clients if c.user_name == user_name), None)
+
+    def account(self, name: str) -> Account:
+        return next(a for a in self.accounts if a.name == name)
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    return parse_config(data, environ=os.environ if environ is None else environ, base_dir=path.parent)
+
+
+def parse_config(data: Any, *, environ: Mapping[str, str], base_dir: Path = Path()) -> Config:
+    """Validate already-parsed YAML data; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): must be a mapping of settings"])
+    builder = _Builder(environ=environ, base_dir=base_dir, problems=problems)
+    config: Config | None = builder.build(Config, data, "")
+    if config is not None:
+        _check_semantics(config, problems)
+    if problems or config is None:
+        raise ConfigError(problems or ["(top level): invalid configuration"])
+    return config
+
+
+def _check_semantics(config: Config, problems: list[str]) -> None:
+    # Entries that failed to build are None here; their problems are already listed.
+    if not config.accounts:
+        problems.append("accounts: at least one account is required")
+    names = [a.name for a in config.accounts if a is not None]
+    for i, account in enumerate(config.accounts):
+        if account is None:
+            continue
+        if names.count(account.name) > 1:
+            problems.append(f"accounts[{i}].name: {account.name!r} is used by more than one account")
+        for key in ("login_url", "soap_url"):
+            value = getattr(account, key)
+            if value is not None and not _is_http_url(value):
+                problems.append(f"accounts[{i}].{key}: {value!r} is not an http(s) URL")
+        if account.api_prefix is not None and not re.fullmatch(r"/rest/[A-Za-z]+", account.api_prefix):
+            problems.append(f"accounts[{i}].api_prefix: must look like /rest/haApi")
+    if not _is_http_url(config.public_url):
+        problems.append(f"public_url: {config.public_url!r} is not an http(s) URL")
+    if (config.listen.tls_cert is None) != (config.listen.tls_key is None):
+        problems.append("listen: tls_cert and tls_key go together")
+    for i, client in enumerate(config.clients):
+        if client is None:
+            continue
+        if client.password is None and client.password_hash is None:
+            problems.append(f"clients[{i}]: needs password, password_env, password_file or password_hash")
+        if client.password_hash is not None and not _HASH_RE.fullmatch(client.password_hash):
+            problems.append(f"clients[{i}].password_hash: expected pbkdf2_sha256$ITERATIONS$SALT$HASH")
+    if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:
+        problems.append("listen.port: must be between 0 and 65535")
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+_HASH_RE = re.compile(r"pbkdf2_sha256\$\d+\$[0-9a-f]+\$[0-9a-f]+")
+
+
+def hash_password(password: str, *, salt: bytes | None = None, iterations: int = 200_000) -> str:
+    salt = os.urandom(16) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def verify_password_hash(encoded: str, candidate: str) -> bool:
+    _, iterations, salt, expected = encoded.split("$")
+    digest = hashlib.pbkdf2_hmac("sha256", candidate.encode(), bytes.fromhex(salt), int(iterations))
+    return hmac.compare_digest(digest.hex(), expected)
+
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class _Builder:
+    """Builds dataclasses from plain data, collecting every problem with its key path."""
+
+    environ: Mapping[str, str]
+    base_dir: Path
+    problems: list[str]
+
+    def build(self, cls: type[Any], data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            self.problems.append(f"{path or '(top level)'}: must be a mapping")
+            return None
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        data = dict(data)
+        for name, hint in hints.items():
+            if hint is Secret or hint == Secret | None:
+                self._resolve_secret(data, name, path)
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            key_path = f"{path}.{key}" if path else str(key)
+            if key not in fields:
+                self.problems.append(f"{key_path}: unknown key (expected one of {', '.join(sorted(fields))})")
+                continue
+            kwargs[key] = self.convert(hints[key], value, key_path)
+        for name, f in fields.items():
+            missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if missing and name not in kwargs:
+                self.problems.append(f"{path + '.' if path else ''}{name}: required")
+        try:
+            return cls(**kwargs)
+        except TypeError:
+            return None
+
+    def _resolve_secret(self, data: dict[str, Any], name: str, path: str) -> None:
+        prefix = f"{path}." if path else ""
+        sources = [k for k in (name, f"{name}_env", f"{name}_file") if data.get(k) is not None]
+        if len(sources) > 1:
+            self.problems.append(f"{prefix}{name}: give only one of {', '.join(sources)}")
+        env_name = data.pop(f"{name}_env", None)
+        file_name = data.pop(f"{name}_file", None)
+        if env_name is not None:
+            value = self.environ.get(str(env_name))
+            if value is None:
+                self.problems.append(f"{prefix}{name}_env: {env_name} is not set")
+            data[name] = value
+        elif file_name is not None:
+            secret_path = self.base_dir / self.expand(str(file_name))
+            try:
+                data[name] = secret_path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problems.append(f"{prefix}{name}_file: cannot read {secret_path}: {exc.strerror}")
+                data[name] = None
+
+    def expand(self, value: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.environ:
+                return self.environ[name]
+            if default is not None:
+                return default
+            raise KeyError(name)
+
+        return _VAR_RE.sub(substitute, value)
+
+    def convert(self, hint: Any, value: Any, path: str) -> Any:
+        origin = typing.get_origin(hint)
+        if isinstance(value, str) and "${" in value:
+            try:
+                value = self.expand(value)
+            except KeyError as exc:
+                self.problems.append(f"{path}: environment variable {exc.args[0]} is not set")
+                return None
+            if hint in (int, float, bool) or hint == int | None or hint == float | None:
+                value = yaml.safe_load(value)
+        if origin in (types.UnionType, typing.Union):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            if value is None:
+                return None
+            return self.convert(args[0], value, path)
+        if hint is Secret:
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value:
+                self.problems.append(f"{path}: must be a non-empty string")
+                return None
+            return Secret(value)
+        if origin is list:
+            if not isinstance(value, list):
+                self.problems.append(f"{path}: must be a list")
+                return []
+            (item,) = typing.get_args(hint)
+            return [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if origin is Literal:
+            if value not in typing.get_args(hint):
+                self.problems.append(f"{path}: must be one of {typing.get_args(hint)}")
+            return value
+        if dataclasses.is_dataclass(hint):
+            return self.build(typing.cast(type[Any], hint), value, path)
+        return self._scalar(hint, value, path)
+
+    def _scalar(self, hint: Any, value: Any, path: str) -> Any:
+        if hint is bool:
+            if not isinstance(value, bool):
+                self.problems.append(f"{path}: must be true or false")
+            return value
+        if hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.problems.append(f"{path}: must be a whole number")
+                return 0
+            if value < 0:
+                self.problems.append(f"{path}: must not be negative")
+            return value
+        if hint is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                self.problems.append(f"{path}: must be a number")
+                return 0.0
+            if value < 0:
+                self.problems.append(f"{path}: must not be negative")
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str) or not value:
+                self.problems.append(f"{path}: must be a non-empty string")
+            return value
+        raise TypeError(f"unsupported config type {hint!r} at {path}")

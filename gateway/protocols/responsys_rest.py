@@ -1,0 +1,120 @@
+"""Responsys REST: what its calls look like, what its answers mean, and its error shape.
+
+Vendor facts (Oracle Responsys REST API, "Authenticating" and "Error codes"):
+- Login is `POST {login_url}/rest/api/v1.3/auth/token`, form-encoded `user_name`, `password`,
+  `auth_type=password`; the answer `{"authToken", "issuedAt", "endPoint"}` names where later calls go.
+- Later calls carry the bare token in `Authorization`; an invalid or expired token answers 401 with
+  `errorCode: INVALID_TOKEN`.
+- Errors are JSON `{"type", "title", "errorCode", "detail", "errorDetails"}`.
+- Throttling is `errorCode: API_LIMIT_EXCEEDED` (whatever the status) or plain 429.
+- `API_NOT_ALLOWED_IN_SECONDARY` (401): the function is not available on a failover account; the app
+  gets it as is, it is neither a session problem nor an account failure.
+- `UNRECOVERABLE_EXCEPTION` (500): the vendor advises one resend after about 30 s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import LoginRefused
+from policies.outcome import Failure, Outcome
+
+LOGIN_PATH = "/rest/api/v1.3/auth/token"
+TOKEN_LIFETIME = 7200.0  # seconds; the vendor's documented token life
+UNRECOVERABLE_RESEND_AFTER = 30.0
+
+SESSION_ERRORS = frozenset({"INVALID_TOKEN", "TOKEN_EXPIRED"})
+THROTTLE_ERRORS = frozenset({"API_LIMIT_EXCEEDED"})
+SECONDARY_ERRORS = frozenset({"API_NOT_ALLOWED_IN_SECONDARY"})
+UNRECOVERABLE_ERRORS = frozenset({"UNRECOVERABLE_EXCEPTION"})
+
+# The app-facing path families the gateway forwards: /rest/api, /rest/haApi, /rest/haAsyncApi.
+API_PATH = re.compile(r"^/rest/(?P<family>api|haApi|haAsyncApi)/(?P<rest>.*)$")
+AUTH_PATH = re.compile(r"^/rest/api/v[0-9.]+/auth/token$")
+# Transactional sends: the calls that may be queued in the outbox when no account can take them now.
+SEND_PATH = re.compile(
+    r"^/rest/(?:api|haApi|haAsyncApi)/v[0-9.]+/(?:campaigns/[^/]+/(?:email|push|sms)|events/[^/]+)$"
+)
+
+_MAX_ERROR_BODY = 65_536  # bytes of an upstream error body worth parsing
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLogin:
+    token: str
+    end_point: str
+    issued_at_ms: int
+
+
+def error_body(*, title: str, error_code: str, detail: str) -> bytes:
+    """The vendor's JSON error shape, as the app's client library expects it."""
+    return json.dumps(
+        {"type": "", "title": title, "errorCode": error_code, "detail": detail, "errorDetails": []}
+    ).encode()
+
+
+def login_form(user_name: str, password: str) -> dict[str, str]:
+    return {"user_name": user_name, "password": password, "auth_type": "password"}
+
+
+def parse_login(status: int, body: bytes) -> UpstreamLogin:
+    """Read an upstream login answer; raise LoginRefused with a secret-free reason."""
+    if status != 200:
+        code = _error_code(body) or f"HTTP {status}"
+        raise LoginRefused(f"login refused: {code}")
+    try:
+        data = json.loads(body)
+        return UpstreamLogin(
+            token=str(data["authToken"]), end_point=str(data["endPoint"]).rstrip("/"),
+            issued_at_ms=int(data.get("issuedAt") or 0),
+        )
+    except (ValueError, KeyError, TypeError):
+        raise LoginRefused("login answer is not {authToken, issuedAt, endPoint}") from None
+
+
+def classify(status: int, headers: Any, body: bytes, *, retry_after: float | None) -> Outcome:
+    """Turn an upstream REST answer into an Outcome. Only error bodies are parsed."""
+    if status < 400:
+        return Outcome.ok()
+    code = _error_code(body)
+    if code in THROTTLE_ERRORS or status == 429:
+        return Outcome.throttled(retry_after, detail=code or "HTTP 429")
+    if code in SECONDARY_ERRORS:
+        return Outcome.client_error(code or "")
+    if code in SESSION_ERRORS or (status == 401 and code is None):
+        return Outcome.session_invalid(code or "HTTP 401")
+    if code in UNRECOVERABLE_ERRORS:
+        return Outcome.account_failure(Failure.UNRECOVERABLE, detail=code or "")
+    if status in (502, 503, 504):
+        return Outcome.account_failure(Failure.UNAVAILABLE, detail=f"HTTP {status}")
+    if status >= 500:
+        return Outcome.account_failure(Failure.SERVER_ERROR, detail=code or f"HTTP {status}")
+    return Outcome.client_error(code or f"HTTP {status}")
+
+
+def _error_code(body: bytes) -> str | None:
+    if not body or len(body) > _MAX_ERROR_BODY or body.lstrip()[:1] != b"{":
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    code = data.get("errorCode") if isinstance(data, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def upstream_path(app_path: str, api_prefix: str | None) -> str:
+    """The path an account needs: `/rest/api/...` rewritten to the account's family when it sets one."""
+    if api_prefix is None:
+        return app_path
+    match = API_PATH.match(app_path)
+    if match is None or match["family"] != "api":
+        return app_path
+    return f"{api_prefix}/{match['rest']}"
+
+
+def is_send(method: str, path: str) -> bool:
+    return method == "POST" and SEND_PATH.match(path) is not None

@@ -1,0 +1,223 @@
+"""Responsys SOAP (document/literal, SOAP 1.1): envelopes, sessions, faults and the WSDL.
+
+Vendor facts (Responsys SOAP API, `ResponsysWS_Level1.wsdl`):
+- Operations live in `urn:ws.rsys.com`; `login(username, password)` answers
+  `loginResponse/result/sessionId`; every other call carries `SessionHeader/sessionId` in the header.
+- Faults carry a detail element in `urn:fault.ws.rsys.com` (e.g. `UnexpectedErrorFault`,
+  `AccountFault`) with `exceptionCode` and `exceptionMessage`; an invalid or expired session is
+  `exceptionCode` `INVALID_SESSION_ID`.
+- The WSDL's `soap:address location` names the service URL; the gateway rewrites it to its own.
+
+XML from outside is parsed with a hardened lxml parser: no DTDs, no entity expansion, no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from gateway.errors import LoginRefused
+from policies.outcome import Failure, Outcome
+
+WS_NS = "urn:ws.rsys.com"
+FAULT_NS = "urn:fault.ws.rsys.com"
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+
+SERVICE_PATH = "/webservices/services/ResponsysWSService"
+WSDL_PATH = "/webservices/wsdl/ResponsysWS_Level1.wsdl"
+
+SESSION_ERRORS = frozenset({"INVALID_SESSION_ID"})
+THROTTLE_ERRORS = frozenset({"API_LIMIT_EXCEEDED", "CONCURRENT_SESSION_LIMIT_EXCEEDED"})
+UNRECOVERABLE_ERRORS = frozenset({"UNRECOVERABLE_EXCEPTION", "UNEXPECTED_EXCEPTION"})
+# Operations that send a message: they may be queued when no account can take them now.
+SEND_OPERATIONS = frozenset({"mergeTriggerEmail", "triggerCustomEvent", "mergeTriggerSMS",
+                             "triggerCampaignMessage", "mergeTriggerPush"})
+
+_MAX_FAULT_BODY = 262_144
+
+
+class BadEnvelope(ValueError):
+    """The app sent something that is not a SOAP 1.1 envelope the gateway can read."""
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+                           huge_tree=False, remove_blank_text=False)
+
+
+def parse_xml(body: bytes) -> etree._Element:
+    """Parse untrusted XML; a DOCTYPE (the door to entity expansion and external entities) is refused."""
+    try:
+        root = etree.fromstring(body, parser=_parser())
+    except etree.XMLSyntaxError as exc:
+        raise BadEnvelope(f"not well-formed XML: {exc.msg}") from None
+    docinfo: Any = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise BadEnvelope("DOCTYPE declarations are not accepted")
+    return root
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    root: etree._Element
+    operation: str  # local name of the first Body child, e.g. "mergeTriggerEmail"
+
+    @property
+    def session_id(self) -> str | None:
+        node = self.root.find(f"{{{SOAP_ENV}}}Header/{{{WS_NS}}}SessionHeader/{{{WS_NS}}}sessionId")
+        return None if node is None or node.text is None else node.text.strip()
+
+    def login_credentials(self) -> tuple[str, str]:
+        body = self._operation_element()
+        user = body.findtext(f"{{{WS_NS}}}username")
+        password = body.findtext(f"{{{WS_NS}}}password")
+        if not user or password is None:
+            raise BadEnvelope("login needs username and password")
+        return user, password
+
+    def with_session(self, session_id: str) -> bytes:
+        """This envelope with the given upstream session in SessionHeader (added when missing)."""
+        root = _copy(self.root)
+        header = root.find(f"{{{SOAP_ENV}}}Header")
+        if header is None:
+            header = etree.Element(f"{{{SOAP_ENV}}}Header")
+            root.insert(0, header)
+        session_header = header.find(f"{{{WS_NS}}}SessionHeader")
+        if session_header is None:
+            session_header = etree.SubElement(header, f"{{{WS_NS}}}SessionHeader")
+        node = session_header.find(f"{{{WS_NS}}}sessionId")
+        if node is None:
+            node = etree.SubElement(session_header, f"{{{WS_NS}}}sessionId")
+        node.text = session_id
+        return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+    def _operation_element(self) -> etree._Element:
+        body = self.root.find(f"{{{SOAP_ENV}}}Body")
+        assert body is not None  # checked by parse_envelope
+        return body[0]
+
+
+def _copy(root: etree._Element) -> etree._Element:
+    return etree.fromstring(etree.tostring(root), parser=_parser())
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    root = parse_xml(body)
+    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+        raise BadEnvelope("expected a SOAP 1.1 Envelope")
+    soap_body = root.find(f"{{{SOAP_ENV}}}Body")
+    if soap_body is None or len(soap_body) == 0:
+        raise BadEnvelope("the SOAP Body names no operation")
+    first = soap_body[0]
+    if not isinstance(first.tag, str):
+        raise BadEnvelope("the SOAP Body names no operation")
+    qname = etree.QName(first)
+    if qname.namespace != WS_NS:
+        raise BadEnvelope(f"unknown operation namespace {qname.namespace!r}; expected {WS_NS}")
+    return Envelope(root=root, operation=qname.localname)
+
+
+def _envelope(body_xml: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Body>{body_xml}</soapenv:Body>'
+        "</soapenv:Envelope>"
+    ).encode()
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def login_request(user_name: str, password: str) -> bytes:
+    return _envelope(
+        f'<urn:login xmlns:urn="{WS_NS}"><urn:username>{_escape(user_name)}</urn:username>'
+        f"<urn:password>{_escape(password)}</urn:password></urn:login>"
+    )
+
+
+def login_response(session_id: str) -> bytes:
+    return _envelope(
+        f'<loginResponse xmlns="{WS_NS}"><result><sessionId>{_escape(session_id)}</sessionId></result>'
+        "</loginResponse>"
+    )
+
+
+def logout_response(*, success: bool = True) -> bytes:
+    result = str(success).lower()
+    return _envelope(f'<logoutResponse xmlns="{WS_NS}"><result>{result}</result></logoutResponse>')
+
+
+def fault(
+    *, code: str, message: str, fault_type: str = "UnexpectedErrorFault", client: bool = False
+) -> bytes:
+    """A vendor-shaped SOAP fault: `soapenv:Client` for the caller's mistakes, `Server` otherwise."""
+    faultcode = "soapenv:Client" if client else "soapenv:Server"
+    return _envelope(
+        f"<soapenv:Fault><faultcode>{faultcode}</faultcode><faultstring>{_escape(message)}</faultstring>"
+        f'<detail><ns1:{fault_type} xmlns:ns1="{FAULT_NS}"><ns1:exceptionCode>{_escape(code)}'
+        f"</ns1:exceptionCode><ns1:exceptionMessage>{_escape(message)}</ns1:exceptionMessage>"
+        f"</ns1:{fault_type}></detail></soapenv:Fault>"
+    )
+
+
+def parse_login(status: int, body: bytes) -> str:
+    """The session id of an upstream login answer; raise LoginRefused with a secret-free reason."""
+    if status != 200:
+        raise LoginRefused(f"SOAP login refused: {fault_code(body) or f'HTTP {status}'}")
+    try:
+        root = parse_xml(body)
+    except BadEnvelope as exc:
+        raise LoginRefused(f"SOAP login answer unreadable: {exc}") from None
+    node = root.find(f".//{{{WS_NS}}}loginResponse/{{{WS_NS}}}result/{{{WS_NS}}}sessionId")
+    if node is None or not node.text:
+        raise LoginRefused("SOAP login answer has no sessionId")
+    return node.text.strip()
+
+
+def fault_code(body: bytes) -> str | None:
+    """The vendor exceptionCode of a SOAP fault body, if it is one."""
+    if not body or len(body) > _MAX_FAULT_BODY:
+        return None
+    try:
+        root = parse_xml(body)
+    except BadEnvelope:
+        return None
+    node = root.find(f".//{{{SOAP_ENV}}}Fault/detail//{{{FAULT_NS}}}exceptionCode")
+    if node is None:
+        node = root.find(f".//{{{SOAP_ENV}}}Fault//{{{FAULT_NS}}}exceptionCode")
+    return None if node is None or not node.text else node.text.strip()
+
+
+def classify(status: int, body: bytes, *, retry_after: float | None) -> Outcome:
+    """Turn an upstream SOAP answer into an Outcome. Only fault bodies are parsed."""
+    if status < 400:
+        return Outcome.ok()
+    if status in (502, 503, 504):
+        return Outcome.account_failure(Failure.UNAVAILABLE, detail=f"HTTP {status}")
+    if status == 429:
+        return Outcome.throttled(retry_after, detail="HTTP 429")
+    code = fault_code(body)
+    if code in SESSION_ERRORS:
+        return Outcome.session_invalid(code or "")
+    if code in THROTTLE_ERRORS:
+        return Outcome.throttled(retry_after, detail=code or "")
+    if code in UNRECOVERABLE_ERRORS:
+        return Outcome.account_failure(Failure.UNRECOVERABLE, detail=code or "")
+    if code is not None:
+        # A vendor fault about the call itself (unknown campaign, bad recipient): the app's to see.
+        return Outcome.client_error(code)
+    if status >= 500:
+        return Outcome.account_failure(Failure.SERVER_ERROR, detail=f"HTTP {status}")
+    return Outcome.client_error(f"HTTP {status}")
+
+
+def rewrite_wsdl(wsdl: bytes, service_url: str) -> bytes:
+    """The WSDL with every `soap:address location` pointing at `service_url` (the gateway)."""
+    root = parse_xml(wsdl)
+    for address in root.iter(f"{{{WSDL_SOAP}}}address"):
+        address.set("location", service_url)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.errors import LoginRefused
+from gateway.protocols import responsys_rest as rest
+from policies.outcome import Failure, Kind
+
+
+def body(code: str) -> bytes:
+    return rest.error_body(title="t", error_code=code, detail="d")
+
+
+def test_error_body_has_the_vendor_fields() -> None:
+    assert set(json.loads(body("X"))) == {"type", "title", "errorCode", "detail", "errorDetails"}
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "kind", "failure"),
+    [
+        (200, b"[]", Kind.OK, None),
+        (401, body("INVALID_TOKEN"), Kind.SESSION_INVALID, None),
+        (429, b"", Kind.THROTTLED, None),
+        (403, body("API_LIMIT_EXCEEDED"), Kind.THROTTLED, None),  # by error code, whatever the status
+        (401, body("API_NOT_ALLOWED_IN_SECONDARY"), Kind.CLIENT_ERROR, None),
+        (500, body("UNRECOVERABLE_EXCEPTION"), Kind.ACCOUNT_FAILURE, Failure.UNRECOVERABLE),
+        (503, b"<html>down</html>", Kind.ACCOUNT_FAILURE, Failure.UNAVAILABLE),
+        (500, b"oops", Kind.ACCOUNT_FAILURE, Failure.SERVER_ERROR),
+        (400, body("INVALID_PARAMETER"), Kind.CLIENT_ERROR, None),
+        (404, b"", Kind.CLIENT_ERROR, None),
+    ],
+)
+def test_classify(status: int, payload: bytes, kind: Kind, failure: Failure | None) -> None:
+    outcome = rest.classify(status, {}, payload, retry_after=None)
+    assert outcome.kind is kind
+    assert outcome.failure is failure
+
+
+def test_throttled_carries_retry_after() -> None:
+    assert rest.classify(429, {}, b"", retry_after=7.0).retry_after == 7.0
+
+
+def test_unrecoverable_is_ambiguous_but_unavailable_is_not() -> None:
+    assert rest.classify(500, {}, body("UNRECOVERABLE_EXCEPTION"), retry_after=None).ambiguous
+    assert not rest.classify(503, {}, b"", retry_after=None).ambiguous
+
+
+def test_parse_login() -> None:
+    login = rest.parse_login(200, b'{"authToken":"t","issuedAt":1,"endPoint":"https://api.example/"}')
+    assert (login.token, login.end_point) == ("t", "https://api.example")
+    with pytest.raises(LoginRefused, match="INVALID_USER_NAME_PASSWORD"):
+        rest.parse_login(401, body("INVALID_USER_NAME_PASSWORD"))
+    with pytest.raises(LoginRefused):
+        rest.parse_login(200, b"{}")
+
+
+def test_upstream_path_follows_the_account_family() -> None:
+    path = "/rest/api/v1.3/campaigns/welcome/email"
+    assert rest.upstream_path(path, None) == path
+    assert rest.upstream_path(path, "/rest/haApi") == "/rest/haApi/v1.3/campaigns/welcome/email"
+    assert rest.upstream_path("/rest/haAsyncApi/v1.3/x", "/rest/haApi") == "/rest/haAsyncApi/v1.3/x"
+
+
+def test_sends_are_recognised() -> None:
+    assert rest.is_send("POST", "/rest/api/v1.3/campaigns/c/email")
+    assert rest.is_send("POST", "/rest/haApi/v1.3/events/e")
+    assert not rest.is_send("GET", "/rest/api/v1.3/lists/l/members/1")
+    assert not rest.is_send("POST", "/rest/api/v1.3/lists/l/members")

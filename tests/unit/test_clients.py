@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from gateway.clients import REST_TOKEN_LIFETIME, Credentials
+from gateway.config import parse_config
+
+CONFIG = parse_config(
+    {"accounts": [{"name": "p", "login_url": "https://l.example", "user_name": "u", "password": "p"}],
+     "clients": [{"user_name": "app", "password": "pw"}, {"user_name": "other", "password": "pw2"}]},
+    environ={},
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_login_checks_configured_clients() -> None:
+    credentials = Credentials(config=CONFIG, secret=b"k")
+    assert credentials.login("app", "pw")
+    assert not credentials.login("app", "pw2")
+    assert not credentials.login("nobody", "pw")
+
+
+def test_tokens_verify_by_kind_and_expire() -> None:
+    clock = Clock()
+    credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
+    token = credentials.issue("app", "rest")
+    identity = credentials.verify(token, "rest")
+    assert identity is not None and identity.client == "app"
+    assert credentials.verify(token, "soap") is None
+    clock.now += REST_TOKEN_LIFETIME + 1
+    assert credentials.verify(token, "rest") is None
+
+
+def test_forged_and_foreign_tokens_are_refused() -> None:
+    mine = Credentials(config=CONFIG, secret=b"k")
+    theirs = Credentials(config=CONFIG, secret=b"other-key")
+    token = theirs.issue("app", "rest")
+    assert mine.verify(token, "rest") is None
+    body, signature = mine.issue("app", "rest").split(".")
+    assert mine.verify(body[:-2] + "xx." + signature, "rest") is None
+    assert mine.verify("garbage", "rest") is None and mine.verify(None, "rest") is None
+
+
+def test_a_shared_secret_lets_another_replica_accept_the_token() -> None:
+    token = Credentials(config=CONFIG, secret=b"shared").issue("app", "soap")
+    assert Credentials(config=CONFIG, secret=b"shared").verify(token, "soap") is not None
+
+
+def test_revoked_session_is_refused() -> None:
+    credentials = Credentials(config=CONFIG, secret=b"k")
+    session = credentials.issue("app", "soap")
+    credentials.revoke(session)
+    assert credentials.verify(session, "soap") is None
