@@ -1,0 +1,220 @@
+"""The Store protocol and its records: what the gateway keeps that must outlive a process.
+
+Callers depend only on `Store` and the frozen records here; a backend (SQLite today, PostgreSQL
+next) implements them. Times are epoch seconds (`time.time()`). Worker decisions take `now` from the
+caller, so workers and tests control the clock; bookkeeping stamps, admin actions and idempotency
+expiry use the clock the store was opened with.
+
+    StoreError            the store refused or could not do what was asked
+    ├── ItemNotFound      no outbox item has that id (dropped, purged or never enqueued)
+    └── LeaseLost         the caller no longer holds the item's lease (expired and taken over)
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from gateway.errors import GatewayError
+
+# Defensive: the caller strips the app's credentials, but a replayed send must never carry one, and
+# the outbox file must never hold one, whatever the caller forgot.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+# Enough of an upstream answer to explain a delivery in the admin view, not a copy of it.
+RESULT_SNIPPET_BYTES = 2048
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class StoreError(GatewayError):
+    """The store refused or could not do what was asked."""
+
+
+class ItemNotFound(StoreError):
+    """No outbox item has this id."""
+
+
+class LeaseLost(StoreError):
+    """The caller's lease on the item expired and another worker holds it (or it is finished)."""
+
+
+class OutboxStatus(enum.Enum):
+    PENDING = "pending"  # waiting for `next_attempt_at`
+    LEASED = "leased"  # a worker is delivering it until `lease_until`
+    DELIVERED = "delivered"  # an account accepted it; `result` says how
+    DEAD = "dead"  # given up: permanent failure or older than its deadline
+
+
+# Items whose idempotency key is reserved: a second enqueue with the key returns the first id.
+KEY_HOLDING_STATUSES = (OutboxStatus.PENDING, OutboxStatus.LEASED, OutboxStatus.DELIVERED)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """How an account answered a delivered send; `body` is kept up to RESULT_SNIPPET_BYTES."""
+
+    status_code: int
+    body: bytes = b""
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxItem:
+    """A send accepted with 202 and not yet given up on.
+
+    Build new ones with `OutboxItem.new(...)`; the state fields (status, attempts, lease_*, result)
+    are the store's to change. `attempts` counts leases granted, so a delivery cut short by a crash
+    still counts. `idempotency_key` is unique per `client` among pending, leased and delivered items.
+    """
+
+    id: str
+    protocol: Literal["rest", "soap"]
+    method: str
+    path: str  # app-facing path with query string
+    headers: Headers  # only the ones to replay, never credentials
+    body: bytes
+    client: str  # the app identity that sent it
+    created_at: float
+    next_attempt_at: float
+    expires_at: float  # past this the send is dead rather than late
+    account_preference: str | None = None
+    idempotency_key: str | None = None
+    status: OutboxStatus = OutboxStatus.PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    updated_at: float | None = None
+    result: Delivered | None = None
+
+    @classmethod
+    def new(
+        cls, *, protocol: Literal["rest", "soap"], method: str, path: str, headers: Iterable[tuple[str, str]],
+        body: bytes, client: str, now: float, max_age: float, idempotency_key: str | None = None,
+        account_preference: str | None = None, request_id: str | None = None,
+    ) -> OutboxItem:
+        """A pending item due now; `request_id` becomes its id (a fresh uuid4 hex when omitted)."""
+        return cls(
+            id=request_id or uuid.uuid4().hex, protocol=protocol, method=method, path=path,
+            headers=replayable_headers(headers), body=body, client=client, created_at=now,
+            next_attempt_at=now, expires_at=now + max_age, account_preference=account_preference,
+            idempotency_key=idempotency_key,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyRecord:
+    """The first outcome of a keyed request, returned again for every repeat until `expires_at`."""
+
+    key: str
+    status_code: int
+    headers: Headers
+    body: bytes
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCount:
+    idempotency_records: int = 0
+    outbox_items: int = 0
+
+
+def replayable_headers(headers: Iterable[tuple[str, str]]) -> Headers:
+    """The headers without credentials, names lower-cased (HTTP names are case-insensitive)."""
+    return tuple((name.lower(), value) for name, value in headers if name.lower() not in SECRET_HEADERS)
+
+
+class Store(Protocol):
+    """Shared gateway state: the durable outbox and idempotency records.
+
+    Every write has committed durably when its coroutine returns. Methods taking `owner` act only
+    on items that owner leased. Open one with `gateway.store.open_store(url)`.
+    """
+
+    async def close(self) -> None:
+        """Close connections; the store is unusable afterwards. Safe to call twice."""
+
+    async def ping(self) -> None:
+        """Raise if the store cannot answer a trivial query (readiness)."""
+
+    async def migrate(self) -> builtins.list[int]:
+        """Apply missing schema migrations; return the versions applied (empty when up to date)."""
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    async def enqueue(self, item: OutboxItem) -> str:
+        """Store `item` as pending; return its id, or the live item's id if its key is taken."""
+
+    async def lease_due(self, owner: str, now: float, lease_seconds: float,
+                        limit: int) -> builtins.list[OutboxItem]:
+        """Atomically lease up to `limit` due items: pending ones and those whose lease expired.
+
+        Each leased item's `attempts` is incremented. Concurrent callers never get the same item.
+        """
+
+    async def mark_delivered(self, item_id: str, owner: str, result: Delivered) -> None:
+        """Record the delivery of a pending or leased item, whoever holds the lease now.
+
+        A delivery is a fact: a worker whose lease expired mid-call still records it, so the item is
+        not sent again. A no-op if already delivered; ItemNotFound if dropped; LeaseLost if dead.
+        """
+
+    async def reschedule(self, item_id: str, owner: str, next_attempt_at: float, error: str) -> None:
+        """Return a leased item to pending until `next_attempt_at`; raises LeaseLost if not `owner`'s."""
+
+    async def mark_dead(self, item_id: str, owner: str, reason: str) -> None:
+        """Give up on a leased item; raises LeaseLost if not `owner`'s."""
+
+    async def release_leases(self, owner: str) -> int:
+        """Return every item `owner` holds to pending (due at once); return how many."""
+
+    async def get(self, item_id: str) -> OutboxItem | None: ...
+
+    async def find_by_key(self, client: str, idempotency_key: str) -> OutboxItem | None:
+        """The live (pending, leased or delivered) item holding a client's idempotency key."""
+
+    async def list(self, status: OutboxStatus | None = None, limit: int = 100) -> builtins.list[OutboxItem]:
+        """Items oldest first, optionally of one status."""
+
+    async def retry_now(self, item_id: str) -> bool:
+        """Make a pending or dead item due now; a dead one gets its original lifetime again.
+
+        Returns False if there is no such item or it is leased or delivered.
+        """
+
+    async def drop(self, item_id: str) -> bool:
+        """Delete an item whatever its state; return whether it existed."""
+
+    async def depth(self) -> int:
+        """How many items are pending or leased."""
+
+    async def oldest_pending_age(self, now: float) -> float | None:
+        """Seconds since the oldest pending or leased item was accepted; None when there is none."""
+
+    async def next_due(self) -> float | None:
+        """When the next item may be leased (a pending item's time or an expiring lease), or None."""
+
+    # --- idempotency --------------------------------------------------------------------------
+
+    async def idempotency_get(self, key: str) -> IdempotencyRecord | None:
+        """The record for `key` unless it has expired (by the store's clock)."""
+
+    async def idempotency_put(
+        self, key: str, status_code: int, headers: Headers, body: bytes, expires_at: float,
+    ) -> IdempotencyRecord:
+        """Store the outcome unless a live record exists; return the record that holds (first writer wins).
+
+        Callers namespace `key` by client so two apps never see each other's answers.
+        """
+
+    async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
+        """Delete expired idempotency records, and delivered or dead items finished before `finished_before`.
+
+        Keep finished items at least as long as the idempotency window: a purged item frees its key.
+        """

@@ -1,0 +1,384 @@
+"""The SQLite store: one file, WAL journal, every commit fsynced before the caller hears "done".
+
+Durability choices, and why:
+- `journal_mode=WAL`: readers (admin views, readiness) never block the writer, and a commit is one
+  sequential append to the WAL rather than a rewrite of pages.
+- `synchronous=FULL`: the WAL is fsynced at every commit. With NORMAL a commit survives a process
+  crash but may be lost on power failure or an OS crash; the gateway answers 202 only after
+  `enqueue` returns, so a promise made to an app must survive those too. Sends reach the outbox
+  only when an account is failing, so one fsync per commit is cheap at that rate.
+- One connection writes, behind an asyncio lock, with explicit `BEGIN IMMEDIATE`: SQLite allows one
+  writer, and taking the write lock at BEGIN means a read-then-write (enqueue's key check, lease
+  selection) cannot interleave with another writer, in this process or another. A second connection
+  serves reads so they never queue behind a write.
+- aiosqlite runs each connection in its own thread, so no file I/O happens on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.store.base import (
+    RESULT_SNIPPET_BYTES,
+    Delivered,
+    Headers,
+    IdempotencyRecord,
+    ItemNotFound,
+    LeaseLost,
+    OutboxItem,
+    OutboxStatus,
+    PurgeCount,
+    StoreError,
+    replayable_headers,
+)
+from gateway.store.migrations import Migration, check_sequence
+from gateway.store.migrations.sqlite import MIGRATIONS
+
+BUSY_TIMEOUT_SECONDS = 10.0  # how long to wait for another process's write lock before failing
+# Statuses are spelled out as SQL literals below rather than built into strings; the key-holding
+# set must match KEY_HOLDING_STATUSES and the partial unique index of migration 1.
+
+
+class SQLiteStore:
+    """The `Store` on one SQLite file. Open with `await SQLiteStore.open(path)`; close when done."""
+
+    def __init__(self, *, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
+                 clock: Callable[[], float]) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._clock = clock
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | Path, *, clock: Callable[[], float] = time.time,
+                   migrate: bool = True) -> SQLiteStore:
+        """Open (creating the file and its folder if needed) and, unless told not to, migrate.
+
+        `clock` stamps bookkeeping times and decides idempotency expiry; outbox decisions take `now`.
+        """
+        path = Path(path)
+        if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+            raise StoreError(f"store path {str(path)!r}: give a file path; "
+                             "an in-memory store loses the outbox")
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        writer = await _connect(path)
+        reader: aiosqlite.Connection | None = None
+        try:
+            # WAL is a property of the file: set once, it holds for every later connection.
+            mode = await _scalar(writer, "PRAGMA journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise StoreError(f"store {path}: SQLite refused WAL mode (got {mode!r}); "
+                                 "put the store on a local filesystem")
+            reader = await _connect(path)
+            store = cls(path=path, writer=writer, reader=reader, clock=clock)
+            if migrate:
+                await store.migrate()
+        except BaseException:
+            for conn in (reader, writer):
+                if conn is not None:
+                    await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._write_lock:
+            await self._reader.close()
+            await self._writer.close()
+
+    async def ping(self) -> None:
+        await _scalar(self._reader, "SELECT 1")
+
+    async def migrate(self) -> builtins.list[int]:
+        async with self._write_lock:
+            return await apply_migrations(self._writer, MIGRATIONS, now=self._clock())
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    async def enqueue(self, item: OutboxItem) -> str:
+        async with self._transaction() as db:
+            if item.idempotency_key is not None:
+                rows = await db.execute_fetchall(
+                    """SELECT id FROM outbox WHERE client = ? AND idempotency_key = ?
+                       AND status IN ('pending', 'leased', 'delivered')""",
+                    (item.client, item.idempotency_key))
+                for row in rows:
+                    return str(row["id"])
+            # The same request id enqueued twice (a retried enqueue after a lost answer) is one item.
+            await db.execute(
+                """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
+                       idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)
+                   ON CONFLICT (id) DO NOTHING""",
+                (item.id, item.protocol, item.method, item.path,
+                 _dump_headers(replayable_headers(item.headers)), item.body, item.client,
+                 item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
+                 item.expires_at, item.created_at))
+        return item.id
+
+    async def lease_due(self, owner: str, now: float, lease_seconds: float,
+                        limit: int) -> builtins.list[OutboxItem]:
+        if limit <= 0:
+            return []
+        # One statement selects and claims, so no other writer can claim the same rows in between;
+        # a lease past `lease_until` belongs to a worker that died or stalled, and is taken over.
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                """UPDATE outbox SET status = 'leased', lease_owner = ?, lease_until = ?,
+                          attempts = attempts + 1, updated_at = ?
+                   WHERE id IN (
+                       SELECT id FROM outbox
+                       WHERE (status = 'pending' AND next_attempt_at <= ?)
+                          OR (status = 'leased' AND lease_until <= ?)
+                       ORDER BY next_attempt_at, created_at LIMIT ?)
+                   RETURNING *""",
+                (owner, now + lease_seconds, now, now, now, limit))
+        items = [_item(row) for row in rows]
+        items.sort(key=lambda i: (i.next_attempt_at, i.created_at))
+        return items
+
+    async def mark_delivered(self, item_id: str, owner: str, result: Delivered) -> None:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """UPDATE outbox SET status = 'delivered', lease_owner = NULL, lease_until = NULL,
+                       result_status = ?, result_body = ?, result_account = ?, updated_at = ?
+                   WHERE id = ? AND status IN ('pending', 'leased')""",
+                (result.status_code, result.body[:RESULT_SNIPPET_BYTES], result.account, self._clock(),
+                 item_id))
+            if cursor.rowcount == 0:
+                await self._explain_miss(db, item_id, owner, ok_if=OutboxStatus.DELIVERED)
+
+    async def reschedule(self, item_id: str, owner: str, next_attempt_at: float, error: str) -> None:
+        await self._finish_lease(item_id, owner, OutboxStatus.PENDING, next_attempt_at, error)
+
+    async def mark_dead(self, item_id: str, owner: str, reason: str) -> None:
+        await self._finish_lease(item_id, owner, OutboxStatus.DEAD, None, reason)
+
+    async def release_leases(self, owner: str) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """UPDATE outbox SET status = 'pending', lease_owner = NULL, lease_until = NULL,
+                       updated_at = ?
+                   WHERE status = 'leased' AND lease_owner = ?""", (self._clock(), owner))
+            return cursor.rowcount
+
+    async def get(self, item_id: str) -> OutboxItem | None:
+        rows = await self._reader.execute_fetchall("SELECT * FROM outbox WHERE id = ?", (item_id,))
+        return next((_item(row) for row in rows), None)
+
+    async def find_by_key(self, client: str, idempotency_key: str) -> OutboxItem | None:
+        rows = await self._reader.execute_fetchall(
+            """SELECT * FROM outbox WHERE client = ? AND idempotency_key = ?
+               AND status IN ('pending', 'leased', 'delivered')""", (client, idempotency_key))
+        return next((_item(row) for row in rows), None)
+
+    async def list(self, status: OutboxStatus | None = None, limit: int = 100) -> builtins.list[OutboxItem]:
+        if status is None:
+            rows = await self._reader.execute_fetchall(
+                "SELECT * FROM outbox ORDER BY created_at, id LIMIT ?", (limit,))
+        else:
+            rows = await self._reader.execute_fetchall(
+                "SELECT * FROM outbox WHERE status = ? ORDER BY created_at, id LIMIT ?",
+                (status.value, limit))
+        return [_item(row) for row in rows]
+
+    async def retry_now(self, item_id: str) -> bool:
+        now = self._clock()
+        try:
+            async with self._transaction() as db:
+                # A revived dead item gets its original lifetime again, or it would die at once.
+                cursor = await db.execute(
+                    """UPDATE outbox SET status = 'pending', next_attempt_at = ?, updated_at = ?,
+                           expires_at = CASE WHEN status = 'dead' THEN ? + (expires_at - created_at)
+                                             ELSE expires_at END
+                       WHERE id = ? AND status IN ('pending', 'dead')""", (now, now, now, item_id))
+                return cursor.rowcount > 0
+        except sqlite3.IntegrityError:
+            return False  # a newer item holds its idempotency key now; reviving it could send twice
+
+    async def drop(self, item_id: str) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
+            return cursor.rowcount > 0
+
+    async def depth(self) -> int:
+        return int(await _scalar(self._reader,
+                                 "SELECT count(*) FROM outbox WHERE status IN ('pending', 'leased')"))
+
+    async def oldest_pending_age(self, now: float) -> float | None:
+        oldest = await _scalar(self._reader,
+                               "SELECT min(created_at) FROM outbox WHERE status IN ('pending', 'leased')")
+        return None if oldest is None else max(0.0, now - float(oldest))
+
+    async def next_due(self) -> float | None:
+        due = await _scalar(self._reader, """
+            SELECT min(t) FROM (
+                SELECT min(next_attempt_at) AS t FROM outbox WHERE status = 'pending'
+                UNION ALL SELECT min(lease_until) FROM outbox WHERE status = 'leased')""")
+        return None if due is None else float(due)
+
+    # --- idempotency --------------------------------------------------------------------------
+
+    async def idempotency_get(self, key: str) -> IdempotencyRecord | None:
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM idempotency WHERE key = ? AND expires_at > ?", (key, self._clock()))
+        return next((_record(row) for row in rows), None)
+
+    async def idempotency_put(self, key: str, status_code: int, headers: Headers, body: bytes,
+                              expires_at: float) -> IdempotencyRecord:
+        now = self._clock()
+        async with self._transaction() as db:
+            # First writer wins; an expired record no longer counts as a writer.
+            await db.execute(
+                """INSERT INTO idempotency (key, status_code, headers, body, created_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (key) DO UPDATE SET status_code = excluded.status_code,
+                       headers = excluded.headers, body = excluded.body, created_at = excluded.created_at,
+                       expires_at = excluded.expires_at
+                   WHERE idempotency.expires_at <= excluded.created_at""",
+                (key, status_code, _dump_headers(replayable_headers(headers)), body, now, expires_at))
+            rows = await db.execute_fetchall("SELECT * FROM idempotency WHERE key = ?", (key,))
+        return _record(next(iter(rows)))
+
+    async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
+        async with self._transaction() as db:
+            records = await db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            items = 0
+            if finished_before is not None:
+                cursor = await db.execute(
+                    "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND updated_at < ?",
+                    (finished_before,))
+                items = cursor.rowcount
+        return PurgeCount(idempotency_records=records.rowcount, outbox_items=items)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction that commits (durably) on exit and rolls back on any error."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        async with self._write_lock:
+            async with _immediate(self._writer) as db:
+                yield db
+
+    async def _finish_lease(self, item_id: str, owner: str, status: OutboxStatus,
+                            next_attempt_at: float | None, error: str) -> None:
+        """End `owner`'s lease: back to pending at `next_attempt_at` (kept when None), or dead."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """UPDATE outbox SET status = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,
+                       next_attempt_at = coalesce(?, next_attempt_at), last_error = ?
+                   WHERE id = ? AND status = 'leased' AND lease_owner = ?""",
+                (status.value, self._clock(), next_attempt_at, error, item_id, owner))
+            if cursor.rowcount == 0:
+                await self._explain_miss(db, item_id, owner)
+
+    @staticmethod
+    async def _explain_miss(db: aiosqlite.Connection, item_id: str, owner: str,
+                            ok_if: OutboxStatus | None = None) -> None:
+        rows = await db.execute_fetchall("SELECT status, lease_owner FROM outbox WHERE id = ?", (item_id,))
+        row = next(iter(rows), None)
+        if row is None:
+            raise ItemNotFound(f"outbox item {item_id} does not exist (dropped or purged)")
+        if ok_if is not None and row["status"] == ok_if.value:
+            return
+        raise LeaseLost(f"outbox item {item_id} is {row['status']} (lease owner {row['lease_owner']}), "
+                        f"no longer leased by {owner}")
+
+
+async def apply_migrations(db: aiosqlite.Connection, migrations: Sequence[Migration], *,
+                           now: float) -> list[int]:
+    """Apply the migrations `db` lacks, all in one transaction; return the versions applied."""
+    check_sequence(migrations)
+    async with _immediate(db):
+        await db.execute("""CREATE TABLE IF NOT EXISTS schema_version (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)""")
+        current = int(await _scalar(db, "SELECT coalesce(max(version), 0) FROM schema_version"))
+        if current > len(migrations):
+            raise StoreError(f"store schema version {current} is newer than this gateway knows "
+                             f"({len(migrations)}); upgrade the gateway before opening this store")
+        applied: list[int] = []
+        for migration in migrations[current:]:
+            for statement in migration.statements:
+                await db.execute(statement)
+            await db.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                             (migration.version, migration.name, now))
+            applied.append(migration.version)
+    return applied
+
+
+@contextlib.asynccontextmanager
+async def _immediate(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    # IMMEDIATE takes the write lock at BEGIN, so the checks inside see what they will change.
+    # If this task is cancelled mid-way, statements already queued still run on the connection's
+    # thread; rollback() is queued behind them, so the connection is never left inside a transaction.
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+        yield db
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.rollback()  # a no-op when the transaction already ended
+        raise
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    # isolation_level=None: no implicit BEGINs from the sqlite3 module; transactions are explicit.
+    db = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS)
+    try:
+        db.row_factory = sqlite3.Row
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    rows = await db.execute_fetchall(sql, params)
+    return next((row[0] for row in rows), None)
+
+
+def _dump_headers(headers: Headers) -> str:
+    return json.dumps([list(pair) for pair in headers])
+
+
+def _load_headers(text: str) -> Headers:
+    return tuple((str(name), str(value)) for name, value in json.loads(text))
+
+
+def _item(row: sqlite3.Row) -> OutboxItem:
+    result = None
+    if row["result_status"] is not None:
+        result = Delivered(status_code=row["result_status"], body=bytes(row["result_body"] or b""),
+                           account=row["result_account"])
+    return OutboxItem(
+        id=row["id"], protocol=row["protocol"], method=row["method"], path=row["path"],
+        headers=_load_headers(row["headers"]), body=bytes(row["body"]), client=row["client"],
+        created_at=row["created_at"], next_attempt_at=row["next_attempt_at"], expires_at=row["expires_at"],
+        account_preference=row["account_preference"], idempotency_key=row["idempotency_key"],
+        status=OutboxStatus(row["status"]), attempts=row["attempts"], last_error=row["last_error"],
+        lease_owner=row["lease_owner"], lease_until=row["lease_until"], updated_at=row["updated_at"],
+        result=result,
+    )
+
+
+def _record(row: sqlite3.Row) -> IdempotencyRecord:
+    return IdempotencyRecord(key=row["key"], status_code=row["status_code"],
+                             headers=_load_headers(row["headers"]), body=bytes(row["body"]),
+                             created_at=row["created_at"], expires_at=row["expires_at"])
