@@ -8,11 +8,11 @@ from gateway.protocols import responsys_soap as soap
 from policies.outcome import Failure, Kind
 
 CALL = (
-    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:ws.rsys.com">'
-    "<soapenv:Header><urn:SessionHeader><urn:sessionId>APP-SESSION</urn:sessionId></urn:SessionHeader>"
-    "</soapenv:Header><soapenv:Body><urn:mergeTriggerEmail><urn:recordData/></urn:mergeTriggerEmail>"
-    "</soapenv:Body></soapenv:Envelope>"
-).encode()
+    b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:ws.rsys.com">'
+    b"<soapenv:Header><urn:SessionHeader><urn:sessionId>APP-SESSION</urn:sessionId></urn:SessionHeader>"
+    b"</soapenv:Header><soapenv:Body><urn:mergeTriggerEmail><urn:recordData/></urn:mergeTriggerEmail>"
+    b"</soapenv:Body></soapenv:Envelope>"
+)
 
 
 def test_envelope_operation_and_session() -> None:

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from gateway.resolver import DNSResolver
+from gateway.upstream import Upstream
+from policies.tls import client_context
+from tests.support.dns_server import DNSTestServer
+from tests.support.tls import ca_bundle_file
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DNSTestServer]:
+    """A real DNS server on 127.0.0.1 (UDP+TCP, ephemeral port) whose answers the test sets."""
+    with DNSTestServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def test_ca() -> trustme.CA:
+    """The CA behind every test certificate; trusted by `make_upstream` unless told otherwise."""
+    return trustme.CA()
+
+
+@pytest.fixture
+async def make_upstream(dns_server: DNSTestServer,
+                        test_ca: trustme.CA) -> AsyncIterator[Callable[..., Upstream]]:
+    """Build `Upstream`s that resolve through `dns_server` and trust `test_ca`; all closed after the test.
+
+    Keyword arguments go to `Upstream`; `ca` swaps the trusted CA, `dns_timeout` the lookup budget,
+    `client_cert`/`client_key` present a client certificate.
+    """
+    built: list[tuple[Upstream, DNSResolver]] = []
+    with ca_bundle_file(test_ca) as default_bundle:
+
+        def build(*, ca: trustme.CA | None = None, dns_timeout: float = 2.0,
+                  client_cert: str | None = None, client_key: str | None = None,
+                  nameserver_port: int | None = None, **kwargs: Any) -> Upstream:
+            resolver = DNSResolver(nameservers=[dns_server.nameserver], timeout=dns_timeout,
+                                   port=dns_server.port if nameserver_port is None else nameserver_port)
+            if ca is None:
+                context = client_context(ca_bundle=default_bundle, client_cert=client_cert,
+                                         client_key=client_key)
+            else:
+                with ca_bundle_file(ca) as bundle:
+                    context = client_context(ca_bundle=bundle)
+            upstream = Upstream(resolver=resolver, ssl_context=context, **kwargs)
+            built.append((upstream, resolver))
+            return upstream
+
+        yield build
+    for upstream, resolver in built:
+        await upstream.aclose()
+        await resolver.close()
