@@ -1,0 +1,145 @@
+"""`aftm-gateway serve | check-config | simulate | demo | migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError
+from gateway.observability import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_logging(level=os.environ.get("AFTM_LOG_LEVEL", "INFO"))
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print("configuration problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aftm-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", required=True, help="YAML config file")
+    serve.add_argument("--host", help="override listen.host")
+    serve.add_argument("--port", type=int, help="override listen.port")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check-config", help="validate a config and print every problem")
+    check.add_argument("file")
+    check.set_defaults(run=_check_config)
+
+    migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
+    migrate.add_argument("--config", required=True)
+    migrate.set_defaults(run=_migrate)
+
+    simulate = commands.add_parser("simulate", help="run one simulated Responsys account")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, required=True)
+    simulate.add_argument("--control-port", type=int, default=0,
+                          help="port of the fault-control API (default: port + 1000)")
+    simulate.add_argument("--name", default="primary")
+    simulate.add_argument("--user-name", help="API user (default: api_<name>)")
+    simulate.add_argument("--password-env", default="AFTM_SIM_PASSWORD",
+                          help="environment variable holding the API user's password")
+    simulate.add_argument("--tls-cert")
+    simulate.add_argument("--tls-key")
+    simulate.add_argument("--tls-max-version", choices=["1.0", "1.1", "1.2", "1.3"])
+    simulate.add_argument("--secondary", action="store_true", help="act as a failover (secondary) account")
+    simulate.set_defaults(run=_simulate)
+
+    demo = commands.add_parser("demo", help="two simulated accounts and the gateway, on this machine")
+    demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free port)")
+    demo.add_argument("--data-dir", help="where the SQLite store lives (default: a temporary folder)")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    names = ", ".join(a.name for a in config.accounts)
+    print(f"{args.file}: ok ({len(config.accounts)} accounts: {names}; {len(config.clients)} clients)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    serve_config(config, host=args.host, port=args.port)
+    return 0
+
+
+def serve_config(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+    from gateway.app import build_app
+    from policies.tls import server_context
+
+    listen = config.listen
+    server_config = uvicorn.Config(
+        build_app(config), host=host or listen.host, port=listen.port if port is None else port,
+        log_config=None, access_log=False, proxy_headers=False, server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    if listen.tls_cert and listen.tls_key:
+        # uvicorn builds its SSLContext from files without a floor; hand it one with TLS 1.2 minimum.
+        server_config.load()
+        server_config.ssl = server_context(cert_file=listen.tls_cert, key_file=listen.tls_key)
+        server_config.loaded = True
+    uvicorn.Server(server_config).run()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from gateway.store import open_store
+
+    config = load_config(args.config)
+
+    async def run() -> None:
+        store = await open_store(config.store)
+        await store.close()
+
+    asyncio.run(run())
+    print(f"store {config.store}: schema up to date")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from gateway.simulator.server import run_simulator
+
+    password = os.environ.get(args.password_env) or f"demo-{args.name}-password"
+    asyncio.run(run_simulator(
+        host=args.host, port=args.port, control_port=args.control_port or args.port + 1000, name=args.name,
+        user_name=args.user_name or f"api_{args.name}", password=password, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, tls_max_version=args.tls_max_version, secondary=args.secondary,
+    ))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="aftm-demo-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run_demo(port=args.port, data_dir=data_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(True)
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""The REST surface: the gateway answers logins itself and forwards every other call.
+
+An app logs in to the gateway (`POST /rest/api/v{version}/auth/token`) and gets a gateway token whose
+`endPoint` is the gateway's public URL, so real clients keep sending every later call here. Those calls
+go to the active account with that account's own upstream token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.config import Account
+from gateway.protocols import responsys_rest as rest
+from gateway.proxy import Call, Lease, Result
+from gateway.sessions import RestSession, RestSessions
+from policies.outcome import Failure, Kind, Outcome
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+JSON = "application/json"
+FORWARDED_HEADERS = ("content-type", "accept", "idempotency-key", "x-request-id")
+
+
+def error(status: int, title: str, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(rest.error_body(title=title, error_code=code, detail=detail), status_code=status,
+                    media_type=JSON, headers=headers)
+
+
+class _TokenLease:
+    def __init__(self, sessions: RestSessions, account: Account, session: RestSession) -> None:
+        self._sessions = sessions
+        self.account = account
+        self.session = session
+
+    def invalidate(self) -> None:
+        self._sessions.invalidate(self.account, self.session)
+
+
+class RestDialect:
+    """REST's answers to the forward loop: token sessions, upstream URL, verdicts."""
+
+    def __init__(self, sessions: RestSessions) -> None:
+        self._sessions = sessions
+
+    @contextlib.asynccontextmanager
+    async def session(self, account: Account, *, within: float) -> AsyncIterator[Lease]:
+        yield _TokenLease(self._sessions, account, await self._sessions.session_for(account))
+
+    def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
+        assert isinstance(lease, _TokenLease)
+        url = lease.session.end_point + rest.upstream_path(call.path, account.api_prefix)
+        headers = [*call.headers, ("Authorization", lease.session.token)]
+        return httpx.Request(call.method, url, headers=headers, content=call.body)
+
+    def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
+        return rest.classify(response.status_code, response.headers, response.content, retry_after=retry_after)
+
+
+async def login(request: Request) -> Response:
+    """`auth_type=password` checks the app against `clients`; `auth_type=token` refreshes a gateway token."""
+    runtime: Runtime = request.app.state.runtime
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return error(400, "Bad request", "INVALID_REQUEST",
+                     "Send the login as application/x-www-form-urlencoded form fields")
+    body = await runtime.read_body(request)
+    if body is None:
+        return error(413, "Request too large", "REQUEST_TOO_LARGE", "The login request is too large")
+    try:
+        form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return error(400, "Bad request", "INVALID_REQUEST", "The login form is not UTF-8")
+    auth_type = form.get("auth_type")
+    if auth_type == "password":
+        user, password = form.get("user_name", ""), form.get("password", "")
+        if not runtime.credentials.login(user, password):
+            return error(401, "Unauthorized", "INVALID_USER_NAME_PASSWORD", "Invalid user name or password")
+        client = user
+    elif auth_type == "token":
+        identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")
+        if identity is None:
+            return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
+        client = identity.client
+    else:
+        return error(400, "Bad request", "INVALID_PARAMETER", "auth_type must be password or token")
+    answer = {"authToken": runtime.credentials.issue(client, "rest"), "issuedAt": int(time.time() * 1000),
+              "endPoint": runtime.config.public_url.rstrip("/")}
+    return Response(json.dumps(answer), media_type=JSON)
+
+
+async def forward(request: Request) -> Response:
+    """Any other `/rest/...` call: authenticate the app, then forward to the active account."""
+    runtime: Runtime = request.app.state.runtime
+    if rest.API_PATH.match(request.url.path) is None:
+        return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {request.url.path}")
+    identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")
+    if identity is None:
+        return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
+    body = await runtime.read_body(request)
+    if body is None:
+        return error(413, "Request too large", "REQUEST_TOO_LARGE",
+                     f"The request body exceeds {runtime.config.requests.max_body_bytes} bytes")
+    if body and "json" in request.headers.get("content-type", "") and not _is_json(body):
+        return error(400, "Bad request", "INVALID_REQUEST_CONTENT", "The request body is not valid JSON")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
+    call = Call(protocol="rest", method=request.method, path=path, headers=headers, body=body,
+                request_id=request.headers.get("x-request-id") or uuid.uuid4().hex, client=identity.client,
+                is_send=rest.is_send(request.method, request.url.path),
+                idempotency_key=request.headers.get("idempotency-key"))
+    result = await runtime.handle(call, runtime.rest_dialect)
+    return render(result)
+
+
+def render(result: Result) -> Response:
+    """The app's answer: the account's own response, 202 queued, or a vendor-shaped error."""
+    headers = {"X-Request-Id": result.request_id}
+    if result.status == "queued":
+        body = json.dumps({"status": "queued", "requestId": result.request_id})
+        return Response(body, status_code=202, media_type=JSON, headers=headers)
+    if result.response is not None:
+        content_type = result.response.headers.get("content-type", JSON)
+        return Response(result.response.content, status_code=result.response.status_code,
+                        media_type=content_type, headers=headers)
+    return failure_response(result.outcome, headers)
+
+
+def failure_response(outcome: Outcome | None, headers: dict[str, str]) -> Response:
+    if outcome is not None and outcome.kind is Kind.THROTTLED:
+        if outcome.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
+        return error(429, "Too many requests", "API_LIMIT_EXCEEDED",
+                     "Every account is throttling; retry later", headers)
+    if outcome is not None and outcome.failure is Failure.READ_TIMEOUT:
+        return error(504, "Gateway timeout", "UPSTREAM_TIMEOUT",
+                     "The account did not answer in time; the call may have been processed", headers)
+    return error(503, "Service unavailable", "SERVICE_UNAVAILABLE",
+                 "No Responsys account could take the call; retry later", headers)
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True

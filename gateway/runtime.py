@@ -1,0 +1,241 @@
+"""The running gateway: what the lifespan opens, what the routes share, what the workers do.
+
+`Runtime` owns the store, the upstream seam, the sessions, the policies and the background workers
+(outbox resubmission, active health probes). Routes reach it through `request.app.state.runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+import httpx
+from starlette.requests import ClientDisconnect, Request
+
+from gateway.clients import Credentials
+from gateway.config import Account, Config
+from gateway.errors import UpstreamError
+from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, OutboxWorker, Retry, RetryAfter
+from gateway.protocols import responsys_rest as rest
+from gateway.proxy import Call, Dialect, Proxy, Result
+from gateway.resolver import DNSResolver
+from gateway.rest_api import RestDialect
+from gateway.sessions import RestSessions, SoapSessions
+from gateway.soap_api import SoapDialect
+from gateway.store import OutboxItem, Store, open_store
+from gateway.upstream import Upstream
+from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
+from policies.failover import FailoverPolicy, FailoverSettings
+from policies.outcome import Kind
+from policies.ratelimit import TokenBucket
+from policies.reauth import ReauthPolicy
+from policies.tls import client_context
+
+log = logging.getLogger("aftm.runtime")
+
+
+class Runtime:
+    """Everything one gateway process runs; built from the config, started and closed by the lifespan."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        secret = config.session_secret.reveal().encode() if config.session_secret else None
+        self.credentials = Credentials(config=config, secret=secret)
+        self.accounts = list(config.accounts)
+        self._by_name = {a.name: a for a in self.accounts}
+        self.failover = FailoverPolicy(
+            accounts=[a.name for a in self.accounts],
+            settings=FailoverSettings(
+                failure_threshold=config.failover.failure_threshold, window=config.failover.window,
+                hold_time=config.failover.hold_time, probe_interval=config.failover.probe_interval,
+            ),
+        )
+        self.resolver = DNSResolver(nameservers=config.dns.nameservers or None, port=config.dns.port,
+                                    timeout=config.dns.timeout)
+        self.upstream = Upstream(
+            resolver=self.resolver,
+            ssl_context=client_context(ca_bundle=config.tls.ca_bundle, client_cert=config.tls.client_cert,
+                                       client_key=config.tls.client_key),
+            connect_timeout=config.upstream.connect_timeout, read_timeout=config.upstream.read_timeout,
+            max_connections_per_host=config.upstream.max_connections_per_host,
+        )
+        self.rest_sessions = RestSessions(upstream=self.upstream)
+        self.soap_sessions = SoapSessions(accounts=self.accounts, upstream=self.upstream)
+        self.rest_dialect: Dialect = RestDialect(self.rest_sessions)
+        self.soap_dialect: Dialect = SoapDialect(self.soap_sessions)
+        buckets = {
+            a.name: TokenBucket(rate_per_second=a.rate_limit.per_minute / 60.0, burst=a.rate_limit.burst)
+            for a in self.accounts if a.rate_limit.per_minute > 0
+        }
+        self.proxy = Proxy(
+            accounts=self.accounts, upstream=self.upstream, failover=self.failover,
+            retry=RetryPolicy(attempts=config.retry.attempts, wait_initial=config.retry.wait_initial,
+                              wait_max=config.retry.wait_max, retry_after_max=config.retry.retry_after_max),
+            reauth=ReauthPolicy(max_relogins=config.retry.max_relogins), buckets=buckets,
+            retry_after=lambda r: parse_retry_after(r.headers.get("retry-after"), time.time()),
+        )
+        self.store: Store | None = None
+        self.outbox: OutboxWorker | None = None
+        # Queued sends wait longer between tries than a live request: the account is down or throttling.
+        self._outbox_retry = RetryPolicy(wait_initial=1.0, wait_max=60.0)
+        self._rng = random.Random()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.store = await open_store(self.config.store)
+        self.outbox = OutboxWorker(
+            store=self.store, deliver=self._deliver, lease_seconds=self.config.outbox.lease_seconds,
+            batch=self.config.outbox.batch,
+            next_delay=lambda attempts: backoff_delay(self._outbox_retry, attempts, self._rng),
+        )
+        await self.outbox.start()
+        self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.outbox is not None:
+            await self.outbox.stop()
+        await self.upstream.aclose()
+        await self.resolver.close()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    def candidate_accounts(self) -> list[Account]:
+        return [self._by_name[name] for name in self.failover.candidates()]
+
+    async def read_body(self, request: Request) -> bytes | None:
+        """The request body, or None when it is larger than `requests.max_body_bytes`."""
+        limit = self.config.requests.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return b""
+        return b"".join(chunks)
+
+    async def handle(self, call: Call, dialect: Dialect) -> Result:
+        """Forward an app call with idempotency and the outbox as the last resort for sends.
+
+        A repeated Idempotency-Key gets the first answer again, or `queued` while the first is still
+        in the outbox, and nothing is sent again.
+        """
+        store = self._store()
+        key = call.idempotency_key
+        if key is not None:
+            if (replay := await self._replay(call.client, key, call.request_id)) is not None:
+                return replay
+            if (queued := await store.find_by_key(call.client, key)) is not None:
+                return Result("queued", request_id=queued.id)
+        deadline = time.monotonic() + self.config.requests.deadline
+        result = await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
+        if key is not None and result.status == "answered" and result.response is not None:
+            await self._remember(call.client, key, result.response)
+        return result
+
+    async def _replay(self, client: str, key: str, request_id: str) -> Result | None:
+        record = await self._store().idempotency_get(f"{client}:{key}")
+        if record is None:
+            return None
+        response = httpx.Response(record.status_code, headers=list(record.headers), content=record.body)
+        return Result("answered", response=response, request_id=request_id)
+
+    async def _remember(self, client: str, key: str, response: httpx.Response) -> None:
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() == "content-type"]
+        await self._store().idempotency_put(
+            f"{client}:{key}", response.status_code, tuple(headers), response.content,
+            time.time() + self.config.requests.idempotency_window)
+
+    async def _enqueue(self, call: Call) -> str:
+        """Commit a send to the outbox; returns only once it is durable (the app then gets 202)."""
+        item = OutboxItem.new(
+            protocol=call.protocol, method=call.method, path=call.path, headers=call.headers, body=call.body,
+            client=call.client, now=time.time(), max_age=self.config.outbox.max_age,
+            idempotency_key=call.idempotency_key, request_id=call.request_id)
+        item_id = await self._store().enqueue(item)
+        if self.outbox is not None:
+            self.outbox.kick()
+        return item_id
+
+    async def _deliver(self, item: OutboxItem) -> DeliveryResult:
+        """One resubmission of a queued send through the same forward loop (never re-queued)."""
+        if item.idempotency_key is not None:
+            replay = await self._replay(item.client, item.idempotency_key, item.id)
+            if replay is not None and replay.response is not None:
+                return Delivered(status_code=replay.response.status_code)
+        call = Call(protocol=item.protocol, method=item.method, path=item.path, headers=item.headers,
+                    body=item.body, request_id=item.id, client=item.client, is_send=True,
+                    idempotency_key=item.idempotency_key)
+        dialect = self.rest_dialect if item.protocol == "rest" else self.soap_dialect
+        deadline = time.monotonic() + self.config.requests.deadline
+        result = await self.proxy.forward(call, dialect, deadline=deadline)
+        outcome = result.outcome
+        if result.status == "answered" and result.response is not None:
+            if item.idempotency_key is not None:
+                await self._remember(item.client, item.idempotency_key, result.response)
+            if outcome is not None and outcome.kind is Kind.CLIENT_ERROR:
+                return FailedPermanently(f"the account rejected the send: {outcome.detail}")
+            return Delivered(status_code=result.response.status_code, body=result.response.content[:2048],
+                             account=result.account)
+        if outcome is not None and outcome.kind is Kind.THROTTLED and outcome.retry_after is not None:
+            return RetryAfter(outcome.retry_after)
+        # An ambiguous failure of a queued send is retried: the app was told "accepted", and losing
+        # the send is worse than a possible duplicate of an unkeyed one.
+        return Retry(outcome.detail if outcome is not None else "no account could take the send")
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("the runtime is not started")
+        return self.store
+
+    async def store_reachable(self) -> bool:
+        try:
+            await self._store().ping()
+        except Exception:  # any failure to reach the store means "not ready"
+            return False
+        return True
+
+    async def status(self) -> dict[str, Any]:
+        store = self._store()
+        return {
+            "active": self.failover.active,
+            "failover": self.failover.status(),
+            "outbox": {"depth": await store.depth(), "oldest_pending_age": await store.oldest_pending_age(time.time())},
+            "upstream_logins": {"rest": dict(self.rest_sessions.logins), "soap": dict(self.soap_sessions.logins)},
+        }
+
+    async def _probe_loop(self) -> None:
+        """Active health checks: an account that answers HTTP at all (< 500) on its login URL is up."""
+        while True:
+            for account in self.accounts:
+                if self.failover.probe_due(account.name):
+                    healthy, detail = await self._probe(account)
+                    event = self.failover.record_probe(account.name, healthy, detail)
+                    if event is not None:
+                        log.warning("failover: %s", event)
+            await asyncio.sleep(0.2)
+
+    async def _probe(self, account: Account) -> tuple[bool, str]:
+        url = account.login_url.rstrip("/") + rest.LOGIN_PATH
+        try:
+            response = await self.upstream.send(httpx.Request("GET", url), read_timeout=2.0)
+        except UpstreamError as exc:
+            return False, str(exc)
+        return response.status_code < 500, f"HTTP {response.status_code}"
+

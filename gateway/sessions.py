@@ -1,0 +1,143 @@
+"""Upstream sessions per account: the gateway logs in with each account's own API user.
+
+REST: one token per account in a TTL cache that expires well before the vendor's two hours, so tokens
+are replaced before they lapse, not after a failure. Logins are single-flight: however many calls
+find the token missing or invalid at once, one login runs and all of them wait for it.
+
+SOAP: a small pool of sessions per account, one call at a time on each, because Responsys may
+invalidate a session used from two places at once, and caps live sessions per account (100).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+from cachetools import TTLCache
+
+from gateway.config import Account
+from gateway.errors import UpstreamUnreachable
+from gateway.protocols import responsys_rest as rest
+from gateway.protocols import responsys_soap as soap
+from gateway.upstream import Upstream
+from policies.outcome import Failure
+
+REFRESH_FRACTION = 0.75  # use a token for 75% of its life, then log in afresh
+SOAP_IDLE_LIMIT = 7200.0 * 0.9  # the vendor expires SOAP sessions after 2 h idle
+
+
+@dataclass(frozen=True, slots=True)
+class RestSession:
+    token: str
+    end_point: str
+
+
+class RestSessions:
+    """REST tokens per account, cached below their lifetime, with single-flight login."""
+
+    def __init__(self, *, upstream: Upstream, clock: Callable[[], float] = time.monotonic,
+                 lifetime: float = rest.TOKEN_LIFETIME) -> None:
+        self._upstream = upstream
+        self._cache: TTLCache[str, RestSession] = TTLCache(
+            maxsize=1024, ttl=lifetime * REFRESH_FRACTION, timer=clock)
+        self._inflight: dict[str, asyncio.Task[RestSession]] = {}
+        self.logins: dict[str, int] = {}
+
+    async def session_for(self, account: Account) -> RestSession:
+        """A valid token for the account; logs in (once for all waiting callers) when there is none."""
+        session = self._cache.get(account.name)
+        if session is not None:
+            return session
+        task = self._inflight.get(account.name)
+        if task is None:
+            task = asyncio.create_task(self._login(account), name=f"rest-login-{account.name}")
+            self._inflight[account.name] = task
+            task.add_done_callback(lambda _: self._inflight.pop(account.name, None))
+        # shield: one caller giving up (its deadline) must not cancel the login the others wait for
+        return await asyncio.shield(task)
+
+    def invalidate(self, account: Account, session: RestSession) -> None:
+        """Forget `session` if it is still the cached one (a newer token is kept)."""
+        if self._cache.get(account.name) is session:
+            del self._cache[account.name]
+
+    async def _login(self, account: Account) -> RestSession:
+        request = httpx.Request(
+            "POST", account.login_url.rstrip("/") + rest.LOGIN_PATH,
+            data=rest.login_form(account.user_name, account.password.reveal()),
+        )
+        response = await self._upstream.send(request)
+        self.logins[account.name] = self.logins.get(account.name, 0) + 1
+        login = rest.parse_login(response.status_code, response.content)
+        session = RestSession(token=login.token, end_point=login.end_point)
+        self._cache[account.name] = session
+        return session
+
+
+@dataclass(eq=False)
+class SoapSlot:
+    """One upstream SOAP session, used by one call at a time."""
+
+    account: str
+    session_id: str | None = None
+    last_used: float = 0.0
+
+    def invalidate(self) -> None:
+        self.session_id = None
+
+
+@dataclass
+class _Pool:
+    idle: asyncio.Queue[SoapSlot] = field(default_factory=asyncio.Queue)
+
+
+class SoapSessions:
+    """A pool of upstream SOAP sessions per account; a call leases one slot for its duration."""
+
+    def __init__(self, *, accounts: Sequence[Account], upstream: Upstream,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._upstream = upstream
+        self._clock = clock
+        self._pools: dict[str, _Pool] = {}
+        for account in accounts:
+            pool = _Pool()
+            for _ in range(max(1, account.soap_sessions)):
+                pool.idle.put_nowait(SoapSlot(account=account.name))
+            self._pools[account.name] = pool
+        self.logins: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def lease(self, account: Account, *, within: float) -> AsyncIterator[SoapSlot]:
+        """A slot with a live session, held until the block ends; logs in when the slot has none.
+
+        Waiting more than `within` seconds for a free slot raises UpstreamUnreachable (nothing was sent).
+        """
+        pool = self._pools[account.name]
+        try:
+            async with asyncio.timeout(within):
+                slot = await pool.idle.get()
+        except TimeoutError:
+            raise UpstreamUnreachable(f"no free SOAP session on {account.name} in time",
+                                      failure=Failure.CONNECT_TIMEOUT) from None
+        try:
+            if slot.session_id is None or self._clock() - slot.last_used > SOAP_IDLE_LIMIT:
+                slot.session_id = await self._login(account)
+            yield slot
+            slot.last_used = self._clock()
+        finally:
+            pool.idle.put_nowait(slot)
+
+    async def _login(self, account: Account) -> str:
+        if account.soap_url is None:
+            raise ValueError(f"account {account.name} has no soap_url")
+        request = httpx.Request(
+            "POST", account.soap_url, content=soap.login_request(account.user_name, account.password.reveal()),
+            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"login"'},
+        )
+        response = await self._upstream.send(request)
+        self.logins[account.name] = self.logins.get(account.name, 0) + 1
+        return soap.parse_login(response.status_code, response.content)

@@ -1,0 +1,131 @@
+"""The SOAP surface: `login`/`logout` answered by the gateway, every other operation forwarded.
+
+The app's `SessionHeader` carries a gateway session id; upstream, the gateway puts in one of the
+account's own pooled sessions. The WSDL is proxied with every `soap:address` pointing at the gateway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.config import Account
+from gateway.errors import UpstreamError
+from gateway.protocols import responsys_soap as soap
+from gateway.proxy import Call, Lease, Result
+from gateway.sessions import SoapSessions, SoapSlot
+from policies.outcome import Failure, Kind, Outcome
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+XML = "text/xml; charset=utf-8"
+FORWARDED_HEADERS = ("content-type", "soapaction", "idempotency-key", "x-request-id")
+
+
+def fault_response(status: int, *, code: str, message: str, client: bool = False,
+                   headers: dict[str, str] | None = None) -> Response:
+    return Response(soap.fault(code=code, message=message, client=client), status_code=status,
+                    media_type=XML, headers=headers)
+
+
+class SoapDialect:
+    """SOAP's answers to the forward loop: pooled sessions, the rewritten envelope, verdicts."""
+
+    def __init__(self, sessions: SoapSessions) -> None:
+        self._sessions = sessions
+
+    @contextlib.asynccontextmanager
+    async def session(self, account: Account, *, within: float) -> AsyncIterator[Lease]:
+        async with self._sessions.lease(account, within=within) as slot:
+            yield slot
+
+    def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
+        assert isinstance(lease, SoapSlot) and lease.session_id is not None and account.soap_url is not None
+        envelope = soap.parse_envelope(call.body)
+        return httpx.Request("POST", account.soap_url, headers=call.headers,
+                             content=envelope.with_session(lease.session_id))
+
+    def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
+        return soap.classify(response.status_code, response.content, retry_after=retry_after)
+
+
+async def service(request: Request) -> Response:
+    """`POST /webservices/services/ResponsysWSService`."""
+    runtime: Runtime = request.app.state.runtime
+    body = await runtime.read_body(request)
+    if body is None:
+        return fault_response(413, code="REQUEST_TOO_LARGE", client=True,
+                              message=f"The request exceeds {runtime.config.requests.max_body_bytes} bytes")
+    try:
+        envelope = soap.parse_envelope(body)
+        if envelope.operation == "login":
+            user, password = envelope.login_credentials()
+    except soap.BadEnvelope as exc:
+        # SOAP 1.1 sends faults with 500, but a request the gateway cannot read is the caller's
+        # mistake: 400 with a Client fault, as SOAP 1.2 and most stacks do for sender faults.
+        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
+    if envelope.operation == "login":
+        if not runtime.credentials.login(user, password):
+            return fault_response(500, code="INVALID_USER_NAME_PASSWORD", message="Invalid user name or password")
+        return Response(soap.login_response(runtime.credentials.issue(user, "soap")), media_type=XML)
+    session_id = envelope.session_id
+    identity = runtime.credentials.verify(session_id, "soap")
+    if identity is None or session_id is None:
+        return fault_response(500, code="INVALID_SESSION_ID", message="Invalid or expired session id")
+    if envelope.operation == "logout":
+        runtime.credentials.revoke(session_id)
+        return Response(soap.logout_response(), media_type=XML)
+    headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
+    call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
+                body=envelope.with_session(""),  # the app's session id is a credential: never kept
+                request_id=request.headers.get("x-request-id") or uuid.uuid4().hex, client=identity.client,
+                is_send=envelope.operation in soap.SEND_OPERATIONS,
+                idempotency_key=request.headers.get("idempotency-key"))
+    return render(await runtime.handle(call, runtime.soap_dialect))
+
+
+def render(result: Result) -> Response:
+    headers = {"X-Request-Id": result.request_id}
+    if result.status == "queued":
+        # A SOAP client has no shape for "accepted for later": 202 with no body is SOAP 1.1's one-way
+        # answer; the headers say what happened.
+        return Response(b"", status_code=202, headers={**headers, "X-AFTM-Status": "queued"})
+    if result.response is not None:
+        return Response(result.response.content, status_code=result.response.status_code,
+                        media_type=result.response.headers.get("content-type", XML), headers=headers)
+    outcome = result.outcome
+    if outcome is not None and outcome.kind is Kind.THROTTLED:
+        return fault_response(500, code="API_LIMIT_EXCEEDED", message="Every account is throttling; retry later",
+                              headers=headers)
+    if outcome is not None and outcome.failure is Failure.READ_TIMEOUT:
+        return fault_response(500, code="UNEXPECTED_EXCEPTION", headers=headers,
+                              message="The account did not answer in time; the call may have been processed")
+    return fault_response(500, code="UNEXPECTED_EXCEPTION", headers=headers,
+                          message="No Responsys account could take the call; retry later")
+
+
+async def wsdl(request: Request) -> Response:
+    """The account's WSDL with every `soap:address location` rewritten to the gateway."""
+    runtime: Runtime = request.app.state.runtime
+    service_url = runtime.config.public_url.rstrip("/") + soap.SERVICE_PATH
+    for account in runtime.candidate_accounts():
+        if account.soap_url is None:
+            continue
+        url = httpx.URL(account.soap_url).copy_with(path=soap.WSDL_PATH, query=None)
+        try:
+            response = await runtime.upstream.send(httpx.Request("GET", url))
+        except UpstreamError:
+            continue
+        if response.status_code == 200:
+            try:
+                return Response(soap.rewrite_wsdl(response.content, service_url), media_type=XML)
+            except soap.BadEnvelope:
+                continue
+    return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the WSDL")
