@@ -7,6 +7,7 @@
         │   └── TLSRefused            handshake failed (protocol floor, certificate, name)
         ├── UpstreamAmbiguous         request sent, answer lost (read timeout, reset mid-answer)
         └── LoginRefused              the account's upstream login was refused or unreadable
+            └── LoginThrottled        the login itself was throttled (wait, do not fail over)
 
 Library errors (httpx, httpcore, ssl, dnspython) are translated to these at one boundary,
 `gateway.upstream`. Each carries the `policies.outcome.Failure` it means, so callers branch on
@@ -55,6 +56,14 @@ class LoginRefused(UpstreamError):
     """
 
     failure = Failure.UNAVAILABLE
+
+
+class LoginThrottled(LoginRefused):
+    """The upstream throttled the login call; the account is healthy, the caller should wait."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigError(GatewayError):

@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 import httpx
 
 from gateway.config import Account
-from gateway.errors import UpstreamError
+from gateway.errors import LoginThrottled, UpstreamError
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, Schedule
 from policies.failover import FailoverPolicy, may_retry_elsewhere
@@ -183,6 +183,8 @@ class Proxy:
                 if outcome.kind is Kind.SESSION_INVALID:
                     lease.invalidate()
                 return outcome, response
+        except LoginThrottled as exc:
+            return Outcome.throttled(exc.retry_after, detail=str(exc)), None
         except UpstreamError as exc:
             return Outcome.account_failure(exc.failure, detail=str(exc)), None
 

@@ -24,6 +24,7 @@ from gateway.errors import UpstreamUnreachable
 from gateway.protocols import responsys_rest as rest
 from gateway.protocols import responsys_soap as soap
 from gateway.upstream import Upstream
+from policies.backoff import parse_retry_after
 from policies.outcome import Failure
 
 REFRESH_FRACTION = 0.75  # use a token for 75% of its life, then log in afresh
@@ -72,7 +73,7 @@ class RestSessions:
         )
         response = await self._upstream.send(request)
         self.logins[account.name] = self.logins.get(account.name, 0) + 1
-        login = rest.parse_login(response.status_code, response.content)
+        login = rest.parse_login(response.status_code, response.content, retry_after=_retry_after(response))
         session = RestSession(token=login.token, end_point=login.end_point)
         self._cache[account.name] = session
         return session
@@ -140,4 +141,8 @@ class SoapSessions:
         )
         response = await self._upstream.send(request)
         self.logins[account.name] = self.logins.get(account.name, 0) + 1
-        return soap.parse_login(response.status_code, response.content)
+        return soap.parse_login(response.status_code, response.content, retry_after=_retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return parse_retry_after(response.headers.get("retry-after"), time.time())

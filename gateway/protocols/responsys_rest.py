@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import LoginRefused
+from gateway.errors import LoginRefused, LoginThrottled
 from policies.outcome import Failure, Outcome
 
 LOGIN_PATH = "/rest/api/v1.3/auth/token"
@@ -60,11 +60,13 @@ def login_form(user_name: str, password: str) -> dict[str, str]:
     return {"user_name": user_name, "password": password, "auth_type": "password"}
 
 
-def parse_login(status: int, body: bytes) -> UpstreamLogin:
-    """Read an upstream login answer; raise LoginRefused with a secret-free reason."""
+def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -> UpstreamLogin:
+    """Read an upstream login answer; raise LoginRefused (LoginThrottled) with a secret-free reason."""
     if status != 200:
-        code = _error_code(body) or f"HTTP {status}"
-        raise LoginRefused(f"login refused: {code}")
+        code = _error_code(body)
+        if code in THROTTLE_ERRORS or status == 429:
+            raise LoginThrottled(f"login throttled: {code or 'HTTP 429'}", retry_after=retry_after)
+        raise LoginRefused(f"login refused: {code or f'HTTP {status}'}")
     try:
         data = json.loads(body)
         return UpstreamLogin(

@@ -18,7 +18,7 @@ from typing import Any
 
 from lxml import etree
 
-from gateway.errors import LoginRefused
+from gateway.errors import LoginRefused, LoginThrottled
 from policies.outcome import Failure, Outcome
 
 WS_NS = "urn:ws.rsys.com"
@@ -164,10 +164,13 @@ def fault(
     )
 
 
-def parse_login(status: int, body: bytes) -> str:
-    """The session id of an upstream login answer; raise LoginRefused with a secret-free reason."""
+def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -> str:
+    """The session id of an upstream login answer; raise LoginRefused (LoginThrottled) with a reason."""
     if status != 200:
-        raise LoginRefused(f"SOAP login refused: {fault_code(body) or f'HTTP {status}'}")
+        code = fault_code(body)
+        if code in THROTTLE_ERRORS or status == 429:
+            raise LoginThrottled(f"SOAP login throttled: {code or 'HTTP 429'}", retry_after=retry_after)
+        raise LoginRefused(f"SOAP login refused: {code or f'HTTP {status}'}")
     try:
         root = parse_xml(body)
     except BadEnvelope as exc:

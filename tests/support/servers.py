@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
@@ -53,11 +53,13 @@ class ServerThread:
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 ssl_context: ssl.SSLContext | None = None, lifespan: str = "auto") -> None:
+                 ssl_context: ssl.SSLContext | None = None, lifespan: Literal["auto", "on", "off"] = "auto",
+                 sock: socket.socket | None = None) -> None:
         self.app = app
         self.host = host
         self.ssl_context = ssl_context
-        self.sock = bind_socket(host, port)
+        # A caller that must know the port before building the app (its public URL) binds first.
+        self.sock = sock if sock is not None else bind_socket(host, port)
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=2)

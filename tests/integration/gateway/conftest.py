@@ -1,0 +1,199 @@
+"""A whole deployment on loopback: two simulated accounts behind TLS, a DNS server, the gateway.
+
+- `primary.test` resolves to 127.0.0.2, `failover.test` to 127.0.0.3, through a real DNS server whose
+  answers a test may change; both accounts serve TLS with certificates from a test CA (trustme).
+- The gateway runs under uvicorn in a thread on an ephemeral port with an SQLite store in `tmp_path`,
+  and trusts only the test CA.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+
+from gateway.app import build_app
+from gateway.config import Config, parse_config
+from gateway.runtime import Runtime
+from gateway.simulator.server import SimulatedAccount
+from tests.support.dns_server import DNSTestServer
+from tests.support.servers import ServerThread, bind_socket, wait_until
+from tests.support.tls import server_context
+
+APP_USER, APP_PASSWORD = "app", "app-password"
+ADMIN_TOKEN = "admin-token-for-tests"
+EMAIL_PATH = "/rest/api/v1.3/campaigns/welcome/email"
+
+
+def email_body(address: str) -> bytes:
+    recipient = {"emailAddress": address, "listName": {"folderName": "Demo", "objectName": "Contacts"},
+                 "emailFormat": "HTML_FORMAT"}
+    return json.dumps({"recipientData": [{"recipient": recipient, "optionalData": []}]}).encode()
+
+
+def start_account(ca: trustme.CA, *, name: str, host: str, hostname: str, port: int = 0,
+                  password: str | None = None, **kwargs: Any) -> SimulatedAccount:
+    return SimulatedAccount(
+        name=name, user_name=f"api_{name}", password=password or f"{name}-password", host=host, port=port,
+        ssl_context=kwargs.pop("ssl_context", None) or server_context(ca, hostname), **kwargs,
+    ).start()
+
+
+@dataclass
+class Deployment:
+    ca_file: str
+    store_path: Path
+    dns: DNSTestServer
+    primary: SimulatedAccount
+    failover: SimulatedAccount
+    overrides: dict[str, Any] = field(default_factory=dict)
+    session_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    gateway: ServerThread | None = None
+    config: Config | None = None
+
+    # --- the gateway -------------------------------------------------------------------------------
+
+    def raw_config(self, public_url: str) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "public_url": public_url,
+            "store": f"sqlite:///{self.store_path}",
+            "session_secret": self.session_secret,
+            "admin": {"token": ADMIN_TOKEN},
+            "dns": {"nameservers": [self.dns.nameserver], "port": self.dns.port, "timeout": 1.0},
+            "tls": {"ca_bundle": self.ca_file},
+            "upstream": {"connect_timeout": 1.0, "read_timeout": 1.0},
+            "requests": {"deadline": 3.0},
+            "failover": {"failure_threshold": 3, "window": 10.0, "hold_time": 1.0, "probe_interval": 0.2},
+            "retry": {"attempts": 8, "wait_initial": 0.05, "wait_max": 0.5},
+            "outbox": {"max_age": 300.0},
+            "clients": [{"user_name": APP_USER, "password": APP_PASSWORD}],
+            "accounts": [
+                {"name": "primary", "login_url": f"https://primary.test:{self.primary.port}",
+                 "soap_url": f"https://primary.test:{self.primary.port}/webservices/services/ResponsysWSService",
+                 "user_name": "api_primary", "password": "primary-password", "soap_sessions": 2},
+                {"name": "failover", "login_url": f"https://failover.test:{self.failover.port}",
+                 "soap_url": f"https://failover.test:{self.failover.port}/webservices/services/ResponsysWSService",
+                 "user_name": "api_failover", "password": "failover-password", "soap_sessions": 2,
+                 "api_prefix": "/rest/haApi"},
+            ],
+        }
+        return _merge(base, self.overrides)
+
+    def start_gateway(self) -> ServerThread:
+        sock = bind_socket("127.0.0.1", 0)
+        public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.config = parse_config(self.raw_config(public_url), environ={})
+        self.gateway = ServerThread(build_app(self.config), sock=sock).start()
+        return self.gateway
+
+    def stop_gateway(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None
+        return self.gateway.url
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.gateway is not None
+        runtime: Runtime = self.gateway.app.state.runtime
+        return runtime
+
+    # --- an app's view -----------------------------------------------------------------------------
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=15.0, trust_env=False)
+
+    def rest_token(self) -> str:
+        with self.http() as client:
+            response = client.post("/rest/api/v1.3/auth/token",
+                                   data={"user_name": APP_USER, "password": APP_PASSWORD, "auth_type": "password"})
+        response.raise_for_status()
+        token: str = response.json()["authToken"]
+        return token
+
+    def send_email(self, token: str, address: str, *, key: str | None = None,
+                   client: httpx.Client | None = None) -> httpx.Response:
+        headers = {"Authorization": token, "Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        if client is not None:
+            return client.post(EMAIL_PATH, content=email_body(address), headers=headers)
+        with self.http() as own:
+            return own.post(EMAIL_PATH, content=email_body(address), headers=headers)
+
+    def admin_status(self) -> dict[str, Any]:
+        with self.http() as client:
+            response = client.get("/admin/status", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        response.raise_for_status()
+        status: dict[str, Any] = response.json()
+        return status
+
+    def wait_active(self, account: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: self.admin_status()["active"] == account, timeout=timeout,
+                   message=f"{account} to become the active account")
+
+
+def delivered_to(account: SimulatedAccount, recipient_part: str) -> int:
+    return sum(1 for d in account.deliveries() if recipient_part in d.recipient)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture
+def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def make_deployment(test_ca: trustme.CA, dns_server: DNSTestServer, ca_file: str,
+                    tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """Build (and afterwards tear down) a deployment; keyword arguments override gateway config keys."""
+    started: list[Deployment] = []
+    accounts: list[SimulatedAccount] = []
+
+    def build(*, start: bool = True, **overrides: Any) -> Deployment:
+        primary = start_account(test_ca, name="primary", host="127.0.0.2", hostname="primary.test")
+        accounts.append(primary)
+        failover = start_account(test_ca, name="failover", host="127.0.0.3", hostname="failover.test",
+                                 secondary=True)
+        accounts.append(failover)
+        dns_server.set("primary.test", ["127.0.0.2"])
+        dns_server.set("failover.test", ["127.0.0.3"])
+        deployment = Deployment(ca_file=ca_file, store_path=tmp_path / "gateway.db", dns=dns_server,
+                                primary=primary, failover=failover, overrides=overrides)
+        started.append(deployment)
+        if start:
+            deployment.start_gateway()
+        return deployment
+
+    yield build
+    for deployment in started:
+        deployment.stop_gateway()
+    for account in accounts:
+        account.stop()
+
+
+@pytest.fixture
+def deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
+    return make_deployment()
