@@ -1,0 +1,244 @@
+"""The simulated account's SOAP API (`ResponsysWSService`, document/literal SOAP 1.1) and its WSDL.
+
+Vendor behaviour mirrored (ResponsysWS_Level1.wsdl and its schemas; AFTM "SOAP-based code changes"):
+- `login(username, password)` -> `loginResponse/result/sessionId`; faults `AccountFault`.
+- Every other operation needs `SessionHeader/sessionId`; a missing, unknown or expired session is an
+  `UnexpectedErrorFault` with `exceptionCode` INVALID_SESSION_ID.
+- `mergeTriggerEmail`, `HaMergeTriggerEmail`, `mergeTriggerSMS` take `recordData`, `mergeRule`,
+  `campaign`, `triggerData*` and answer one `result` (TriggerResult) per record; `triggerCustomEvent`
+  takes `customEvent`, `recipientData*`. Bad input is a `TriggeredMessageFault`/`CustomEventFault`.
+- On a failover (secondary) account only login, logout and the HA operations are processed.
+- A session is single-threaded: two calls at once invalidate it (strict mode, see AccountState).
+
+XML from clients is parsed with entity resolution, DTD loading and network access off; any DOCTYPE is
+refused with a SOAP Client fault before anything else is looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from typing import Any
+
+from lxml import etree
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.simulator import wire
+from gateway.simulator.state import AccountState, recipient_key
+from gateway.simulator.wire import SOAP_ENV, ws
+
+SERVICE_PATH = "/webservices/services/ResponsysWSService"
+WSDL_PATH = "/webservices/wsdl/ResponsysWS_Level1.wsdl"
+WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+MAX_ENVELOPE = 10 * 1024 * 1024  # the vendor's documented 10 MB payload ceiling
+
+_MERGE_OPERATIONS = frozenset({"mergeTriggerEmail", "HaMergeTriggerEmail", "mergeTriggerSMS"})
+_OPERATIONS = _MERGE_OPERATIONS | {"login", "logout", "triggerCustomEvent"}
+_SECONDARY_OPERATIONS = frozenset({"login", "logout", "HaMergeTriggerEmail"})
+_RECIPIENT_COLUMNS = {"recipientId": "RIID_", "customerId": "CUSTOMER_ID_", "emailAddress": "EMAIL_ADDRESS_",
+                      "mobileNumber": "MOBILE_NUMBER_"}
+
+
+class _BadEnvelope(ValueError):
+    pass
+
+
+class _CallFault(Exception):
+    def __init__(self, fault: str, code: str, message: str, *, client: bool = True) -> None:
+        super().__init__(message)
+        self.fault, self.code, self.message, self.client = fault, code, message, client
+
+
+def load_wsdl_template() -> bytes:
+    return resources.files("gateway.simulator").joinpath("ResponsysWS_Level1.wsdl").read_bytes()
+
+
+def render_wsdl(template: bytes, service_url: str) -> bytes:
+    """The WSDL with `soap:address location` naming this listener's own service URL."""
+    root = etree.fromstring(template, parser=_parser())
+    for address in root.iter(f"{{{WSDL_SOAP}}}address"):
+        address.set("location", service_url)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def build_soap_routes(state: AccountState) -> list[Route]:
+    api = _SoapApi(state, load_wsdl_template())
+    return [
+        Route(WSDL_PATH, api.wsdl, methods=["GET"]),
+        Route(SERVICE_PATH, api.service, methods=["GET", "POST"]),
+    ]
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(resolve_entities=False, load_dtd=False, dtd_validation=False, no_network=True,
+                           huge_tree=False)
+
+
+def parse_envelope(body: bytes) -> tuple[etree._Element, etree._Element]:
+    """(Header or None-equivalent, first Body child) of an untrusted SOAP 1.1 envelope."""
+    if len(body) > MAX_ENVELOPE:
+        raise _BadEnvelope("request exceeds the 10 MB limit")
+    try:
+        root = etree.fromstring(body, parser=_parser())
+    except etree.XMLSyntaxError as exc:
+        raise _BadEnvelope(f"not well-formed XML: {exc.msg}") from None
+    docinfo: Any = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise _BadEnvelope("DOCTYPE is not allowed in a SOAP message")
+    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+        raise _BadEnvelope("expected a SOAP 1.1 Envelope")
+    soap_body = root.find(f"{{{SOAP_ENV}}}Body")
+    operation = None if soap_body is None else next(
+        (child for child in soap_body if isinstance(child.tag, str)), None)
+    if operation is None:
+        raise _BadEnvelope("the SOAP Body names no operation")
+    return root, operation
+
+
+class _SoapApi:
+    def __init__(self, state: AccountState, wsdl_template: bytes) -> None:
+        self._state = state
+        self._wsdl = wsdl_template
+
+    async def wsdl(self, request: Request) -> Response:
+        origin = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+        return Response(render_wsdl(self._wsdl, origin + SERVICE_PATH), media_type=wire.XML_TYPE)
+
+    async def service(self, request: Request) -> Response:
+        if request.method == "GET":
+            if "wsdl" in {key.lower() for key in request.query_params}:
+                return await self.wsdl(request)
+            return Response("Hi there, this is a SOAP service.", media_type="text/plain")
+        try:
+            root, operation = parse_envelope(await request.body())
+        except _BadEnvelope as exc:
+            return wire.soap_client_fault(str(exc))
+        qname = etree.QName(operation)
+        if qname.namespace != wire.WS_NS or qname.localname not in _OPERATIONS:
+            return wire.soap_client_fault(f"No such operation '{qname.localname}'")
+        name = qname.localname
+        if name == "login":
+            return self._login(operation)
+        session_id = root.findtext(f"{{{SOAP_ENV}}}Header/{ws('SessionHeader')}/{ws('sessionId')}")
+        session_id = session_id.strip() if session_id else None
+        if not self._state.begin_session_call(session_id):
+            return wire.soap_fault(fault="UnexpectedErrorFault", code="INVALID_SESSION_ID",
+                                   message="Session not available in the system. Please login.")
+        assert session_id is not None
+        try:
+            latency = self._state.latency_ms
+            if latency:
+                # The vendor works on the call while the session is busy: a second call now collides.
+                await asyncio.sleep(latency / 1000)
+            return await self._call(request, name, operation, session_id)
+        finally:
+            self._state.end_session_call(session_id)
+
+    async def _call(self, request: Request, name: str, operation: etree._Element, session_id: str) -> Response:
+        if name == "logout":
+            self._state.close_session(session_id)
+            answer = etree.Element(ws("logoutResponse"), nsmap={"ns1": wire.WS_NS})
+            etree.SubElement(answer, ws("result")).text = "true"
+            return wire.soap_response(answer)
+        if self._state.secondary and name not in _SECONDARY_OPERATIONS:
+            # AFTM processes only login, logout and the HA calls on the failover account.
+            return wire.soap_fault(fault="UnexpectedErrorFault", code="API_NOT_ALLOWED_IN_SECONDARY",
+                                   message=f"{name} is not available on a failover account; use HaMergeTriggerEmail")
+        try:
+            recipients = (_merge_records(operation) if name in _MERGE_OPERATIONS
+                          else _event_recipients(operation))
+        except _CallFault as exc:
+            return wire.soap_fault(fault=exc.fault, code=exc.code, message=exc.message, client=exc.client)
+        answer = etree.Element(ws(f"{name}Response"), nsmap={"ns1": wire.WS_NS, "xsi": wire.XSI_NS})
+        for fields in recipients:
+            riid = self._state.remember_member(fields)
+            self._state.record(protocol="soap", operation=name, path=request.url.path,
+                               recipient=recipient_key(fields),
+                               idempotency_key=request.headers.get("idempotency-key"),
+                               request_id=request.headers.get("x-request-id"))
+            result = etree.SubElement(answer, ws("result"))
+            etree.SubElement(result, ws("recipientId")).text = str(riid)
+            etree.SubElement(result, ws("success")).text = "true"
+            wire.set_nil(etree.SubElement(result, ws("errorMessage")))
+        return wire.soap_response(answer)
+
+    def _login(self, operation: etree._Element) -> Response:
+        user = operation.findtext(ws("username")) or ""
+        password = operation.findtext(ws("password")) or ""
+        if user != self._state.user_name:
+            return wire.soap_fault(fault="AccountFault", code="INVALID_USER_NAME", message="Invalid user name",
+                                   client=True)
+        if not self._state.credentials_match(user, password):
+            return wire.soap_fault(fault="AccountFault", code="INVALID_PASSWORD", message="Invalid password",
+                                   client=True)
+        session_id = self._state.open_session()
+        if session_id is None:
+            return wire.soap_fault(fault="AccountFault", code="REQUEST_LIMIT_EXCEEDED",
+                                   message="Maximum number of concurrent sessions reached for this account")
+        answer = etree.Element(ws("loginResponse"), nsmap={"ns1": wire.WS_NS})
+        etree.SubElement(etree.SubElement(answer, ws("result")), ws("sessionId")).text = session_id
+        return wire.soap_response(answer)
+
+
+def _text(parent: etree._Element, local: str) -> str:
+    node = parent.find(ws(local))
+    return (node.text or "").strip() if node is not None else ""
+
+
+def _merge_records(operation: etree._Element) -> list[dict[str, str]]:
+    def bad(message: str) -> _CallFault:
+        return _CallFault("TriggeredMessageFault", "INVALID_PARAMETER", message)
+
+    campaign = operation.find(ws("campaign"))
+    if campaign is None or not _text(campaign, "objectName"):
+        raise bad("campaign.objectName is required")
+    rule = operation.find(ws("mergeRule"))
+    if rule is None or not _text(rule, "matchColumnName1"):
+        raise bad("mergeRule.matchColumnName1 is required")
+    data = operation.find(ws("recordData"))
+    if data is None:
+        raise bad("recordData is required")
+    names = [(node.text or "").strip() for node in data.findall(ws("fieldNames"))]
+    records = data.findall(ws("records"))
+    if not names or not all(names):
+        raise bad("recordData.fieldNames is null OR empty")
+    if not records:
+        raise bad("recordData.records is null OR empty")
+    if len(records) > 200:
+        raise _CallFault("TriggeredMessageFault", "RECORD_LIMIT_EXCEEDED", "More than 200 records")
+    recipients = []
+    for index, record in enumerate(records):
+        values = [node.text or "" for node in record.findall(ws("fieldValues"))]
+        if len(values) != len(names):
+            raise bad(f"records[{index}] must have one fieldValues per fieldNames")
+        recipients.append({name.upper(): value for name, value in zip(names, values, strict=True)})
+    return recipients
+
+
+def _event_recipients(operation: etree._Element) -> list[dict[str, str]]:
+    def bad(message: str) -> _CallFault:
+        return _CallFault("CustomEventFault", "INVALID_PARAMETER", message)
+
+    event = operation.find(ws("customEvent"))
+    if event is None or not (_text(event, "eventName") or _text(event, "eventId")):
+        raise bad("customEvent.eventName or customEvent.eventId is required")
+    items = operation.findall(ws("recipientData"))
+    if not items:
+        raise bad("recipientData is null OR empty")
+    if len(items) > 200:
+        raise _CallFault("CustomEventFault", "RECIPIENT_LIMIT_EXCEEDED", "More than 200 recipients")
+    recipients = []
+    for index, item in enumerate(items):
+        recipient = item.find(ws("recipient"))
+        list_name = None if recipient is None else recipient.find(ws("listName"))
+        if recipient is None or list_name is None or not _text(list_name, "objectName"):
+            raise bad(f"recipientData[{index}].recipient.listName is required")
+        fields = {column: _text(recipient, prop) for prop, column in _RECIPIENT_COLUMNS.items()
+                  if _text(recipient, prop)}
+        if not fields:
+            raise bad(f"recipientData[{index}].recipient needs recipientId, customerId, emailAddress "
+                      "or mobileNumber")
+        recipients.append(fields)
+    return recipients
