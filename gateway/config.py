@@ -143,6 +143,7 @@ class Account:
     api_prefix: str | None = None  # e.g. /rest/haApi: app paths under /rest/api are rewritten to it
     rate_limit: RateLimit = field(default_factory=RateLimit)
     soap_sessions: int = 4  # upstream SOAP sessions kept per account, one call at a time on each
+    soap_ha_operations: bool = False  # send trigger operations as their AFTM HA twins (HaMergeTriggerEmail)
 
 
 @dataclass(frozen=True)

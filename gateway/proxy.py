@@ -66,6 +66,10 @@ class Dialect(Protocol):
 
     def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome: ...
 
+    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
+        """The account's response as the app should see it."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Result:
@@ -121,9 +125,9 @@ class Proxy:
             outcome, response = await self._attempt(account, call, dialect, deadline)
             self._record(account, outcome, call)
             last, last_response = outcome, response
-            if outcome.kind in (Kind.OK, Kind.CLIENT_ERROR):
-                return Result("answered", response=response, account=account.name, outcome=outcome,
-                              request_id=call.request_id)
+            if outcome.kind in (Kind.OK, Kind.CLIENT_ERROR) and response is not None:
+                return Result("answered", response=dialect.answer(account, call, response), account=account.name,
+                              outcome=outcome, request_id=call.request_id)
             if outcome.kind is Kind.SESSION_INVALID:
                 if relogins.on_session_invalid() is ReauthDecision.RELOGIN_AND_REPLAY:
                     continue

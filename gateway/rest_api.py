@@ -66,6 +66,9 @@ class RestDialect:
     def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
         return rest.classify(response.status_code, response.headers, response.content, retry_after=retry_after)
 
+    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
+        return response
+
 
 async def login(request: Request) -> Response:
     """`auth_type=password` checks the app against `clients`; `auth_type=token` refreshes a gateway token."""

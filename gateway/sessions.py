@@ -93,7 +93,9 @@ class SoapSlot:
 
 @dataclass
 class _Pool:
-    idle: asyncio.Queue[SoapSlot] = field(default_factory=asyncio.Queue)
+    # LIFO: the most recently used session goes out first, so a quiet gateway keeps one warm session
+    # per account and logs the others in only when concurrency needs them.
+    idle: asyncio.LifoQueue[SoapSlot] = field(default_factory=asyncio.LifoQueue)
 
 
 class SoapSessions:

@@ -30,9 +30,9 @@ FORWARDED_HEADERS = ("content-type", "soapaction", "idempotency-key", "x-request
 
 
 def fault_response(status: int, *, code: str, message: str, client: bool = False,
-                   headers: dict[str, str] | None = None) -> Response:
-    return Response(soap.fault(code=code, message=message, client=client), status_code=status,
-                    media_type=XML, headers=headers)
+                   fault_type: str = "UnexpectedErrorFault", headers: dict[str, str] | None = None) -> Response:
+    return Response(soap.fault(code=code, message=message, client=client, fault_type=fault_type),
+                    status_code=status, media_type=XML, headers=headers)
 
 
 class SoapDialect:
@@ -49,11 +49,24 @@ class SoapDialect:
     def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
         assert isinstance(lease, SoapSlot) and lease.session_id is not None and account.soap_url is not None
         envelope = soap.parse_envelope(call.body)
+        operation = soap.HA_OPERATIONS.get(envelope.operation) if account.soap_ha_operations else None
         return httpx.Request("POST", account.soap_url, headers=call.headers,
-                             content=envelope.with_session(lease.session_id))
+                             content=envelope.with_session(lease.session_id, operation=operation))
 
     def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
         return soap.classify(response.status_code, response.content, retry_after=retry_after)
+
+    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
+        """An HA twin's answer is renamed back to the operation the app called."""
+        if not account.soap_ha_operations:
+            return response
+        operation = soap.parse_envelope(call.body).operation
+        twin = soap.HA_OPERATIONS.get(operation)
+        if twin is None or response.status_code != 200:
+            return response
+        body = soap.rename_response(response.content, upstream_operation=twin, app_operation=operation)
+        content_type = response.headers.get("content-type", XML)
+        return httpx.Response(response.status_code, headers={"content-type": content_type}, content=body)
 
 
 async def service(request: Request) -> Response:
@@ -73,7 +86,9 @@ async def service(request: Request) -> Response:
         return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
     if envelope.operation == "login":
         if not runtime.credentials.login(user, password):
-            return fault_response(500, code="INVALID_USER_NAME_PASSWORD", message="Invalid user name or password")
+            # The vendor's AccountFault; one code for unknown user and wrong password (no user enumeration).
+            return fault_response(500, code="INVALID_PASSWORD", fault_type="AccountFault",
+                                  message="Invalid user name or password")
         return Response(soap.login_response(runtime.credentials.issue(user, "soap")), media_type=XML)
     session_id = envelope.session_id
     identity = runtime.credentials.verify(session_id, "soap")

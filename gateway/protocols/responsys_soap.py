@@ -32,9 +32,12 @@ WSDL_PATH = "/webservices/wsdl/ResponsysWS_Level1.wsdl"
 SESSION_ERRORS = frozenset({"INVALID_SESSION_ID"})
 THROTTLE_ERRORS = frozenset({"API_LIMIT_EXCEEDED", "CONCURRENT_SESSION_LIMIT_EXCEEDED"})
 UNRECOVERABLE_ERRORS = frozenset({"UNRECOVERABLE_EXCEPTION", "UNEXPECTED_EXCEPTION"})
+# AFTM: a failover account serves only the HA twins of the trigger operations ("SOAP-based code
+# changes required by AFTM"); the twin takes the same parts and answers `<twin>Response`.
+HA_OPERATIONS = {"mergeTriggerEmail": "HaMergeTriggerEmail"}
 # Operations that send a message: they may be queued when no account can take them now.
-SEND_OPERATIONS = frozenset({"mergeTriggerEmail", "triggerCustomEvent", "mergeTriggerSMS",
-                             "triggerCampaignMessage", "mergeTriggerPush"})
+SEND_OPERATIONS = frozenset({"mergeTriggerEmail", "HaMergeTriggerEmail", "triggerCustomEvent",
+                             "mergeTriggerSMS"})
 
 _MAX_FAULT_BODY = 262_144
 
@@ -78,9 +81,16 @@ class Envelope:
             raise BadEnvelope("login needs username and password")
         return user, password
 
-    def with_session(self, session_id: str) -> bytes:
-        """This envelope with the given upstream session in SessionHeader (added when missing)."""
+    def with_session(self, session_id: str, *, operation: str | None = None) -> bytes:
+        """This envelope with the given session in SessionHeader (added when missing).
+
+        `operation` renames the Body's operation element (same children), e.g. to its HA twin.
+        """
         root = _copy(self.root)
+        if operation is not None:
+            body = root.find(f"{{{SOAP_ENV}}}Body")
+            assert body is not None  # checked by parse_envelope
+            body[0].tag = f"{{{WS_NS}}}{operation}"
         header = root.find(f"{{{SOAP_ENV}}}Header")
         if header is None:
             header = etree.Element(f"{{{SOAP_ENV}}}Header")
@@ -216,6 +226,19 @@ def classify(status: int, body: bytes, *, retry_after: float | None) -> Outcome:
     if status >= 500:
         return Outcome.account_failure(Failure.SERVER_ERROR, detail=f"HTTP {status}")
     return Outcome.client_error(f"HTTP {status}")
+
+
+def rename_response(body: bytes, *, upstream_operation: str, app_operation: str) -> bytes:
+    """An HA twin's answer renamed to what the app asked for (`HaMergeTriggerEmailResponse` -> ...)."""
+    try:
+        root = parse_xml(body)
+    except BadEnvelope:
+        return body
+    node = root.find(f"{{{SOAP_ENV}}}Body/{{{WS_NS}}}{upstream_operation}Response")
+    if node is None:
+        return body
+    node.tag = f"{{{WS_NS}}}{app_operation}Response"
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def rewrite_wsdl(wsdl: bytes, service_url: str) -> bytes:

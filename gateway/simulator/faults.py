@@ -60,7 +60,7 @@ class FaultGate:
         if mode is Mode.HTTP503:
             await _unavailable(scope)(scope, receive, counting_send)
             return
-        if not _is_wsdl_fetch(scope):
+        if not _is_wsdl_fetch(scope) and not _is_health_probe(scope):
             fault = self._state.take_fault()
             if fault is not None:
                 await _injected(scope, fault)(scope, receive, counting_send)
@@ -82,6 +82,12 @@ def _is_soap(scope: Scope) -> bool:
 
 def _is_soap_call(scope: Scope) -> bool:
     return bool(scope["method"] == "POST" and scope["path"] == SERVICE_PATH)
+
+
+def _is_health_probe(scope: Scope) -> bool:
+    """A GET of the login URL is how a gateway checks reachability; it is no API call, so injected
+    per-call faults (throttle, unrecoverable) are kept for the calls a test counts."""
+    return scope["method"] == "GET" and str(scope["path"]).endswith("/auth/token")
 
 
 def _is_wsdl_fetch(scope: Scope) -> bool:
