@@ -230,14 +230,15 @@ async def test_stop_releases_leases_of_deliveries_cut_short(
 async def test_deliveries_run_with_bounded_concurrency(
         store: Store, clock: FakeClock, workers: Callable[..., OutboxWorker]) -> None:
     gate = asyncio.Event()
-    running, peak = 0, 0
+    running, peak, done = 0, 0, 0
 
     async def counted(item: OutboxItem) -> DeliveryResult:
-        nonlocal running, peak
+        nonlocal running, peak, done
         running += 1
         peak = max(peak, running)
         await gate.wait()
         running -= 1
+        done += 1
         return Delivered(200)
 
     for _ in range(7):
@@ -246,6 +247,7 @@ async def test_deliveries_run_with_bounded_concurrency(
     await worker.start()
     await async_wait_until(lambda: running == 3, message="three deliveries in flight")
     gate.set()
-    await async_wait_until(lambda: worker.in_flight == 0, message="all deliveries done")
+    # in_flight drops to 0 between batches too: wait for all seven, then for the last to be recorded
+    await async_wait_until(lambda: done == 7 and worker.in_flight == 0, message="all deliveries done")
     assert await store.depth() == 0
     assert peak == 3
