@@ -87,7 +87,7 @@ async def login(request: Request) -> Response:
     if auth_type == "password":
         user, password = form.get("user_name", ""), form.get("password", "")
         if not runtime.credentials.login(user, password):
-            return error(401, "Unauthorized", "INVALID_USER_NAME_PASSWORD", "Invalid user name or password")
+            return error(401, "Authentication failed", "AUTHENTICATION_FAILED", "Invalid user name or password")
         client = user
     elif auth_type == "token":
         identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")

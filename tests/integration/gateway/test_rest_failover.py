@@ -37,7 +37,7 @@ def test_wrong_client_credentials_get_the_vendor_error_and_nothing_is_forwarded(
         send = client.post(EMAIL_PATH, content=email_body("x@example.com"),
                            headers={"Authorization": "forged", "Content-Type": "application/json"})
     assert response.status_code == 401
-    assert response.json()["errorCode"] == "INVALID_USER_NAME_PASSWORD"
+    assert response.json()["errorCode"] == "AUTHENTICATION_FAILED"
     assert send.status_code == 401 and send.json()["errorCode"] == "INVALID_TOKEN"
     assert deployment.primary.deliveries() == [] and deployment.primary.stats()["rest_logins"] == 0
 
