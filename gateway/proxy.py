@@ -182,7 +182,7 @@ class Proxy:
         try:
             async with dialect.session(account, within=remaining) as lease:
                 request = dialect.upstream_request(account, call, lease)
-                response = await self.upstream.send(request, read_timeout=remaining)
+                response = await self.upstream.send(request, read_timeout=min(self.upstream.read_timeout, remaining))
                 outcome = dialect.classify(response, self.retry_after(response))
                 if outcome.kind is Kind.SESSION_INVALID:
                     lease.invalidate()

@@ -37,6 +37,8 @@ from policies.tls import client_context
 
 log = logging.getLogger("aftm.runtime")
 
+PROBE_TICK = 0.1  # seconds between checks of which account is due a probe
+
 
 class Runtime:
     """Everything one gateway process runs; built from the config, started and closed by the lifespan."""
@@ -221,17 +223,27 @@ class Runtime:
         }
 
     async def _probe_loop(self) -> None:
-        """Active health checks: an account that answers HTTP at all (< 500) on its login URL is up."""
-        while True:
-            for account in self.accounts:
-                if self.failover.probe_due(account.name):
-                    healthy, detail = await self._probe(account)
-                    event = self.failover.record_probe(account.name, healthy, detail)
-                    if event is not None:
-                        log.warning("failover: %s", event)
-            await asyncio.sleep(0.2)
+        """Active health checks, each account on its own task so a hanging one delays no other."""
+        probing: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for account in self.accounts:
+                    running = probing.get(account.name)
+                    if (running is None or running.done()) and self.failover.probe_due(account.name):
+                        probing[account.name] = asyncio.create_task(self._probe_and_record(account))
+                await asyncio.sleep(PROBE_TICK)
+        finally:
+            for task in probing.values():
+                task.cancel()
+
+    async def _probe_and_record(self, account: Account) -> None:
+        healthy, detail = await self._probe(account)
+        event = self.failover.record_probe(account.name, healthy, detail)
+        if event is not None:
+            log.warning("failover: %s", event)
 
     async def _probe(self, account: Account) -> tuple[bool, str]:
+        """An account that answers HTTP at all (< 500) on its login URL is up."""
         url = account.login_url.rstrip("/") + rest.LOGIN_PATH
         try:
             response = await self.upstream.send(httpx.Request("GET", url), read_timeout=2.0)
