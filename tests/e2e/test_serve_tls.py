@@ -38,8 +38,9 @@ def https_gateway(tmp_path: Path) -> Iterator[tuple[int, trustme.CA]]:
         "accounts": [{"name": "primary", "login_url": "https://127.0.0.1:9", "user_name": "u", "password": "p"}],
     }
     (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gateway.yaml")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gateway.yaml")]
+    log = (tmp_path / "gateway.log").open("wb")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
         yield port, ca
     finally:
@@ -49,8 +50,7 @@ def https_gateway(tmp_path: Path) -> Iterator[tuple[int, trustme.CA]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
+        log.close()
 
 
 def _healthz(port: int, context: ssl.SSLContext) -> int:
@@ -78,5 +78,6 @@ def test_https_listener_refuses_tls_below_1_2(https_gateway: tuple[int, trustme.
     legacy.set_ciphers("DEFAULT:@SECLEVEL=0")
     with pytest.raises(httpx.ConnectError):
         _healthz(port, legacy)
-    with socket.create_connection(("127.0.0.1", port)) as raw, modern.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            modern.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
