@@ -113,6 +113,8 @@ class Outbox:
 class RateLimit:
     per_minute: int = 0  # 0: no client-side limit
     burst: int = 10
+    from_vendor: bool = False  # at start, size per_minute from the account's GET /rest/api/ratelimit
+    headroom: float = 0.9  # fraction of the vendor's limit the gateway allows itself
 
 
 @dataclass(frozen=True)

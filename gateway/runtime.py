@@ -31,7 +31,7 @@ from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
 from policies.failover import FailoverPolicy, FailoverSettings
 from policies.outcome import Kind
-from policies.ratelimit import TokenBucket
+from policies.ratelimit import TokenBucket, per_minute
 from policies.reauth import ReauthPolicy
 from policies.tls import client_context
 
@@ -96,6 +96,9 @@ class Runtime:
         )
         await self.outbox.start()
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
+        for account in self.accounts:
+            if account.rate_limit.from_vendor:
+                self._tasks.append(asyncio.create_task(self._size_rate_limit(account), name="rate-limit"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -219,8 +222,30 @@ class Runtime:
             "active": self.failover.active,
             "failover": self.failover.status(),
             "outbox": {"depth": await store.depth(), "oldest_pending_age": await store.oldest_pending_age(time.time())},
+            "rate_limits_per_minute": {n: round(b.rate_per_second * 60, 3) for n, b in self.proxy.buckets.items()},
             "upstream_logins": {"rest": dict(self.rest_sessions.logins), "soap": dict(self.soap_sessions.logins)},
         }
+
+    async def _size_rate_limit(self, account: Account) -> None:
+        """Size the account's bucket from the vendor's own limits; keep the configured one on failure."""
+        try:
+            session = await self.rest_sessions.session_for(account)
+            response = await self.upstream.send(httpx.Request(
+                "GET", session.end_point + rest.RATE_LIMIT_PATH, headers={"Authorization": session.token}))
+        except UpstreamError as exc:
+            log.warning("could not read the vendor's rate limits", extra={"account": account.name, "reason": str(exc)})
+            return
+        limit = rest.tightest_send_limit(response.content) if response.status_code == 200 else None
+        if limit is None:
+            log.warning("no usable rate limits from the vendor", extra={"account": account.name})
+            return
+        rate = per_minute(limit, account.rate_limit.headroom)
+        bucket = self.proxy.buckets.get(account.name)
+        if bucket is None:
+            self.proxy.buckets[account.name] = TokenBucket(rate_per_second=rate, burst=account.rate_limit.burst)
+        else:
+            bucket.set_rate(rate_per_second=rate)
+        log.info("rate limit sized from the vendor", extra={"account": account.name, "per_minute": limit})
 
     async def _probe_loop(self) -> None:
         """Active health checks, each account on its own task so a hanging one delays no other."""

@@ -108,6 +108,29 @@ def _error_code(body: bytes) -> str | None:
     return code if isinstance(code, str) else None
 
 
+RATE_LIMIT_PATH = "/rest/api/ratelimit"
+
+
+def tightest_send_limit(body: bytes) -> int | None:
+    """The lowest per-minute limit among the send functions in a `GET /rest/api/ratelimit` answer.
+
+    The vendor lists `{"limit", "api", "resource_path", "verb", "description"}` per function; one
+    bucket per account sized by the tightest send keeps every send function under its limit.
+    """
+    try:
+        entries = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(entries, dict):  # tolerate a wrapper object around the list
+        entries = next((v for v in entries.values() if isinstance(v, list)), [])
+    limits = [
+        int(entry["limit"]) for entry in entries if isinstance(entry, dict)
+        and str(entry.get("verb", "")).upper() == "POST" and isinstance(entry.get("limit"), int)
+        and re.search(r"/(email|push|sms|trigger)$|^/events/", str(entry.get("resource_path", "")))
+    ]
+    return min(limits) if limits else None
+
+
 def upstream_path(app_path: str, api_prefix: str | None) -> str:
     """The path an account needs: `/rest/api/...` rewritten to the account's family when it sets one."""
     if api_prefix is None:

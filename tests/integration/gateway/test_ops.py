@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
 from gateway.observability import JsonFormatter
 from tests.integration.gateway.conftest import ADMIN_TOKEN, APP_PASSWORD, Deployment
+from tests.support.servers import wait_until
 
 
 def test_healthz_and_readyz(deployment: Deployment) -> None:
@@ -21,8 +23,6 @@ def test_readyz_is_false_when_no_account_is_healthy(deployment: Deployment) -> N
     deployment.primary.set_mode("refuse")
     deployment.failover.set_mode("refuse")
     with deployment.http() as client:
-        from tests.support.servers import wait_until
-
         wait_until(lambda: client.get("/readyz").status_code == 503, timeout=10, message="readyz to turn 503")
         body = client.get("/readyz").json()
     assert body["ready"] is False and body["healthy_accounts"] == []
@@ -76,3 +76,14 @@ def test_logs_never_contain_secrets(deployment: Deployment, caplog: pytest.LogCa
     assert "failover" in text  # the failover was logged: the check below looked at real lines
     for secret in (APP_PASSWORD, "primary-password", "failover-password", token, *upstream_tokens):
         assert secret not in text
+
+
+def test_rate_limit_is_sized_from_the_vendor_at_start(make_deployment: Callable[..., Deployment]) -> None:
+    deployment = make_deployment(start=False)
+    accounts = deployment.raw_config("http://unused")["accounts"]
+    accounts[0]["rate_limit"] = {"from_vendor": True, "headroom": 0.5}
+    deployment.overrides = {"accounts": accounts}
+    deployment.start_gateway()
+    # the simulator's tightest send limit is 500/min; half of it is the gateway's own ceiling
+    wait_until(lambda: deployment.admin_status()["rate_limits_per_minute"].get("primary") == 250.0,
+               timeout=10, message="the primary's rate limit to be sized from the vendor")

@@ -68,3 +68,15 @@ def test_sends_are_recognised() -> None:
     assert rest.is_send("POST", "/rest/haApi/v1.3/events/e")
     assert not rest.is_send("GET", "/rest/api/v1.3/lists/l/members/1")
     assert not rest.is_send("POST", "/rest/api/v1.3/lists/l/members")
+
+
+def test_tightest_send_limit_reads_the_vendor_list() -> None:
+    entries = [
+        {"limit": 500, "api": "mergeTriggerEmail", "resource_path": "/campaigns/{campaignName}/email", "verb": "POST"},
+        {"limit": 200, "api": "triggerCustomEvent", "resource_path": "/events/{eventName}", "verb": "POST"},
+        {"limit": 50, "api": "retrieveListMember", "resource_path": "/lists/{l}/members/{riid}", "verb": "GET"},
+        {"limit": 10, "api": "login", "resource_path": "/auth/token", "verb": "POST"},
+    ]
+    assert rest.tightest_send_limit(json.dumps(entries).encode()) == 200
+    assert rest.tightest_send_limit(b"not json") is None
+    assert rest.tightest_send_limit(b"[]") is None
