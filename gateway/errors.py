@@ -66,6 +66,15 @@ class LoginThrottled(LoginRefused):
         self.retry_after = retry_after
 
 
+def login_failure(what: str, *, status: int, code: str | None, throttled: bool,
+                  retry_after: float | None) -> LoginRefused:
+    """The error for a refused upstream login: throttled (wait) or refused (try another account)."""
+    reason = code or f"HTTP {status}"
+    if throttled or status == 429:
+        return LoginThrottled(f"{what} throttled: {reason}", retry_after=retry_after)
+    return LoginRefused(f"{what} refused: {reason}")
+
+
 class ConfigError(GatewayError):
     """The configuration is invalid; `problems` lists every `key: why`."""
 

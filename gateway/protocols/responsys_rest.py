@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import LoginRefused, LoginThrottled
+from gateway.errors import LoginRefused, login_failure
 from policies.outcome import Failure, Outcome
 
 LOGIN_PATH = "/rest/api/v1.3/auth/token"
@@ -64,9 +64,8 @@ def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -
     """Read an upstream login answer; raise LoginRefused (LoginThrottled) with a secret-free reason."""
     if status != 200:
         code = _error_code(body)
-        if code in THROTTLE_ERRORS or status == 429:
-            raise LoginThrottled(f"login throttled: {code or 'HTTP 429'}", retry_after=retry_after)
-        raise LoginRefused(f"login refused: {code or f'HTTP {status}'}")
+        raise login_failure("login", status=status, code=code, throttled=code in THROTTLE_ERRORS,
+                            retry_after=retry_after)
     try:
         data = json.loads(body)
         return UpstreamLogin(

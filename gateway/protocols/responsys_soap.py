@@ -18,7 +18,7 @@ from typing import Any
 
 from lxml import etree
 
-from gateway.errors import LoginRefused, LoginThrottled
+from gateway.errors import LoginRefused, login_failure
 from policies.outcome import Failure, Outcome
 
 WS_NS = "urn:ws.rsys.com"
@@ -30,7 +30,8 @@ SERVICE_PATH = "/webservices/services/ResponsysWSService"
 WSDL_PATH = "/webservices/wsdl/ResponsysWS_Level1.wsdl"
 
 SESSION_ERRORS = frozenset({"INVALID_SESSION_ID"})
-THROTTLE_ERRORS = frozenset({"API_LIMIT_EXCEEDED", "CONCURRENT_SESSION_LIMIT_EXCEEDED"})
+# REQUEST_LIMIT_EXCEEDED: the vendor fault list's code for too many live sessions or requests.
+THROTTLE_ERRORS = frozenset({"API_LIMIT_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"})
 UNRECOVERABLE_ERRORS = frozenset({"UNRECOVERABLE_EXCEPTION", "UNEXPECTED_EXCEPTION"})
 # AFTM: a failover account serves only the HA twins of the trigger operations ("SOAP-based code
 # changes required by AFTM"); the twin takes the same parts and answers `<twin>Response`.
@@ -178,9 +179,8 @@ def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -
     """The session id of an upstream login answer; raise LoginRefused (LoginThrottled) with a reason."""
     if status != 200:
         code = fault_code(body)
-        if code in THROTTLE_ERRORS or status == 429:
-            raise LoginThrottled(f"SOAP login throttled: {code or 'HTTP 429'}", retry_after=retry_after)
-        raise LoginRefused(f"SOAP login refused: {code or f'HTTP {status}'}")
+        raise login_failure("SOAP login", status=status, code=code, throttled=code in THROTTLE_ERRORS,
+                            retry_after=retry_after)
     try:
         root = parse_xml(body)
     except BadEnvelope as exc:
