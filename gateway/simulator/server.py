@@ -204,7 +204,8 @@ class SimulatedAccount:
             await asyncio.gather(self._api.stop(), self._control.stop())
 
     def request_stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        """Ask the serving loop to stop; a no-op once it has stopped (so stop() may be called twice)."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
 
     async def change_mode(self, mode: Mode) -> None:

@@ -197,3 +197,18 @@ def make_deployment(test_ca: trustme.CA, dns_server: DNSTestServer, ca_file: str
 @pytest.fixture
 def deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
     return make_deployment()
+
+
+@pytest.fixture
+def start_extra_account(test_ca: trustme.CA) -> Iterator[Callable[..., SimulatedAccount]]:
+    """Start more simulated accounts (another address, another TLS setup); stopped after the test."""
+    extra: list[SimulatedAccount] = []
+
+    def start(**kwargs: Any) -> SimulatedAccount:
+        account = start_account(test_ca, **kwargs)
+        extra.append(account)
+        return account
+
+    yield start
+    for account in extra:
+        account.stop()
