@@ -62,9 +62,13 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
         config = parse_config(raw, environ={})
         server = uvicorn.Server(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, log_config=None,
                                                access_log=False))
-        print(_banner(port, primary, failover), flush=True)
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)  # uvicorn offers no readiness event; poll its flag
+        if server.started:
+            print(_banner(port, primary, failover), flush=True)
         with contextlib.suppress(asyncio.CancelledError):
-            await server.serve()
+            await serving
 
 
 def _banner(port: int, primary: SimulatedAccount, failover: SimulatedAccount) -> str:
