@@ -60,15 +60,29 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
         raw = demo_config(port=port, data_dir=data_dir, primary=primary, failover=failover,
                           primary_password=passwords["primary"], failover_password=passwords["failover"])
         config = parse_config(raw, environ={})
-        server = uvicorn.Server(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, log_config=None,
-                                               access_log=False))
+        server = _ReadyServer(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, log_config=None,
+                                             access_log=False))
         serving = asyncio.create_task(server.serve())
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.05)  # uvicorn offers no readiness event; poll its flag
+        ready = asyncio.create_task(server.ready.wait())
+        await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
         if server.started:
             print(_banner(port, primary, failover), flush=True)
         with contextlib.suppress(asyncio.CancelledError):
             await serving
+
+
+class _ReadyServer(uvicorn.Server):
+    """uvicorn with an event set once the app's lifespan started and the socket listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.ready.set()
 
 
 def _banner(port: int, primary: SimulatedAccount, failover: SimulatedAccount) -> str:
