@@ -153,3 +153,19 @@ def test_not_allowed_in_secondary_is_passed_to_the_app(make_deployment: Callable
     assert deployment.failover.stats()["rest_logins"] == 1
     assert deployment.primary.deliveries() == []
     assert deployment.admin_status()["failover"]["accounts"]["failover"]["healthy"] is True
+
+
+def test_unrecoverable_exception_is_resent_elsewhere_only_with_a_key(deployment: Deployment) -> None:
+    token = deployment.rest_token()
+    assert deployment.send_email(token, "warm-up@example.com").status_code == 200  # upstream login done
+    deployment.primary.unrecoverable(1)
+    unkeyed = deployment.send_email(token, "unrecoverable@example.com")
+    # the vendor's own 500 reaches the app: the primary may have processed it, so nothing is resent
+    assert unkeyed.status_code == 500 and unkeyed.json()["errorCode"] == "UNRECOVERABLE_EXCEPTION"
+    assert delivered_to(deployment.failover, "unrecoverable@example.com") == 0
+    deployment.primary.unrecoverable(1)
+    keyed = deployment.send_email(token, "unrecoverable-keyed@example.com", key="u-1")
+    assert keyed.status_code == 200
+    total = delivered_to(deployment.primary, "unrecoverable-keyed@example.com") + \
+        delivered_to(deployment.failover, "unrecoverable-keyed@example.com")
+    assert total == 1
