@@ -3,7 +3,9 @@
     Upstream.send(request)            what the proxy and the sessions call; body read, facts attached
       └── ResolvingTransport          resolves the name (gateway.resolver), picks an address
             (policies.dns), pins the request to it, translates every library error here, once
-            └── inner transport       one per upstream host name; httpx.AsyncHTTPTransport by default
+            └── inner transport       one per upstream host name; aiohttp's client by default
+                                      (gateway.transport_aiohttp, chosen by measurement), httpx's
+                                      own AsyncHTTPTransport available as `http_transport`
 
 Why pin by hand instead of letting httpcore resolve: httpcore resolves with getaddrinfo in a thread
 and never again for a pooled connection, and any DNS cache would outlive a vendor's failover. Here
@@ -39,6 +41,7 @@ import httpx
 
 from gateway.errors import TLSRefused, UpstreamAmbiguous, UpstreamError, UpstreamUnreachable
 from gateway.resolver import Resolver
+from gateway.transport_aiohttp import aiohttp_transport
 from policies.dns import is_ip_literal, next_address
 from policies.outcome import Failure
 
@@ -264,7 +267,7 @@ class Upstream:
         self.read_timeout = read_timeout
         self.transport = ResolvingTransport(resolver=resolver, ssl_context=ssl_context,
                                             max_connections_per_host=max_connections_per_host,
-                                            transport_factory=transport_factory or http_transport)
+                                            transport_factory=transport_factory or aiohttp_transport)
 
     def timeout(self, read_timeout: float | None = None) -> httpx.Timeout:
         """Connect and pool waits send nothing, so they get the connect timeout; writes the read one."""

@@ -1,0 +1,1 @@
+"""Benchmarks: the gateway measured side by side with direct calls, nginx and HAProxy, in one run."""
