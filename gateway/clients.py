@@ -26,6 +26,7 @@ Kind = Literal["rest", "soap"]
 
 REST_TOKEN_LIFETIME = 7200.0  # as Responsys: about two hours, then the app refreshes or logs in again
 SOAP_SESSION_IDLE = 7200.0  # signed sessions carry their issue time; idle tracking is per replica
+VERIFIED_TTL = 60.0  # seconds a checked credential is trusted without re-checking its signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,9 @@ class Credentials:
         self._secret = secret or secrets.token_bytes(32)
         self._clock = clock
         self._revoked: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=SOAP_SESSION_IDLE, timer=clock)
+        # Every app request presents its credential: remember good ones briefly instead of re-checking
+        # the HMAC and decoding each time. Expiry and revocation are still checked on every hit.
+        self._verified: TTLCache[str, Identity] = TTLCache(maxsize=10_000, ttl=VERIFIED_TTL, timer=clock)
 
     def login(self, user_name: str, password: str) -> bool:
         client = self._config.client(user_name)
@@ -57,7 +61,22 @@ class Credentials:
 
     def verify(self, credential: str | None, kind: Kind) -> Identity | None:
         """The identity behind a credential, or None if it is forged, expired, revoked or of another kind."""
-        if not credential or credential.count(".") != 1:
+        if not credential:
+            return None
+        known = self._verified.get(credential)
+        if known is not None:
+            return known if self._still_valid(known, kind) and credential not in self._revoked else None
+        identity = self._decode(credential, kind)
+        if identity is not None:
+            self._verified[credential] = identity
+        return identity
+
+    def _still_valid(self, identity: Identity, kind: Kind) -> bool:
+        lifetime = REST_TOKEN_LIFETIME if kind == "rest" else SOAP_SESSION_IDLE
+        return identity.kind == kind and self._clock() - identity.issued_at <= lifetime
+
+    def _decode(self, credential: str, kind: Kind) -> Identity | None:
+        if credential.count(".") != 1:
             return None
         encoded, signature = credential.split(".")
         if not hmac.compare_digest(signature, self._sign(encoded)) or credential in self._revoked:
@@ -68,13 +87,14 @@ class Credentials:
             issued_at = float(issued)
         except (ValueError, UnicodeDecodeError):
             return None
-        lifetime = REST_TOKEN_LIFETIME if kind == "rest" else SOAP_SESSION_IDLE
-        if token_kind != kind or self._clock() - issued_at > lifetime or self._config.client(client) is None:
+        identity = Identity(client=client, kind=kind, issued_at=issued_at)
+        if token_kind != kind or not self._still_valid(identity, kind) or self._config.client(client) is None:
             return None
-        return Identity(client=client, kind=kind, issued_at=issued_at)
+        return identity
 
     def revoke(self, credential: str) -> None:
         self._revoked[credential] = True
+        self._verified.pop(credential, None)
 
     def _sign(self, encoded: str) -> str:
         digest = hmac.new(self._secret, encoded.encode(), hashlib.sha256).digest()

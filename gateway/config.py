@@ -9,6 +9,7 @@ mounted Kubernetes Secret) and are kept in `Secret`, whose repr never shows the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import os
@@ -173,7 +174,12 @@ class Config:
     session_secret: Secret | None = None
 
     def client(self, user_name: str) -> Client | None:
-        return next((c for c in self.clients if c.user_name == user_name), None)
+        return self._clients_by_name.get(user_name)
+
+    @functools.cached_property
+    def _clients_by_name(self) -> dict[str, Client]:
+        # checked on every app request: a lookup, not a scan
+        return {c.user_name: c for c in self.clients if c is not None}
 
     def account(self, name: str) -> Account:
         return next(a for a in self.accounts if a.name == name)

@@ -104,8 +104,9 @@ async def login(request: Request) -> Response:
 async def forward(request: Request) -> Response:
     """Any other `/rest/...` call: authenticate the app, then forward to the active account."""
     runtime: Runtime = request.app.state.runtime
-    if rest.API_PATH.match(request.url.path) is None:
-        return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {request.url.path}")
+    path: str = request.scope["path"]  # not request.url: building a URL object costs on every call
+    if rest.API_PATH.match(path) is None:
+        return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {path}")
     identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")
     if identity is None:
         return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
@@ -115,11 +116,14 @@ async def forward(request: Request) -> Response:
                      f"The request body exceeds {runtime.config.requests.max_body_bytes} bytes")
     if body and "json" in request.headers.get("content-type", "") and not _is_json(body):
         return error(400, "Bad request", "INVALID_REQUEST_CONTENT", "The request body is not valid JSON")
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    query: bytes = request.scope["query_string"]
+    is_send = rest.is_send(request.method, path)
+    if query:
+        path = f"{path}?{query.decode('latin-1')}"
     headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
     call = Call(protocol="rest", method=request.method, path=path, headers=headers, body=body,
                 request_id=request.headers.get("x-request-id") or uuid.uuid4().hex, client=identity.client,
-                is_send=rest.is_send(request.method, request.url.path),
+                is_send=is_send,
                 idempotency_key=request.headers.get("idempotency-key"))
     result = await runtime.handle(call, runtime.rest_dialect)
     return render(result)

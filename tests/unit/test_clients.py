@@ -56,3 +56,16 @@ def test_revoked_session_is_refused() -> None:
     session = credentials.issue("app", "soap")
     credentials.revoke(session)
     assert credentials.verify(session, "soap") is None
+
+
+def test_a_remembered_credential_still_expires_and_can_be_revoked() -> None:
+    clock = Clock()
+    credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
+    session = credentials.issue("app", "soap")
+    token = credentials.issue("app", "rest")
+    assert credentials.verify(session, "soap") is not None and credentials.verify(token, "rest") is not None
+    credentials.revoke(session)
+    assert credentials.verify(session, "soap") is None
+    assert credentials.verify(token, "soap") is None  # remembered as a REST token, still of the wrong kind
+    clock.now += REST_TOKEN_LIFETIME + 1
+    assert credentials.verify(token, "rest") is None
