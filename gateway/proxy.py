@@ -26,7 +26,7 @@ from gateway.config import Account
 from gateway.errors import LoginThrottled, UpstreamError
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, Schedule
-from policies.failover import FailoverPolicy, may_retry_elsewhere
+from policies.failover import FailoverEvent, FailoverPolicy, may_retry_elsewhere
 from policies.outcome import Kind, Outcome
 from policies.ratelimit import TokenBucket
 from policies.reauth import ReauthDecision, ReauthPolicy
@@ -96,6 +96,7 @@ class Proxy:
     reauth: ReauthPolicy
     buckets: dict[str, TokenBucket]
     retry_after: Callable[[httpx.Response], float | None]
+    on_event: Callable[[FailoverEvent], None] = lambda event: None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     _by_name: dict[str, Account] = field(init=False)
@@ -195,7 +196,7 @@ class Proxy:
     def _record(self, account: Account, outcome: Outcome, call: Call) -> None:
         event = self.failover.record(account.name, outcome)
         if event is not None:
-            log.warning("failover: %s", event, extra={"request_id": call.request_id})
+            self.on_event(event)
         if outcome.kind is not Kind.OK:
             log.info("upstream attempt", extra={"request_id": call.request_id, "account": account.name,
                                                 "outcome": outcome.kind.value, "reason": outcome.detail})

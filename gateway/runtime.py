@@ -11,6 +11,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ from gateway.soap_api import SoapDialect
 from gateway.store import OutboxItem, Store, open_store
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
-from policies.failover import FailoverPolicy, FailoverSettings
+from policies.failover import FailoverEvent, FailoverPolicy, FailoverSettings, Switched
 from policies.outcome import Kind
 from policies.ratelimit import TokenBucket, per_minute
 from policies.reauth import ReauthPolicy
@@ -79,7 +80,9 @@ class Runtime:
                               wait_max=config.retry.wait_max, retry_after_max=config.retry.retry_after_max),
             reauth=ReauthPolicy(max_relogins=config.retry.max_relogins), buckets=buckets,
             retry_after=lambda r: parse_retry_after(r.headers.get("retry-after"), time.time()),
+            on_event=self.note_event,
         )
+        self.switches: Counter[str] = Counter()  # failovers, failbacks, ... since start
         self.store: Store | None = None
         self.outbox: OutboxWorker | None = None
         # Queued sends wait longer between tries than a live request: the account is down or throttling.
@@ -220,6 +223,7 @@ class Runtime:
         store = self._store()
         return {
             "active": self.failover.active,
+            "switches": dict(self.switches),
             "failover": self.failover.status(),
             "outbox": {"depth": await store.depth(), "oldest_pending_age": await store.oldest_pending_age(time.time())},
             "rate_limits_per_minute": {n: round(b.rate_per_second * 60, 3) for n, b in self.proxy.buckets.items()},
@@ -265,7 +269,19 @@ class Runtime:
         healthy, detail = await self._probe(account)
         event = self.failover.record_probe(account.name, healthy, detail)
         if event is not None:
-            log.warning("failover: %s", event)
+            self.note_event(event)
+
+    def note_event(self, event: FailoverEvent | None) -> None:
+        """Count and log a failover decision, whoever made it (traffic, probe or operator)."""
+        if event is None:
+            return
+        if isinstance(event, Switched):
+            self.switches[event.reason.value] += 1
+            log.warning("traffic moved from %s to %s (%s)", event.from_, event.to, event.reason.value,
+                        extra={"reason": event.detail})
+        else:
+            log.warning("account %s is now %s", event.account, "healthy" if event.healthy else "unhealthy",
+                        extra={"reason": event.reason})
 
     async def _probe(self, account: Account) -> tuple[bool, str]:
         """An account that answers HTTP at all (< 500) on its login URL is up."""

@@ -83,6 +83,8 @@ def test_failover_on_503_storm_and_back_after_hold_time(deployment: Deployment) 
     deployment.wait_active("primary")  # probes see it healthy, then the hold time passes
     assert deployment.send_email(token, "after@example.com").status_code == 200
     assert delivered_to(deployment.primary, "after@example.com") == 1
+    switches = deployment.admin_status()["switches"]
+    assert switches.get("failover") == 1 and switches.get("failback") == 1
 
 
 def test_hang_with_idempotency_key_fails_over_without_key_is_reported(deployment: Deployment) -> None:
