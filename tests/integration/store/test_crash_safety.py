@@ -29,10 +29,9 @@ asyncio.run(main())
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-async def test_item_is_there_after_the_enqueuing_process_is_killed(tmp_path: Path) -> None:
-    path = tmp_path / "crash.db"
+async def test_item_is_there_after_the_enqueuing_process_is_killed(store_url: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _ENQUEUE_THEN_HANG, str(path),
+        sys.executable, "-c", _ENQUEUE_THEN_HANG, store_url,
         stdout=asyncio.subprocess.PIPE, cwd=str(Path(__file__).parents[3]))
     try:
         assert process.stdout is not None
@@ -44,7 +43,7 @@ async def test_item_is_there_after_the_enqueuing_process_is_killed(tmp_path: Pat
         await process.wait()
     assert process.returncode == -signal.SIGKILL
 
-    store = await open_store(str(path))
+    store = await open_store(store_url)
     try:
         item = await store.get(item_id)
         assert item is not None

@@ -1,11 +1,10 @@
-"""The outbox worker against a real SQLite store, with a fake clock and a scripted `deliver`."""
+"""The outbox worker against a real store of each backend, with a fake clock and a scripted `deliver`."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,12 +154,12 @@ async def test_kick_wakes_an_idle_worker(
 
 
 async def test_restart_enqueue_close_reopen_and_a_new_worker_delivers(
-        db_path: Path, clock: FakeClock, workers: Callable[..., OutboxWorker]) -> None:
-    before = await open_store(str(db_path), clock=clock)
+        store_url: str, clock: FakeClock, workers: Callable[..., OutboxWorker]) -> None:
+    before = await open_store(store_url, clock=clock)
     item_id = await before.enqueue(make_item(clock(), key="restart-1"))
     await before.close()
 
-    after = await open_store(str(db_path), clock=clock)
+    after = await open_store(store_url, clock=clock)
     try:
         calls, deliver = scripted(Delivered(202))
         worker = workers(deliver, on=after)

@@ -1,4 +1,5 @@
-"""The SQLite store on real files: restarts, leases, idempotency, admin operations."""
+"""The store on every backend (a real SQLite file, a real PostgreSQL schema): restarts, leases,
+idempotency, admin operations."""
 
 from __future__ import annotations
 
@@ -16,18 +17,20 @@ from gateway.store import (
     Store,
     StoreError,
     open_store,
+    postgres_url,
+    redact_url,
     sqlite_path,
 )
 from tests.integration.store.conftest import FakeClock, make_item
 
 
-async def test_enqueued_item_survives_close_and_reopen_of_the_same_file(db_path: Path,
-                                                                        clock: FakeClock) -> None:
-    first = await open_store(str(db_path), clock=clock)
+async def test_enqueued_item_survives_close_and_reopen_of_the_same_store(store_url: str,
+                                                                         clock: FakeClock) -> None:
+    first = await open_store(store_url, clock=clock)
     item_id = await first.enqueue(make_item(clock()))
     await first.close()
 
-    reopened = await open_store(f"sqlite:///{db_path}", clock=clock)
+    reopened = await open_store(store_url, clock=clock)
     try:
         item = await reopened.get(item_id)
         assert item is not None
@@ -65,8 +68,8 @@ async def test_expired_lease_of_a_dead_worker_is_taken_over_and_not_before(store
         await store.mark_dead(item_id, "worker-a", "late")
 
 
-async def test_concurrent_leases_never_hand_out_the_same_item(db_path: Path, clock: FakeClock) -> None:
-    stores = [await open_store(str(db_path), clock=clock) for _ in range(3)]
+async def test_concurrent_leases_never_hand_out_the_same_item(store_url: str, clock: FakeClock) -> None:
+    stores = [await open_store(store_url, clock=clock) for _ in range(3)]
     try:
         for _ in range(30):
             await stores[0].enqueue(make_item(clock()))
@@ -88,9 +91,9 @@ async def test_same_idempotency_key_enqueued_twice_is_one_item(store: Store, clo
     assert await store.depth() == 2
 
 
-async def test_same_key_from_two_connections_at_once_is_one_item(db_path: Path, clock: FakeClock) -> None:
-    a = await open_store(str(db_path), clock=clock)
-    b = await open_store(str(db_path), clock=clock)
+async def test_same_key_from_two_connections_at_once_is_one_item(store_url: str, clock: FakeClock) -> None:
+    a = await open_store(store_url, clock=clock)
+    b = await open_store(store_url, clock=clock)
     try:
         ids = await asyncio.gather(*(s.enqueue(make_item(clock(), key="k")) for s in (a, b, a, b, a, b)))
         assert len(set(ids)) == 1
@@ -113,9 +116,9 @@ async def test_delivered_item_keeps_its_key_and_a_dead_one_frees_it(store: Store
     assert await store.retry_now(dead_id) is False
 
 
-async def test_idempotency_put_first_writer_wins_under_concurrency(db_path: Path, clock: FakeClock) -> None:
-    a = await open_store(str(db_path), clock=clock)
-    b = await open_store(str(db_path), clock=clock)
+async def test_idempotency_put_first_writer_wins_under_concurrency(store_url: str, clock: FakeClock) -> None:
+    a = await open_store(store_url, clock=clock)
+    b = await open_store(store_url, clock=clock)
     try:
         puts = [s.idempotency_put("app-a:k1", 200 + n, (("content-type", "text/plain"),),
                                   f"answer {n}".encode(), clock() + 60)
@@ -205,20 +208,36 @@ async def test_finished_items_are_purged_only_when_asked(store: Store, clock: Fa
     assert await store.get(item_id) is None
 
 
-def test_store_urls_name_a_file_and_postgres_is_not_supported_yet() -> None:
+def test_store_urls_name_a_sqlite_file_or_a_postgresql_database() -> None:
     assert sqlite_path("sqlite:///data/gw.db") == Path("data/gw.db")
     assert sqlite_path("sqlite:////var/lib/gw.db") == Path("/var/lib/gw.db")
     assert sqlite_path("/var/lib/gw.db") == Path("/var/lib/gw.db")
-    with pytest.raises(ConfigError, match="PostgreSQL is not supported yet") as raised:
+    with pytest.raises(ConfigError, match="PostgreSQL URL") as raised:
         sqlite_path("postgresql://gw:hunter2@db/gw")
     assert "hunter2" not in str(raised.value)
     for url in ("sqlite:///:memory:", ":memory:", "sqlite://", "mysql://db/gw"):
         with pytest.raises(ConfigError):
             sqlite_path(url)
+    with pytest.raises(ConfigError) as raised:
+        sqlite_path("mysql://gw:hunter2@db/gw")
+    assert "hunter2" not in str(raised.value)
+
+    assert postgres_url("sqlite:///data/gw.db") is None
+    assert postgres_url("/var/lib/gw.db") is None
+    for scheme in ("postgresql", "postgres", "postgresql+asyncpg", "POSTGRESQL+psycopg"):
+        assert postgres_url(f"{scheme}://gw@db:5433/gw?sslmode=require") == "postgresql://gw@db:5433/gw?sslmode=require"
 
 
-async def test_closed_store_refuses_writes(db_path: Path) -> None:
-    store = await open_store(str(db_path))
+def test_redacted_urls_show_no_password() -> None:
+    assert redact_url("postgresql://gw:hunter2@db/gw") == "postgresql://gw:***@db/gw"
+    assert redact_url("postgresql://gw:hun%40ter2@db/gw") == "postgresql://gw:***@db/gw"
+    assert "hunter2" not in redact_url("postgresql://gw@db/gw?sslmode=require&password=hunter2")
+    assert "hunter2" not in redact_url("postgresql://gw:hunter2@[::1/gw")  # unparseable
+    assert redact_url("postgresql://gw@db/gw?search_path=s") == "postgresql://gw@db/gw?search_path=s"
+
+
+async def test_closed_store_refuses_writes(store_url: str) -> None:
+    store = await open_store(store_url)
     await store.close()
     await store.close()
     with pytest.raises(StoreError, match="closed"):
