@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -24,6 +24,11 @@ async def _soap_get(request: Request) -> Response:
         return await soap_api.wsdl(request)
     return soap_api.fault_response(405, code="INVALID_REQUEST", client=True,
                                    message="SOAP calls are POSTed; GET ?wsdl for the WSDL")
+
+
+async def _app_gone(request: Request, exc: Exception) -> Response:
+    """The app hung up while sending: nothing was forwarded or queued, and nobody reads this answer."""
+    return Response(status_code=499)
 
 
 def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
@@ -50,4 +55,4 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         Route(soap.SERVICE_PATH, _soap_get, methods=["GET"]),
         Route(soap.WSDL_PATH, soap_api.wsdl, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _app_gone})

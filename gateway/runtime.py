@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from gateway.clients import Credentials
 from gateway.config import Account, Config
@@ -121,21 +121,21 @@ class Runtime:
         return [self._by_name[name] for name in self.failover.candidates()]
 
     async def read_body(self, request: Request) -> bytes | None:
-        """The request body, or None when it is larger than `requests.max_body_bytes`."""
+        """The request body, or None when it is larger than `requests.max_body_bytes`.
+
+        Raises starlette's ClientDisconnect when the app hangs up mid-body: nothing may be forwarded.
+        """
         limit = self.config.requests.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return None
         chunks: list[bytes] = []
         size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    return None
-                chunks.append(chunk)
-        except ClientDisconnect:
-            return b""
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
         return b"".join(chunks)
 
     async def handle(self, call: Call, dialect: Dialect) -> Result:

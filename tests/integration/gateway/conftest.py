@@ -212,3 +212,24 @@ def start_extra_account(test_ca: trustme.CA) -> Iterator[Callable[..., Simulated
     yield start
     for account in extra:
         account.stop()
+
+
+@pytest.fixture
+def make_deployment_with_primary_tls(
+        start_extra_account: Callable[..., SimulatedAccount],
+        make_deployment: Callable[..., Deployment]) -> Callable[[Any], Deployment]:
+    """A deployment whose primary (same name, address and credentials) listens with the given TLS context.
+
+    The replacement primary comes from `start_extra_account`, requested first so that it is stopped
+    after the gateway (fixtures tear down in reverse order).
+    """
+
+    def build(primary_context: Any) -> Deployment:  # an ssl.SSLContext for the listener
+        deployment = make_deployment(start=False)
+        deployment.primary.stop()  # stop() is idempotent: the fixture's teardown stops it again
+        deployment.primary = start_extra_account(name="primary", host="127.0.0.2", hostname="primary.test",
+                                                 ssl_context=primary_context)
+        deployment.start_gateway()
+        return deployment
+
+    return build

@@ -2,44 +2,67 @@
 
 from __future__ import annotations
 
+import httpx
+
 from tests.integration.gateway.conftest import Deployment, delivered_to
 from tests.support.servers import wait_until
+
+
+def _assert_queued(response: httpx.Response) -> str:
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert set(body) == {"status", "requestId"} and body["status"] == "queued"
+    request_id = body["requestId"]
+    assert isinstance(request_id, str) and request_id
+    assert response.headers["X-Request-Id"] == request_id
+    return request_id
+
+
+def _outbox_depth(deployment: Deployment) -> int:
+    depth: int = deployment.admin_status()["outbox"]["depth"]
+    return depth
 
 
 def test_queued_send_is_delivered_after_a_gateway_restart(deployment: Deployment) -> None:
     token = deployment.rest_token()
     deployment.primary.set_mode("refuse")
     deployment.failover.set_mode("refuse")
-    queued = deployment.send_email(token, "queued@example.com")
-    assert queued.status_code == 202, queued.text
-    body = queued.json()
-    assert body["status"] == "queued" and body["requestId"]
-    deployment.stop_gateway()  # the outbox item is all that remains of the send
+    _assert_queued(deployment.send_email(token, "queued@example.com"))
+    assert _outbox_depth(deployment) == 1
+    deployment.stop_gateway()  # the outbox row is all that remains of the send
+    assert deployment.primary.deliveries() == [] and deployment.failover.deliveries() == []
+
     deployment.primary.set_mode("ok")
     deployment.failover.set_mode("ok")
-    deployment.start_gateway()
-    wait_until(lambda: delivered_to(deployment.primary, "queued@example.com")
-               + delivered_to(deployment.failover, "queued@example.com") == 1,
-               timeout=30, message="the queued send to be delivered after the restart")
-    wait_until(lambda: deployment.admin_status()["outbox"]["depth"] == 0, timeout=10, message="an empty outbox")
-    assert delivered_to(deployment.primary, "queued@example.com") + \
-        delivered_to(deployment.failover, "queued@example.com") == 1
+    deployment.start_gateway()  # a new process's worth of state, on the same store
+    wait_until(lambda: delivered_to(deployment.primary, "queued@example.com") == 1,
+               timeout=20, message="the queued send to reach the primary after the restart")
+    wait_until(lambda: _outbox_depth(deployment) == 0, timeout=10, message="an empty outbox")
+    assert delivered_to(deployment.primary, "queued@example.com") == 1
+    assert delivered_to(deployment.failover, "queued@example.com") == 0
+    assert len(deployment.primary.deliveries()) == 1
 
 
 def test_keyed_retry_while_queued_is_the_same_send(deployment: Deployment) -> None:
     token = deployment.rest_token()
     deployment.primary.set_mode("refuse")
     deployment.failover.set_mode("refuse")
-    first = deployment.send_email(token, "keyed-queued@example.com", key="order-77")
-    again = deployment.send_email(token, "keyed-queued@example.com", key="order-77")
-    assert first.status_code == again.status_code == 202
-    assert first.json()["requestId"] == again.json()["requestId"]
+    first = _assert_queued(deployment.send_email(token, "keyed-queued@example.com", key="order-77"))
+    assert _outbox_depth(deployment) == 1  # still queued: neither account takes connections
+    again = _assert_queued(deployment.send_email(token, "keyed-queued@example.com", key="order-77"))
+    assert again == first
+    assert _outbox_depth(deployment) == 1  # the retry did not queue a second copy
+
     deployment.primary.set_mode("ok")
     deployment.failover.set_mode("ok")
-    wait_until(lambda: deployment.admin_status()["outbox"]["depth"] == 0, timeout=30,
-               message="the queued send to be delivered")
+    wait_until(lambda: delivered_to(deployment.primary, "keyed-queued@example.com")
+               + delivered_to(deployment.failover, "keyed-queued@example.com") == 1,
+               timeout=20, message="the queued send to be delivered")
+    wait_until(lambda: _outbox_depth(deployment) == 0, timeout=10, message="an empty outbox")
     after = deployment.send_email(token, "keyed-queued@example.com", key="order-77")
-    assert after.status_code == 200  # the first outcome, replayed
-    total = delivered_to(deployment.primary, "keyed-queued@example.com") + \
-        delivered_to(deployment.failover, "keyed-queued@example.com")
-    assert total == 1
+    assert after.status_code == 200, after.text  # the delivered outcome, replayed
+    assert after.json()[0]["success"] is True
+    keyed = [d for d in deployment.primary.deliveries() + deployment.failover.deliveries()
+             if "keyed-queued@example.com" in d.recipient]
+    assert len(keyed) == 1 and keyed[0].idempotency_key == "order-77"
+

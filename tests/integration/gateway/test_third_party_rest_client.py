@@ -1,8 +1,23 @@
-"""The unmodified `responsysrest` PyPI client, pointed at the gateway instead of Responsys."""
+"""The unmodified `responsysrest` PyPI client, pointed at the gateway instead of Responsys.
+
+How far the library can be configured (responsysrest 0.1.12, read from its source):
+- `Configuration` and `Credentials` are plain objects; nothing is read from disk unless the app calls
+  `configuration.auto()`/`credentials.auto()` (which walk the current directory for JSON files), so the
+  test builds both in memory.
+- The `login_url` setter ignores its argument and always builds `http://login<pod>.responsys.net/...`;
+  the value lives in the name-mangled attribute behind the property, which is what an app has to set.
+- `api_url` is read-only in effect (its setter does nothing): always `rest/api/v<api_version>`, which
+  is the family the gateway serves. Every later call goes to the `endPoint` of the login answer, the
+  gateway's `public_url`: the library never learns an account's address.
+- The client logs in again before every call (`_get_context`), with `requests` (no session object).
+- `trigger_custom_event` raises NotImplementedError in this version, so the send is an email trigger.
+"""
 
 from __future__ import annotations
 
 import warnings
+
+import pytest
 
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment, delivered_to
 
@@ -12,28 +27,44 @@ with warnings.catch_warnings():
     import responsysrest
 
 
-def responsysrest_client(deployment: Deployment) -> responsysrest.Client:
+def responsysrest_client(deployment: Deployment, *, password: str = APP_PASSWORD) -> responsysrest.Client:
     config = responsysrest.Configuration(
         pod=2, api_version="1.3", api_folder="API", api_list="CONTACTS", profile_extension_table_alias="PET",
         supplemental_table_alias="SUP", primary_key_alias="PK", riid_generator_length=11,
         caste_nonstr_to_str=True, local_content_library_folder="local", remote_content_library_folder="remote",
         test_campaign_name="WELCOME", test_local_content_library_folder="local",
         test_remote_content_library_folder="remote")
-    # The only change an app makes: its login URL. (The client's `login_url` setter ignores its argument
-    # and always builds http://login<pod>.responsys.net, so the attribute behind it is set instead.)
+    # The only change an app makes: its login URL (see the module docstring for why it is set this way).
     config._Configuration__login_url = f"{deployment.url}/rest/api/v1.3/auth/token"
-    credentials = responsysrest.Credentials(user_name=APP_USER, password=APP_PASSWORD, email_address="ops@example.com")
+    assert config.login_url.startswith(deployment.url)
+    credentials = responsysrest.Credentials(user_name=APP_USER, password=password, email_address="ops@example.com")
     return responsysrest.Client(config, credentials)
 
 
 def test_unmodified_client_sends_through_the_gateway_and_survives_failover(deployment: Deployment) -> None:
     client = responsysrest_client(deployment)
     first = client.send_email_message("lib@example.com", "API", "WELCOME")
-    assert first[0]["success"] is True
+    assert isinstance(first, list) and first[0]["success"] is True, first
+    assert len(deployment.primary.deliveries()) == 1
     assert delivered_to(deployment.primary, "lib@example.com") == 1
+    assert deployment.failover.deliveries() == []
+    # The library logged in to the gateway; the gateway logged in to the account once, itself.
+    assert deployment.primary.stats()["rest_logins"] == 1
 
     deployment.primary.set_mode("refuse")
     second = client.send_email_message("lib-failover@example.com", "API", "WELCOME")
-    assert second[0]["success"] is True
+    assert isinstance(second, list) and second[0]["success"] is True, second
     assert delivered_to(deployment.failover, "lib-failover@example.com") == 1
     assert delivered_to(deployment.primary, "lib-failover@example.com") == 0
+    assert len(deployment.primary.deliveries()) == 1
+    # The failover account serves /rest/haApi: the gateway rewrote the library's /rest/api call.
+    assert [d.path for d in deployment.failover.deliveries()] == ["/rest/haApi/v1.3/campaigns/WELCOME/email"]
+
+
+def test_unmodified_client_with_a_wrong_password_gets_the_vendor_error(deployment: Deployment) -> None:
+    client = responsysrest_client(deployment, password="wrong")
+    # The library reads the login answer's authToken without checking the status: a vendor-shaped
+    # refusal surfaces as a KeyError there, exactly as it would against Responsys itself.
+    with pytest.raises(KeyError, match="authToken"):
+        client.send_email_message("nobody@example.com", "API", "WELCOME")
+    assert deployment.primary.deliveries() == [] and deployment.primary.stats()["rest_logins"] == 0
