@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="two simulated accounts and the gateway, on this machine")
     demo.add_argument("--port", type=int, default=8080, help="gateway port (0: any free port)")
     demo.add_argument("--data-dir", help="where the SQLite store lives (default: a temporary folder)")
+    demo.add_argument("--drill", action="store_true",
+                      help="run the scripted failover drill instead, print its table and exit (non-zero if lost)")
+    demo.add_argument("--scale", type=float, default=1.0, help="drill duration scale (default 1.0)")
     demo.set_defaults(run=_demo)
     return parser
 
@@ -136,6 +139,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="aftm-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
+    if args.drill:
+        from gateway.drill import run_drill
+
+        return asyncio.run(run_drill(data_dir=data_dir, duration_scale=args.scale))
     asyncio.run(run_demo(port=args.port, data_dir=data_dir))
     return 0
 
