@@ -33,6 +33,8 @@ from policies.reauth import ReauthDecision, ReauthPolicy
 
 log = logging.getLogger("aftm.proxy")
 
+MIN_ATTEMPT = 0.25  # seconds: with less left before the deadline, queue (or fail) instead of trying
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -113,6 +115,8 @@ class Proxy:
         last: Outcome | None = None
         last_response: httpx.Response | None = None
         while True:
+            if deadline - self.clock() < MIN_ATTEMPT:
+                break  # an attempt this short would time out after the upstream may have acted on it
             account = self._next_account(excluded)
             if account is None:
                 delay = schedule.next_delay(last) if last is not None else None
@@ -179,7 +183,7 @@ class Proxy:
 
     async def _attempt(self, account: Account, call: Call, dialect: Dialect,
                        deadline: float) -> tuple[Outcome, httpx.Response | None]:
-        remaining = max(0.05, deadline - self.clock())
+        remaining = max(MIN_ATTEMPT, deadline - self.clock())
         try:
             async with dialect.session(account, within=remaining) as lease:
                 request = dialect.upstream_request(account, call, lease)

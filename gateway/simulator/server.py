@@ -95,8 +95,9 @@ class _Listener:
     async def start(self) -> None:
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
+        # log_config=None: uvicorn's default config would replace the host process's log handlers
         config = uvicorn.Config(self._app, lifespan="off", log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, log_config=None)
         if self._ssl is not None:
             config.load()
             config.ssl = self._ssl
