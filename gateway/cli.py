@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="YAML config file")
     serve.add_argument("--host", help="override listen.host")
     serve.add_argument("--port", type=int, help="override listen.port")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the listening socket (default 1)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check-config", help="validate a config and print every problem")
@@ -86,11 +89,17 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.workers > 1:
+        from gateway.workers import run_workers
+
+        return run_workers(config, count=args.workers, host=args.host, port=args.port)
     serve_config(config, host=args.host, port=args.port)
     return 0
 
 
-def serve_config(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+def serve_config(config: Config, *, host: str | None = None, port: int | None = None,
+                 sock: socket.socket | None = None) -> None:
+    """Serve the gateway in this process (on `sock` when given, e.g. shared by worker processes)."""
     from gateway.app import build_app
     from policies.tls import server_context
 
@@ -105,7 +114,7 @@ def serve_config(config: Config, *, host: str | None = None, port: int | None = 
         server_config.load()
         server_config.ssl = server_context(cert_file=listen.tls_cert, key_file=listen.tls_key)
         server_config.loaded = True
-    uvicorn.Server(server_config).run()
+    uvicorn.Server(server_config).run(sockets=None if sock is None else [sock])
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -1,0 +1,71 @@
+"""`aftm-gateway serve --workers 2`: worker processes share the socket, the store and app credentials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from gateway.simulator.server import SimulatedAccount
+from tests.support.servers import wait_until
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def account() -> Iterator[SimulatedAccount]:
+    with SimulatedAccount(name="primary", user_name="api_primary", password="pw") as simulated:
+        yield simulated
+
+
+def test_two_workers_serve_one_port_and_accept_each_others_tokens(account: SimulatedAccount,
+                                                                  tmp_path: Path) -> None:
+    port = _free_port()
+    config = {"listen": {"host": "127.0.0.1", "port": port}, "public_url": f"http://127.0.0.1:{port}",
+              "store": f"sqlite:///{tmp_path / 'gw.db'}", "clients": [{"user_name": "app", "password": "pw"}],
+              "accounts": [{"name": "primary", "login_url": account.url, "user_name": "api_primary",
+                            "password": "pw"}]}
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+    log = (tmp_path / "gw.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gw.yaml"),
+                                "--workers", "2"], stdout=log, stderr=log)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, timeout=20, message="the workers to listen")
+        workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                                                  text=True).stdout.split()]
+        assert len(workers) == 2
+        body = {"recipientData": [{"recipient": {"emailAddress": "w@example.com", "listName": {
+            "folderName": "F", "objectName": "L"}, "emailFormat": "HTML_FORMAT"}, "optionalData": []}]}
+        statuses = []
+        for _ in range(10):  # fresh connections: the kernel spreads them over both workers
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
+                token = client.post("/rest/api/v1.3/auth/token", data={
+                    "user_name": "app", "password": "pw", "auth_type": "password"}).json()["authToken"]
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as client:
+                statuses.append(client.post("/rest/api/v1.3/campaigns/c/email", json=body,
+                                            headers={"Authorization": token}).status_code)
+        assert statuses == [200] * 10
+        assert len(account.deliveries()) == 10
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+        log.close()
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in workers)
