@@ -13,14 +13,7 @@ from gateway.resolver import DNSResolver
 from gateway.sessions import REFRESH_FRACTION, RestSessions, SoapSessions
 from gateway.simulator.server import SimulatedAccount
 from gateway.upstream import Upstream
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def config_account(simulated: SimulatedAccount, sessions: int = 2) -> Account:
 
 
 async def test_token_is_replaced_before_it_expires(account: SimulatedAccount, upstream: Upstream) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     sessions = RestSessions(upstream=upstream, clock=clock)
     target = config_account(account)
     first = await sessions.session_for(target)

@@ -2,20 +2,13 @@ from __future__ import annotations
 
 from gateway.clients import REST_TOKEN_LIFETIME, Credentials
 from gateway.config import parse_config
+from tests.support.clock import FakeClock
 
 CONFIG = parse_config(
     {"accounts": [{"name": "p", "login_url": "https://l.example", "user_name": "u", "password": "p"}],
      "clients": [{"user_name": "app", "password": "pw"}, {"user_name": "other", "password": "pw2"}]},
     environ={},
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_login_checks_configured_clients() -> None:
@@ -26,7 +19,7 @@ def test_login_checks_configured_clients() -> None:
 
 
 def test_tokens_verify_by_kind_and_expire() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
     token = credentials.issue("app", "rest")
     identity = credentials.verify(token, "rest")
@@ -59,7 +52,7 @@ def test_revoked_session_is_refused() -> None:
 
 
 def test_a_remembered_credential_still_expires_and_can_be_revoked() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
     session = credentials.issue("app", "soap")
     token = credentials.issue("app", "rest")

@@ -21,27 +21,16 @@ import asyncpg
 import pytest
 
 from gateway.store import OutboxItem, Store, open_store
+from tests.support.clock import FakeClock
 
 POSTGRES_ADMIN_URL = os.environ.get("AFTM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
 
 
-class FakeClock:
-    """Epoch seconds that move only when a test says so."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """Epoch seconds that move only when a test says so."""
+    return FakeClock(1_000_000.0)
 
 
 @pytest.fixture

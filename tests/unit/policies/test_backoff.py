@@ -7,20 +7,10 @@ import pytest
 
 from policies.backoff import RetryDetails, RetryPolicy, Schedule, backoff_delay, parse_retry_after
 from policies.outcome import Failure, Outcome
+from tests.support.clock import FakeClock
 
 FAILED = Outcome.account_failure(Failure.CONNECT_TIMEOUT)
 NOW_EPOCH = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def fixed(**kw: float) -> RetryPolicy:

@@ -13,21 +13,11 @@ from policies.failover import (
     may_retry_elsewhere,
 )
 from policies.outcome import Failure, Outcome
+from tests.support.clock import FakeClock
 
 CONNECT_TIMEOUT = Outcome.account_failure(Failure.CONNECT_TIMEOUT)
 REFUSED = Outcome.account_failure(Failure.CONNECT, "connection refused")
 OK = Outcome.ok()
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
