@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import builtins
 import enum
+import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from gateway.errors import GatewayError
 
@@ -218,3 +219,41 @@ class Store(Protocol):
 
         Keep finished items at least as long as the idempotency window: a purged item frees its key.
         """
+
+
+# --- rows, as both backends store them --------------------------------------------------------------
+
+class Row(Protocol):
+    """A database row read by column name (sqlite3.Row and asyncpg.Record both are)."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+
+def dump_headers(headers: Headers) -> str:
+    return json.dumps([list(pair) for pair in headers])
+
+
+def load_headers(text: str) -> Headers:
+    return tuple((str(name), str(value)) for name, value in json.loads(text))
+
+
+def item_from_row(row: Row) -> OutboxItem:
+    result = None
+    if row["result_status"] is not None:
+        result = Delivered(status_code=row["result_status"], body=bytes(row["result_body"] or b""),
+                           account=row["result_account"])
+    return OutboxItem(
+        id=row["id"], protocol=cast(Literal["rest", "soap"], row["protocol"]), method=row["method"],
+        path=row["path"], headers=load_headers(row["headers"]), body=bytes(row["body"]), client=row["client"],
+        created_at=row["created_at"], next_attempt_at=row["next_attempt_at"], expires_at=row["expires_at"],
+        account_preference=row["account_preference"], idempotency_key=row["idempotency_key"],
+        status=OutboxStatus(row["status"]), attempts=row["attempts"], last_error=row["last_error"],
+        lease_owner=row["lease_owner"], lease_until=row["lease_until"], updated_at=row["updated_at"],
+        result=result,
+    )
+
+
+def record_from_row(row: Row) -> IdempotencyRecord:
+    return IdempotencyRecord(key=row["key"], status_code=row["status_code"],
+                             headers=load_headers(row["headers"]), body=bytes(row["body"]),
+                             created_at=row["created_at"], expires_at=row["expires_at"])

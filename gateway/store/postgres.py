@@ -26,10 +26,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
@@ -46,6 +45,9 @@ from gateway.store.base import (
     OutboxStatus,
     PurgeCount,
     StoreError,
+    dump_headers,
+    item_from_row,
+    record_from_row,
     replayable_headers,
 )
 from gateway.store.migrations import Migration, check_sequence
@@ -126,7 +128,7 @@ class PostgresStore:
     # --- outbox -------------------------------------------------------------------------------
 
     async def enqueue(self, item: OutboxItem) -> str:
-        headers = _dump_headers(replayable_headers(item.headers))
+        headers = dump_headers(replayable_headers(item.headers))
         async with self._connection() as db:
             # A lost race with a writer whose item then died or was dropped leaves the key free:
             # try again. Each round either inserts or finds a holder, so two rounds almost always do.
@@ -171,7 +173,7 @@ class PostgresStore:
                    FROM due WHERE outbox.id = due.id
                    RETURNING outbox.*""",
                 owner, now + lease_seconds, now, limit)
-        items = [_item(row) for row in rows]
+        items = [item_from_row(row) for row in rows]
         items.sort(key=lambda i: (i.next_attempt_at, i.created_at))
         return items
 
@@ -201,14 +203,14 @@ class PostgresStore:
     async def get(self, item_id: str) -> OutboxItem | None:
         async with self._connection() as db:
             row = await db.fetchrow("SELECT * FROM outbox WHERE id = $1", item_id)
-        return None if row is None else _item(row)
+        return None if row is None else item_from_row(row)
 
     async def find_by_key(self, client: str, idempotency_key: str) -> OutboxItem | None:
         async with self._connection() as db:
             row = await db.fetchrow(
                 """SELECT * FROM outbox WHERE client = $1 AND idempotency_key = $2
                    AND status IN ('pending', 'leased', 'delivered')""", client, idempotency_key)
-        return None if row is None else _item(row)
+        return None if row is None else item_from_row(row)
 
     async def list(self, status: OutboxStatus | None = None, limit: int = 100) -> builtins.list[OutboxItem]:
         async with self._connection() as db:
@@ -217,7 +219,7 @@ class PostgresStore:
             else:
                 rows = await db.fetch("SELECT * FROM outbox WHERE status = $1 ORDER BY created_at, id LIMIT $2",
                                       status.value, limit)
-        return [_item(row) for row in rows]
+        return [item_from_row(row) for row in rows]
 
     async def retry_now(self, item_id: str) -> bool:
         now = self._clock()
@@ -258,12 +260,12 @@ class PostgresStore:
         async with self._connection() as db:
             row = await db.fetchrow("SELECT * FROM idempotency WHERE key = $1 AND expires_at > $2",
                                     key, self._clock())
-        return None if row is None else _record(row)
+        return None if row is None else record_from_row(row)
 
     async def idempotency_put(self, key: str, status_code: int, headers: Headers, body: bytes,
                               expires_at: float) -> IdempotencyRecord:
         now = self._clock()
-        headers_json = _dump_headers(replayable_headers(headers))
+        headers_json = dump_headers(replayable_headers(headers))
         async with self._connection() as db:
             for _ in range(5):
                 # First writer wins; an expired record no longer counts as a writer. The conflicting
@@ -279,7 +281,7 @@ class PostgresStore:
                 if row is None:  # a live record holds: return it (unless purged meanwhile: go again)
                     row = await db.fetchrow("SELECT * FROM idempotency WHERE key = $1", key)
                 if row is not None:
-                    return _record(row)
+                    return record_from_row(row)
         raise StoreError(f"idempotency record {key!r} kept disappearing (purged while written); try again")
 
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
@@ -397,32 +399,4 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
-def _dump_headers(headers: Headers) -> str:
-    return json.dumps([list(pair) for pair in headers])
-
-
-def _load_headers(text: str) -> Headers:
-    return tuple((str(name), str(value)) for name, value in json.loads(text))
-
-
-def _item(row: asyncpg.Record) -> OutboxItem:
-    result = None
-    if row["result_status"] is not None:
-        result = Delivered(status_code=row["result_status"], body=bytes(row["result_body"] or b""),
-                           account=row["result_account"])
-    return OutboxItem(
-        id=row["id"], protocol=cast(Literal["rest", "soap"], row["protocol"]), method=row["method"],
-        path=row["path"], headers=_load_headers(row["headers"]), body=bytes(row["body"]), client=row["client"],
-        created_at=row["created_at"], next_attempt_at=row["next_attempt_at"], expires_at=row["expires_at"],
-        account_preference=row["account_preference"], idempotency_key=row["idempotency_key"],
-        status=OutboxStatus(row["status"]), attempts=row["attempts"], last_error=row["last_error"],
-        lease_owner=row["lease_owner"], lease_until=row["lease_until"], updated_at=row["updated_at"],
-        result=result,
-    )
-
-
-def _record(row: asyncpg.Record) -> IdempotencyRecord:
-    return IdempotencyRecord(key=row["key"], status_code=row["status_code"],
-                             headers=_load_headers(row["headers"]), body=bytes(row["body"]),
-                             created_at=row["created_at"], expires_at=row["expires_at"])
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -39,6 +38,9 @@ from gateway.store.base import (
     OutboxStatus,
     PurgeCount,
     StoreError,
+    dump_headers,
+    item_from_row,
+    record_from_row,
     replayable_headers,
 )
 from gateway.store.migrations import Migration, check_sequence
@@ -125,7 +127,7 @@ class SQLiteStore:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)
                    ON CONFLICT (id) DO NOTHING""",
                 (item.id, item.protocol, item.method, item.path,
-                 _dump_headers(replayable_headers(item.headers)), item.body, item.client,
+                 dump_headers(replayable_headers(item.headers)), item.body, item.client,
                  item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
                  item.expires_at, item.created_at))
         return item.id
@@ -147,7 +149,7 @@ class SQLiteStore:
                        ORDER BY next_attempt_at, created_at LIMIT ?)
                    RETURNING *""",
                 (owner, now + lease_seconds, now, now, now, limit))
-        items = [_item(row) for row in rows]
+        items = [item_from_row(row) for row in rows]
         items.sort(key=lambda i: (i.next_attempt_at, i.created_at))
         return items
 
@@ -178,13 +180,13 @@ class SQLiteStore:
 
     async def get(self, item_id: str) -> OutboxItem | None:
         rows = await self._reader.execute_fetchall("SELECT * FROM outbox WHERE id = ?", (item_id,))
-        return next((_item(row) for row in rows), None)
+        return next((item_from_row(row) for row in rows), None)
 
     async def find_by_key(self, client: str, idempotency_key: str) -> OutboxItem | None:
         rows = await self._reader.execute_fetchall(
             """SELECT * FROM outbox WHERE client = ? AND idempotency_key = ?
                AND status IN ('pending', 'leased', 'delivered')""", (client, idempotency_key))
-        return next((_item(row) for row in rows), None)
+        return next((item_from_row(row) for row in rows), None)
 
     async def list(self, status: OutboxStatus | None = None, limit: int = 100) -> builtins.list[OutboxItem]:
         if status is None:
@@ -194,7 +196,7 @@ class SQLiteStore:
             rows = await self._reader.execute_fetchall(
                 "SELECT * FROM outbox WHERE status = ? ORDER BY created_at, id LIMIT ?",
                 (status.value, limit))
-        return [_item(row) for row in rows]
+        return [item_from_row(row) for row in rows]
 
     async def retry_now(self, item_id: str) -> bool:
         now = self._clock()
@@ -236,7 +238,7 @@ class SQLiteStore:
     async def idempotency_get(self, key: str) -> IdempotencyRecord | None:
         rows = await self._reader.execute_fetchall(
             "SELECT * FROM idempotency WHERE key = ? AND expires_at > ?", (key, self._clock()))
-        return next((_record(row) for row in rows), None)
+        return next((record_from_row(row) for row in rows), None)
 
     async def idempotency_put(self, key: str, status_code: int, headers: Headers, body: bytes,
                               expires_at: float) -> IdempotencyRecord:
@@ -250,9 +252,9 @@ class SQLiteStore:
                        headers = excluded.headers, body = excluded.body, created_at = excluded.created_at,
                        expires_at = excluded.expires_at
                    WHERE idempotency.expires_at <= excluded.created_at""",
-                (key, status_code, _dump_headers(replayable_headers(headers)), body, now, expires_at))
+                (key, status_code, dump_headers(replayable_headers(headers)), body, now, expires_at))
             rows = await db.execute_fetchall("SELECT * FROM idempotency WHERE key = ?", (key,))
-        return _record(next(iter(rows)))
+        return record_from_row(next(iter(rows)))
 
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         async with self._transaction() as db:
@@ -354,31 +356,4 @@ async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = 
     return next((row[0] for row in rows), None)
 
 
-def _dump_headers(headers: Headers) -> str:
-    return json.dumps([list(pair) for pair in headers])
 
-
-def _load_headers(text: str) -> Headers:
-    return tuple((str(name), str(value)) for name, value in json.loads(text))
-
-
-def _item(row: sqlite3.Row) -> OutboxItem:
-    result = None
-    if row["result_status"] is not None:
-        result = Delivered(status_code=row["result_status"], body=bytes(row["result_body"] or b""),
-                           account=row["result_account"])
-    return OutboxItem(
-        id=row["id"], protocol=row["protocol"], method=row["method"], path=row["path"],
-        headers=_load_headers(row["headers"]), body=bytes(row["body"]), client=row["client"],
-        created_at=row["created_at"], next_attempt_at=row["next_attempt_at"], expires_at=row["expires_at"],
-        account_preference=row["account_preference"], idempotency_key=row["idempotency_key"],
-        status=OutboxStatus(row["status"]), attempts=row["attempts"], last_error=row["last_error"],
-        lease_owner=row["lease_owner"], lease_until=row["lease_until"], updated_at=row["updated_at"],
-        result=result,
-    )
-
-
-def _record(row: sqlite3.Row) -> IdempotencyRecord:
-    return IdempotencyRecord(key=row["key"], status_code=row["status_code"],
-                             headers=_load_headers(row["headers"]), body=bytes(row["body"]),
-                             created_at=row["created_at"], expires_at=row["expires_at"])
