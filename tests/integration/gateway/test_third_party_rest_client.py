@@ -15,30 +15,16 @@ How far the library can be configured (responsysrest 0.1.12, read from its sourc
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment, delivered_to
-
-with warnings.catch_warnings():
-    # responsysrest 0.1.12 compares with `is 0`, which Python flags with a SyntaxWarning on compile.
-    warnings.simplefilter("ignore", SyntaxWarning)
-    import responsysrest
+from tests.support import responsys_clients
+from tests.support.responsys_clients import ResponsysRestClient
 
 
-def responsysrest_client(deployment: Deployment, *, password: str = APP_PASSWORD) -> responsysrest.Client:
-    config = responsysrest.Configuration(
-        pod=2, api_version="1.3", api_folder="API", api_list="CONTACTS", profile_extension_table_alias="PET",
-        supplemental_table_alias="SUP", primary_key_alias="PK", riid_generator_length=11,
-        caste_nonstr_to_str=True, local_content_library_folder="local", remote_content_library_folder="remote",
-        test_campaign_name="WELCOME", test_local_content_library_folder="local",
-        test_remote_content_library_folder="remote")
+def responsysrest_client(deployment: Deployment, *, password: str = APP_PASSWORD) -> ResponsysRestClient:
     # The only change an app makes: its login URL (see the module docstring for why it is set this way).
-    config._Configuration__login_url = f"{deployment.url}/rest/api/v1.3/auth/token"
-    assert config.login_url.startswith(deployment.url)
-    credentials = responsysrest.Credentials(user_name=APP_USER, password=password, email_address="ops@example.com")
-    return responsysrest.Client(config, credentials)
+    return responsys_clients.responsysrest_client(deployment.url, user_name=APP_USER, password=password)
 
 
 def test_unmodified_client_sends_through_the_gateway_and_survives_failover(deployment: Deployment) -> None:
