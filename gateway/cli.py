@@ -55,6 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config", required=True)
     migrate.set_defaults(run=_migrate)
 
+    outbox = commands.add_parser("outbox", help="inspect and steer queued sends")
+    outbox.add_argument("--config", required=True)
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
+    listing = outbox_commands.add_parser("list", help="queued sends, oldest first")
+    listing.add_argument("--status", choices=["pending", "leased", "delivered", "dead"])
+    listing.add_argument("--limit", type=int, default=50)
+    for name, text in (("retry", "make an item due now (a dead one comes back)"), ("drop", "delete an item")):
+        command = outbox_commands.add_parser(name, help=text)
+        command.add_argument("id")
+    outbox.set_defaults(run=_outbox)
+
     simulate = commands.add_parser("simulate", help="run one simulated Responsys account")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, required=True)
@@ -129,6 +140,29 @@ def _migrate(args: argparse.Namespace) -> int:
     asyncio.run(run())
     print(f"store {config.store}: schema up to date")
     return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from gateway.store import OutboxStatus, open_store
+
+    config = load_config(args.config)
+
+    async def run() -> int:
+        store = await open_store(config.store)
+        try:
+            if args.outbox_command == "list":
+                status = OutboxStatus(args.status) if args.status else None
+                for item in await store.list(status, limit=args.limit):
+                    print(f"{item.id}  {item.status.value:<9} attempts={item.attempts:<3} {item.method} {item.path}"
+                          f"  client={item.client}  last_error={item.last_error or '-'}")
+                return 0
+            done = await (store.retry_now(args.id) if args.outbox_command == "retry" else store.drop(args.id))
+            print(f"{args.outbox_command} {args.id}: {'done' if done else 'no such item (or not allowed)'}")
+            return 0 if done else 1
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def _simulate(args: argparse.Namespace) -> int:

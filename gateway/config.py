@@ -108,6 +108,8 @@ class Outbox:
     max_age: float = 86_400.0  # a queued send older than this is dead (recorded as a failure)
     lease_seconds: float = 30.0
     batch: int = 20
+    retention_days: float = 31.0  # delivered and dead items are purged after this (never before the
+    purge_interval: float = 3600.0  # idempotency window, which their keys must outlive)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.soap_api import SoapDialect
-from gateway.store import OutboxItem, Store, open_store
+from gateway.store import OutboxItem, PurgeCount, Store, open_store
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
 from policies.failover import FailoverEvent, FailoverPolicy, FailoverSettings, Switched
@@ -99,6 +99,7 @@ class Runtime:
         )
         await self.outbox.start()
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
+        self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
         for account in self.accounts:
             if account.rate_limit.from_vendor:
                 self._tasks.append(asyncio.create_task(self._size_rate_limit(account), name="rate-limit"))
@@ -250,6 +251,24 @@ class Runtime:
         else:
             bucket.set_rate(rate_per_second=rate)
         log.info("rate limit sized from the vendor", extra={"account": account.name, "per_minute": limit})
+
+    async def purge_once(self) -> PurgeCount:
+        """Drop expired idempotency records and finished outbox items older than the retention."""
+        now = time.time()
+        keep = max(self.config.outbox.retention_days * 86_400.0, self.config.requests.idempotency_window)
+        return await self._store().purge_expired(now, finished_before=now - keep)
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.outbox.purge_interval)
+            try:
+                purged = await self.purge_once()
+            except Exception as exc:  # the store is down (readyz says so): this loop must live on and retry
+                log.warning("retention purge failed", extra={"reason": str(exc)})
+            else:
+                if purged.idempotency_records or purged.outbox_items:
+                    log.info("retention purge", extra={"idempotency_records": purged.idempotency_records,
+                                                       "outbox_items": purged.outbox_items})
 
     async def _probe_loop(self) -> None:
         """Active health checks, each account on its own task so a hanging one delays no other."""
