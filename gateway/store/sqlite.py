@@ -21,9 +21,9 @@ import builtins
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -50,6 +50,26 @@ BUSY_TIMEOUT_SECONDS = 10.0  # how long to wait for another process's write lock
 # Statuses are spelled out as SQL literals below rather than built into strings; the key-holding
 # set must match KEY_HOLDING_STATUSES and the partial unique index of migration 1.
 
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(method: Callable[Concatenate[SQLiteStore, P], Coroutine[Any, Any, R]],
+                ) -> Callable[Concatenate[SQLiteStore, P], Coroutine[Any, Any, R]]:
+    """The store's error boundary: a closed store or a driver error surfaces as StoreError."""
+
+    async def wrapper(store: SQLiteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if store._closed:
+            raise StoreError(f"store {store.path} is closed")
+        try:
+            return await method(store, *args, **kwargs)
+        except sqlite3.Error as exc:  # busy past the timeout, disk full, corrupt file, ...
+            raise StoreError(f"store {store.path}: {type(exc).__name__}: {exc}") from exc
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
 
 class SQLiteStore:
     """The `Store` on one SQLite file. Open with `await SQLiteStore.open(path)`; close when done."""
@@ -102,15 +122,18 @@ class SQLiteStore:
             await self._reader.close()
             await self._writer.close()
 
+    @_translated
     async def ping(self) -> None:
         await _scalar(self._reader, "SELECT 1")
 
+    @_translated
     async def migrate(self) -> builtins.list[int]:
         async with self._write_lock:
             return await apply_migrations(self._writer, MIGRATIONS, now=self._clock())
 
     # --- outbox -------------------------------------------------------------------------------
 
+    @_translated
     async def enqueue(self, item: OutboxItem) -> str:
         async with self._transaction() as db:
             if item.idempotency_key is not None:
@@ -132,6 +155,7 @@ class SQLiteStore:
                  item.expires_at, item.created_at))
         return item.id
 
+    @_translated
     async def lease_due(self, owner: str, now: float, lease_seconds: float,
                         limit: int) -> builtins.list[OutboxItem]:
         if limit <= 0:
@@ -153,6 +177,7 @@ class SQLiteStore:
         items.sort(key=lambda i: (i.next_attempt_at, i.created_at))
         return items
 
+    @_translated
     async def mark_delivered(self, item_id: str, owner: str, result: Delivered) -> None:
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -164,12 +189,15 @@ class SQLiteStore:
             if cursor.rowcount == 0:
                 await self._explain_miss(db, item_id, owner, ok_if=OutboxStatus.DELIVERED)
 
+    @_translated
     async def reschedule(self, item_id: str, owner: str, next_attempt_at: float, error: str) -> None:
         await self._finish_lease(item_id, owner, OutboxStatus.PENDING, next_attempt_at, error)
 
+    @_translated
     async def mark_dead(self, item_id: str, owner: str, reason: str) -> None:
         await self._finish_lease(item_id, owner, OutboxStatus.DEAD, None, reason)
 
+    @_translated
     async def release_leases(self, owner: str) -> int:
         async with self._transaction() as db:
             cursor = await db.execute(
@@ -178,16 +206,19 @@ class SQLiteStore:
                    WHERE status = 'leased' AND lease_owner = ?""", (self._clock(), owner))
             return cursor.rowcount
 
+    @_translated
     async def get(self, item_id: str) -> OutboxItem | None:
         rows = await self._reader.execute_fetchall("SELECT * FROM outbox WHERE id = ?", (item_id,))
         return next((item_from_row(row) for row in rows), None)
 
+    @_translated
     async def find_by_key(self, client: str, idempotency_key: str) -> OutboxItem | None:
         rows = await self._reader.execute_fetchall(
             """SELECT * FROM outbox WHERE client = ? AND idempotency_key = ?
                AND status IN ('pending', 'leased', 'delivered')""", (client, idempotency_key))
         return next((item_from_row(row) for row in rows), None)
 
+    @_translated
     async def list(self, status: OutboxStatus | None = None, limit: int = 100) -> builtins.list[OutboxItem]:
         if status is None:
             rows = await self._reader.execute_fetchall(
@@ -198,6 +229,7 @@ class SQLiteStore:
                 (status.value, limit))
         return [item_from_row(row) for row in rows]
 
+    @_translated
     async def retry_now(self, item_id: str) -> bool:
         now = self._clock()
         try:
@@ -212,20 +244,24 @@ class SQLiteStore:
         except sqlite3.IntegrityError:
             return False  # a newer item holds its idempotency key now; reviving it could send twice
 
+    @_translated
     async def drop(self, item_id: str) -> bool:
         async with self._transaction() as db:
             cursor = await db.execute("DELETE FROM outbox WHERE id = ?", (item_id,))
             return cursor.rowcount > 0
 
+    @_translated
     async def depth(self) -> int:
         return int(await _scalar(self._reader,
                                  "SELECT count(*) FROM outbox WHERE status IN ('pending', 'leased')"))
 
+    @_translated
     async def oldest_pending_age(self, now: float) -> float | None:
         oldest = await _scalar(self._reader,
                                "SELECT min(created_at) FROM outbox WHERE status IN ('pending', 'leased')")
         return None if oldest is None else max(0.0, now - float(oldest))
 
+    @_translated
     async def next_due(self) -> float | None:
         due = await _scalar(self._reader, """
             SELECT min(t) FROM (
@@ -235,11 +271,13 @@ class SQLiteStore:
 
     # --- idempotency --------------------------------------------------------------------------
 
+    @_translated
     async def idempotency_get(self, key: str) -> IdempotencyRecord | None:
         rows = await self._reader.execute_fetchall(
             "SELECT * FROM idempotency WHERE key = ? AND expires_at > ?", (key, self._clock()))
         return next((record_from_row(row) for row in rows), None)
 
+    @_translated
     async def idempotency_put(self, key: str, status_code: int, headers: Headers, body: bytes,
                               expires_at: float) -> IdempotencyRecord:
         now = self._clock()
@@ -256,6 +294,7 @@ class SQLiteStore:
             rows = await db.execute_fetchall("SELECT * FROM idempotency WHERE key = ?", (key,))
         return record_from_row(next(iter(rows)))
 
+    @_translated
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         async with self._transaction() as db:
             records = await db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))

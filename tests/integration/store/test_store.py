@@ -242,3 +242,12 @@ async def test_closed_store_refuses_writes(store_url: str) -> None:
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.enqueue(make_item(0.0))
+
+
+async def test_a_closed_store_answers_with_a_store_error(store_url: str, clock: FakeClock) -> None:
+    closed = await open_store(store_url, clock=clock)
+    await closed.close()
+    with pytest.raises(StoreError, match="closed"):
+        await closed.get("anything")
+    with pytest.raises(StoreError, match="closed"):
+        await closed.ping()
