@@ -23,6 +23,7 @@ from gateway.store.base import (
     OutboxItem,
     OutboxStatus,
     PurgeCount,
+    SharedValue,
     Store,
     StoreError,
     replayable_headers,
@@ -30,7 +31,8 @@ from gateway.store.base import (
 
 __all__ = [
     "Delivered", "Headers", "IdempotencyRecord", "ItemNotFound", "LeaseLost", "OutboxItem", "OutboxStatus",
-    "PurgeCount", "Store", "StoreError", "migrate", "open_store", "postgres_url", "redact_url", "replayable_headers",
+    "PurgeCount", "SharedValue", "Store", "StoreError", "migrate", "open_store", "postgres_url", "redact_url",
+    "replayable_headers",
     "sqlite_path",
 ]
 

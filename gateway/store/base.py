@@ -121,6 +121,13 @@ class IdempotencyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedValue:
+    value: str
+    updated_at: float
+    replica: str
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeCount:
     idempotency_records: int = 0
     outbox_items: int = 0
@@ -213,6 +220,12 @@ class Store(Protocol):
 
         Callers namespace `key` by client so two apps never see each other's answers.
         """
+
+    async def shared_get(self, key: str) -> SharedValue | None:
+        """A fact shared by all replicas (e.g. the failover state), with who wrote it when."""
+
+    async def shared_put(self, key: str, value: str, *, updated_at: float, replica: str) -> None:
+        """Write a shared fact; the latest `updated_at` wins when replicas race."""
 
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         """Delete expired idempotency records, and delivered or dead items finished before `finished_before`.

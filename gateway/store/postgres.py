@@ -44,6 +44,7 @@ from gateway.store.base import (
     OutboxItem,
     OutboxStatus,
     PurgeCount,
+    SharedValue,
     StoreError,
     dump_headers,
     item_from_row,
@@ -283,6 +284,19 @@ class PostgresStore:
                 if row is not None:
                     return record_from_row(row)
         raise StoreError(f"idempotency record {key!r} kept disappearing (purged while written); try again")
+
+    async def shared_get(self, key: str) -> SharedValue | None:
+        async with self._connection() as db:
+            row = await db.fetchrow("SELECT value, updated_at, replica FROM shared_state WHERE key = $1", key)
+        return None if row is None else SharedValue(row["value"], row["updated_at"], row["replica"])
+
+    async def shared_put(self, key: str, value: str, *, updated_at: float, replica: str) -> None:
+        async with self._connection() as db:
+            await db.execute(
+                """INSERT INTO shared_state (key, value, updated_at, replica) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
+                       replica = excluded.replica
+                   WHERE shared_state.updated_at <= excluded.updated_at""", key, value, updated_at, replica)
 
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         async with self._connection() as db, db.transaction():

@@ -37,6 +37,7 @@ from gateway.store.base import (
     OutboxItem,
     OutboxStatus,
     PurgeCount,
+    SharedValue,
     StoreError,
     dump_headers,
     item_from_row,
@@ -293,6 +294,21 @@ class SQLiteStore:
                 (key, status_code, dump_headers(replayable_headers(headers)), body, now, expires_at))
             rows = await db.execute_fetchall("SELECT * FROM idempotency WHERE key = ?", (key,))
         return record_from_row(next(iter(rows)))
+
+    @_translated
+    async def shared_get(self, key: str) -> SharedValue | None:
+        rows = await self._reader.execute_fetchall(
+            "SELECT value, updated_at, replica FROM shared_state WHERE key = ?", (key,))
+        return next((SharedValue(row["value"], row["updated_at"], row["replica"]) for row in rows), None)
+
+    @_translated
+    async def shared_put(self, key: str, value: str, *, updated_at: float, replica: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                """INSERT INTO shared_state (key, value, updated_at, replica) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at,
+                       replica = excluded.replica
+                   WHERE shared_state.updated_at <= excluded.updated_at""", (key, value, updated_at, replica))
 
     @_translated
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:

@@ -63,4 +63,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX idempotency_expiry ON idempotency (expires_at)",
     )),
+    Migration(3, "shared_state", (
+        # Small facts every replica must agree on (the failover state), last writer wins.
+        """
+        CREATE TABLE shared_state (
+            key        text COLLATE "C" PRIMARY KEY,
+            value      text NOT NULL,
+            updated_at double precision NOT NULL,
+            replica    text NOT NULL
+        )
+        """,
+    )),
 )

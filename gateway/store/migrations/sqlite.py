@@ -54,4 +54,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         "CREATE INDEX idempotency_expiry ON idempotency (expires_at)",
     )),
+    Migration(3, "shared_state", (
+        # Small facts every replica must agree on (the failover state), last writer wins.
+        """
+        CREATE TABLE shared_state (
+            key        TEXT PRIMARY KEY,
+            value      TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            replica    TEXT NOT NULL
+        )
+        """,
+    )),
 )

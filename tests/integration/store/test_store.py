@@ -251,3 +251,14 @@ async def test_a_closed_store_answers_with_a_store_error(store_url: str, clock: 
         await closed.get("anything")
     with pytest.raises(StoreError, match="closed"):
         await closed.ping()
+
+
+async def test_shared_state_keeps_the_latest_write(store: Store) -> None:
+    assert await store.shared_get("failover") is None
+    await store.shared_put("failover", '{"a": 1}', updated_at=100.0, replica="r1")
+    await store.shared_put("failover", '{"a": 0}', updated_at=99.0, replica="r2")  # late and stale: ignored
+    latest = await store.shared_get("failover")
+    assert latest is not None and (latest.value, latest.updated_at, latest.replica) == ('{"a": 1}', 100.0, "r1")
+    await store.shared_put("failover", '{"a": 2}', updated_at=101.0, replica="r2")
+    latest = await store.shared_get("failover")
+    assert latest is not None and (latest.value, latest.replica) == ('{"a": 2}', "r2")
