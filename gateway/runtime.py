@@ -20,7 +20,15 @@ from starlette.requests import Request
 from gateway.clients import Credentials
 from gateway.config import Account, Config
 from gateway.errors import UpstreamError
-from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, OutboxWorker, Retry, RetryAfter
+from gateway.outbox import (
+    Delivered,
+    DeliveryResult,
+    FailedPermanently,
+    OutboxWorker,
+    Retry,
+    RetryAfter,
+    default_owner,
+)
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Dialect, Proxy, Result
 from gateway.resolver import DNSResolver
@@ -30,7 +38,14 @@ from gateway.soap_api import SoapDialect
 from gateway.store import OutboxItem, PurgeCount, Store, open_store
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
-from policies.failover import FailoverEvent, FailoverPolicy, FailoverSettings, Switched
+from policies.failover import (
+    FailoverEvent,
+    FailoverPolicy,
+    FailoverSettings,
+    Switched,
+    snapshot_from_json,
+    snapshot_to_json,
+)
 from policies.outcome import Kind
 from policies.ratelimit import TokenBucket, per_minute
 from policies.reauth import ReauthPolicy
@@ -39,6 +54,8 @@ from policies.tls import client_context
 log = logging.getLogger("aftm.runtime")
 
 PROBE_TICK = 0.1  # seconds between checks of which account is due a probe
+FOLLOW_INTERVAL = 0.25  # seconds between reads of the failover state other replicas share
+SHARED_FAILOVER_KEY = "failover"
 
 
 class Runtime:
@@ -56,7 +73,11 @@ class Runtime:
                 failure_threshold=config.failover.failure_threshold, window=config.failover.window,
                 hold_time=config.failover.hold_time, probe_interval=config.failover.probe_interval,
             ),
+            clock=time.time,  # epoch seconds: the state is shared with other replicas through the store
         )
+        self.replica = default_owner()
+        self._shared_applied = 0.0  # updated_at of the shared failover state this replica last saw or wrote
+        self._background: set[asyncio.Task[None]] = set()
         self.resolver = DNSResolver(nameservers=config.dns.nameservers or None, port=config.dns.port,
                                     timeout=config.dns.timeout)
         self.upstream = Upstream(
@@ -100,6 +121,7 @@ class Runtime:
         await self.outbox.start()
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
+        self._tasks.append(asyncio.create_task(self._follow_loop(), name="shared-failover-state"))
         for account in self.accounts:
             if account.rate_limit.from_vendor:
                 self._tasks.append(asyncio.create_task(self._size_rate_limit(account), name="rate-limit"))
@@ -270,6 +292,33 @@ class Runtime:
                     log.info("retention purge", extra={"idempotency_records": purged.idempotency_records,
                                                        "outbox_items": purged.outbox_items})
 
+    async def _publish(self) -> None:
+        """Write this replica's failover state for the others (latest write wins)."""
+        updated_at = time.time()
+        self._shared_applied = max(self._shared_applied, updated_at)
+        try:
+            await self._store().shared_put(SHARED_FAILOVER_KEY, snapshot_to_json(self.failover.snapshot()),
+                                           updated_at=updated_at, replica=self.replica)
+        except Exception as exc:  # the store is down: the verdict stays local until the next event
+            log.warning("could not share the failover state", extra={"reason": str(exc)})
+
+    async def _follow_loop(self) -> None:
+        """Adopt a newer failover state written by another replica (a verdict or an override)."""
+        while True:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            try:
+                shared = await self._store().shared_get(SHARED_FAILOVER_KEY)
+                if shared is None or shared.replica == self.replica or shared.updated_at <= self._shared_applied:
+                    continue
+                before = self.failover.active
+                self.failover.restore(snapshot_from_json(shared.value))
+                self._shared_applied = shared.updated_at
+                if self.failover.active != before:
+                    log.warning("traffic moved from %s to %s (decided by replica %s)", before,
+                                self.failover.active, shared.replica)
+            except Exception as exc:  # a store outage or a foreign snapshot: keep the local state
+                log.warning("could not follow the shared failover state", extra={"reason": str(exc)})
+
     async def _probe_loop(self) -> None:
         """Active health checks, each account on its own task so a hanging one delays no other."""
         probing: dict[str, asyncio.Task[None]] = {}
@@ -291,9 +340,13 @@ class Runtime:
             self.note_event(event)
 
     def note_event(self, event: FailoverEvent | None) -> None:
-        """Count and log a failover decision, whoever made it (traffic, probe or operator)."""
+        """Count, log and share a failover decision, whoever made it (traffic, probe or operator)."""
         if event is None:
             return
+        if self.store is not None:
+            task = asyncio.get_running_loop().create_task(self._publish(), name="publish-failover-state")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if isinstance(event, Switched):
             self.switches[event.reason.value] += 1
             log.warning("traffic moved from %s to %s (%s)", event.from_, event.to, event.reason.value,

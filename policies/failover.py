@@ -13,9 +13,10 @@ agree on (`time.time`), not `time.monotonic`, whose origin is per process.
 from __future__ import annotations
 
 import enum
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TypeAlias, TypedDict
 
 from policies.outcome import Failure, Kind, Outcome
@@ -289,3 +290,20 @@ class FailoverPolicy:
 
 def _in_window(failures: tuple[float, ...], now: float, window: float) -> tuple[float, ...]:
     return tuple(t for t in failures if t >= now - window)
+
+
+def snapshot_to_json(snapshot: FailoverSnapshot) -> str:
+    """The snapshot as JSON text, for a store shared by replicas (times must be epoch seconds)."""
+    return json.dumps({"current": snapshot.current, "override": snapshot.override,
+                       "accounts": [asdict(state) for state in snapshot.accounts]})
+
+
+def snapshot_from_json(text: str) -> FailoverSnapshot:
+    """The inverse of `snapshot_to_json`; raises ValueError on anything else."""
+    try:
+        data = json.loads(text)
+        accounts = tuple(AccountState(**{**state, "failures": tuple(state["failures"])})
+                         for state in data["accounts"])
+        return FailoverSnapshot(accounts=accounts, current=str(data["current"]), override=data["override"])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a failover snapshot: {exc}") from None

@@ -11,6 +11,8 @@ from policies.failover import (
     Switched,
     SwitchReason,
     may_retry_elsewhere,
+    snapshot_from_json,
+    snapshot_to_json,
 )
 from policies.outcome import Failure, Outcome
 from tests.support.clock import FakeClock
@@ -298,3 +300,16 @@ def test_recovering_primary_beats_nothing(clock: FakeClock) -> None:
     policy.record_probe("primary", True)
     event = policy.record("secondary", REFUSED)
     assert event == Switched("secondary", "primary", SwitchReason.FAILOVER, "connect: connection refused")
+
+
+def test_snapshot_survives_json_for_another_replica(policy: FailoverPolicy, clock: FakeClock) -> None:
+    for _ in range(3):
+        policy.record("primary", Outcome.account_failure(Failure.CONNECT_TIMEOUT))
+    policy.set_override("tertiary")
+    text = snapshot_to_json(policy.snapshot())
+    other = FailoverPolicy(accounts=["primary", "secondary", "tertiary"], settings=FailoverSettings(), clock=clock)
+    other.restore(snapshot_from_json(text))
+    assert other.snapshot() == policy.snapshot()
+    assert other.status() == policy.status()
+    with pytest.raises(ValueError):
+        snapshot_from_json('{"current": "primary"}')

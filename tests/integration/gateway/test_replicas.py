@@ -1,0 +1,57 @@
+"""Two gateway replicas on one store agree on the failover state within a second."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from gateway.app import build_app
+from gateway.config import parse_config
+from tests.integration.gateway.conftest import ADMIN_TOKEN, Deployment
+from tests.support.servers import ServerThread, bind_socket, wait_until
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def replicas(make_deployment: Callable[..., Deployment]) -> Iterator[tuple[Deployment, ServerThread]]:
+    # Probes far apart: every verdict in these tests comes from traffic on replica A, or an operator.
+    deployment = make_deployment(failover={"probe_interval": 60.0})
+    sock = bind_socket("127.0.0.1", 0)
+    config = parse_config(deployment.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
+    second = ServerThread(build_app(config), sock=sock).start()
+    try:
+        yield deployment, second
+    finally:
+        second.stop()
+
+
+def _active(server_url: str) -> str:
+    response = httpx.get(f"{server_url}/admin/status", headers=AUTH, trust_env=False, timeout=5)
+    response.raise_for_status()
+    active: str = response.json()["active"]
+    return active
+
+
+def test_a_manual_override_on_one_replica_is_followed_by_the_other(
+        replicas: tuple[Deployment, ServerThread]) -> None:
+    deployment, second = replicas
+    assert _active(second.url) == "primary"
+    with deployment.http() as client:
+        client.post("/admin/override", json={"account": "failover"}, headers=AUTH).raise_for_status()
+    wait_until(lambda: _active(second.url) == "failover", timeout=1.0, message="replica B to follow the override")
+
+
+def test_a_health_verdict_on_one_replica_is_followed_by_the_other(
+        replicas: tuple[Deployment, ServerThread]) -> None:
+    deployment, second = replicas
+    token = deployment.rest_token()
+    deployment.primary.set_mode("refuse")
+    assert deployment.send_email(token, "verdict@example.com").status_code == 200  # A ejects the primary
+    assert deployment.admin_status()["active"] == "failover"
+    wait_until(lambda: _active(second.url) == "failover", timeout=1.0, message="replica B to follow the verdict")
+    status = httpx.get(f"{second.url}/admin/status", headers=AUTH, trust_env=False).json()
+    # B's only probe of the primary ran at its start, while the primary was up: B learned it from A.
+    assert status["failover"]["accounts"]["primary"]["healthy"] is False
