@@ -1,0 +1,79 @@
+"""SIGTERM: the gateway stops accepting, finishes the call in flight, then exits (a real process)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from gateway.simulator.server import SimulatedAccount
+from tests.support.servers import wait_until
+
+
+@pytest.fixture
+def slow_account() -> Iterator[SimulatedAccount]:
+    with SimulatedAccount(name="primary", user_name="api_primary", password="pw") as simulated:
+        yield simulated
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_sigterm_finishes_the_call_in_flight(slow_account: SimulatedAccount, tmp_path: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = {"listen": {"host": "127.0.0.1", "port": port}, "public_url": base,
+              "store": f"sqlite:///{tmp_path / 'gw.db'}", "clients": [{"user_name": "app", "password": "pw"}],
+              "accounts": [{"name": "primary", "login_url": slow_account.url, "user_name": "api_primary",
+                            "password": "pw"}]}
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+    log = (tmp_path / "gw.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gw.yaml")],
+                               stdout=log, stderr=log)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", trust_env=False).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, timeout=20, message="the gateway to listen")
+        token = httpx.post(f"{base}/rest/api/v1.3/auth/token", trust_env=False, data={
+            "user_name": "app", "password": "pw", "auth_type": "password"}).json()["authToken"]
+        slow_account.latency(1500)
+        results: list[int] = []
+        body = {"recipientData": [{"recipient": {"emailAddress": "late@example.com", "listName": {
+            "folderName": "F", "objectName": "L"}, "emailFormat": "HTML_FORMAT"}, "optionalData": []}]}
+
+        def send() -> None:
+            results.append(httpx.post(f"{base}/rest/api/v1.3/campaigns/c/email", json=body, trust_env=False,
+                                      headers={"Authorization": token}, timeout=20).status_code)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        # the app's call is in flight once the gateway has logged in upstream for it (each answer takes 1.5 s)
+        wait_until(lambda: slow_account.stats()["rest_logins"] == 1, timeout=10,
+                   message="the upstream login of the call in flight")
+        process.send_signal(signal.SIGTERM)
+        sender.join(timeout=30)
+        assert results == [200]  # the call in flight finished after SIGTERM
+        process.wait(timeout=20)
+        assert [d.recipient for d in slow_account.deliveries()] == ["EMAIL_ADDRESS_:late@example.com"]
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{base}/healthz", trust_env=False)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
