@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections import Counter
 from typing import Any
@@ -35,7 +36,7 @@ from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.soap_api import SoapDialect
-from gateway.store import OutboxItem, PurgeCount, Store, open_store
+from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, open_store
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
 from policies.failover import (
@@ -46,13 +47,16 @@ from policies.failover import (
     snapshot_from_json,
     snapshot_to_json,
 )
-from policies.outcome import Kind
+from policies.outcome import Kind, Outcome
 from policies.ratelimit import TokenBucket, per_minute
 from policies.reauth import ReauthPolicy
 from policies.tls import client_context
 
 log = logging.getLogger("aftm.runtime")
 
+IN_PROGRESS = 0  # status_code of an idempotency record that is a claim, not an answer yet
+CLAIM_MARGIN = 5.0  # seconds a claim outlives its request's deadline
+CLAIM_POLL = 0.05  # seconds between looks at a claim held by another request
 PROBE_TICK = 0.1  # seconds between checks of which account is due a probe
 FOLLOW_INTERVAL = 0.25  # seconds between reads of the failover state other replicas share
 SHARED_FAILOVER_KEY = "failover"
@@ -165,32 +169,55 @@ class Runtime:
         """Forward an app call with idempotency and the outbox as the last resort for sends.
 
         A repeated Idempotency-Key gets the first answer again, or `queued` while the first is still
-        in the outbox, and nothing is sent again.
+        in the outbox, and nothing is sent again. While the first is still in flight (on any replica), a
+        repeat waits for its answer; past the deadline it is told to retry shortly (429).
         """
-        store = self._store()
+        deadline = time.monotonic() + self.config.requests.deadline
         key = call.idempotency_key
-        if key is not None:
+        if key is None:
+            return await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
+        store = self._store()
+        scoped, claim = f"{call.client}:{key}", secrets.token_hex(16).encode()
+        while True:
             if (replay := await self._replay(call.client, key, call.request_id)) is not None:
                 return replay
             if (queued := await store.find_by_key(call.client, key)) is not None:
                 return Result("queued", request_id=queued.id)
-        deadline = time.monotonic() + self.config.requests.deadline
-        result = await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
-        if key is not None and result.status == "answered" and result.response is not None:
-            await self._remember(call.client, key, result.response)
-        return result
+            # A claim is a record "in progress" (status 0) that expires soon after this request's deadline,
+            # so a replica that dies holding one does not block the key for long.
+            record = await store.idempotency_put(scoped, IN_PROGRESS, (), claim,
+                                                 time.time() + self.config.requests.deadline + CLAIM_MARGIN)
+            if record.status_code != IN_PROGRESS:
+                return _replayed(record, call.request_id)
+            if record.body == claim:
+                break
+            if time.monotonic() > deadline:
+                return Result("failed", request_id=call.request_id,
+                              outcome=Outcome.throttled(1.0, detail="the same Idempotency-Key is in flight"))
+            await asyncio.sleep(CLAIM_POLL)
+        settled = False
+        try:
+            result = await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
+            if result.status == "answered" and result.response is not None:
+                settled = await store.idempotency_settle(
+                    scoped, claim, status_code=result.response.status_code,
+                    headers=_content_type(result.response), body=result.response.content,
+                    expires_at=time.time() + self.config.requests.idempotency_window)
+            return result
+        finally:
+            if not settled:  # queued, failed or cancelled: free the key (the outbox item holds it if queued)
+                with contextlib.suppress(Exception):
+                    await store.idempotency_settle(scoped, claim, status_code=None)
 
     async def _replay(self, client: str, key: str, request_id: str) -> Result | None:
         record = await self._store().idempotency_get(f"{client}:{key}")
-        if record is None:
+        if record is None or record.status_code == IN_PROGRESS:
             return None
-        response = httpx.Response(record.status_code, headers=list(record.headers), content=record.body)
-        return Result("answered", response=response, request_id=request_id)
+        return _replayed(record, request_id)
 
     async def _remember(self, client: str, key: str, response: httpx.Response) -> None:
-        headers = [(k, v) for k, v in response.headers.items() if k.lower() == "content-type"]
         await self._store().idempotency_put(
-            f"{client}:{key}", response.status_code, tuple(headers), response.content,
+            f"{client}:{key}", response.status_code, _content_type(response), response.content,
             time.time() + self.config.requests.idempotency_window)
 
     async def _enqueue(self, call: Call) -> str:
@@ -364,3 +391,11 @@ class Runtime:
             return False, str(exc)
         return response.status_code < 500, f"HTTP {response.status_code}"
 
+
+def _replayed(record: IdempotencyRecord, request_id: str) -> Result:
+    response = httpx.Response(record.status_code, headers=list(record.headers), content=record.body)
+    return Result("answered", response=response, request_id=request_id)
+
+
+def _content_type(response: httpx.Response) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in response.headers.items() if k.lower() == "content-type")

@@ -221,6 +221,11 @@ class Store(Protocol):
         Callers namespace `key` by client so two apps never see each other's answers.
         """
 
+    async def idempotency_settle(self, key: str, claim: bytes, *, status_code: int | None, headers: Headers = (),
+                                 body: bytes = b"", expires_at: float = 0.0) -> bool:
+        """Turn a claim (a record with status_code 0 and body `claim`) into the final record, or drop it
+        when `status_code` is None. False when the claim is no longer there (expired and taken over)."""
+
     async def shared_get(self, key: str) -> SharedValue | None:
         """A fact shared by all replicas (e.g. the failover state), with who wrote it when."""
 

@@ -285,6 +285,19 @@ class PostgresStore:
                     return record_from_row(row)
         raise StoreError(f"idempotency record {key!r} kept disappearing (purged while written); try again")
 
+    async def idempotency_settle(self, key: str, claim: bytes, *, status_code: int | None, headers: Headers = (),
+                                 body: bytes = b"", expires_at: float = 0.0) -> bool:
+        async with self._connection() as db:
+            if status_code is None:
+                done = await db.execute(
+                    "DELETE FROM idempotency WHERE key = $1 AND status_code = 0 AND body = $2", key, claim)
+            else:
+                done = await db.execute(
+                    """UPDATE idempotency SET status_code = $1, headers = $2::jsonb, body = $3, expires_at = $4
+                       WHERE key = $5 AND status_code = 0 AND body = $6""",
+                    status_code, dump_headers(replayable_headers(headers)), body, expires_at, key, claim)
+        return _row_count(done) == 1
+
     async def shared_get(self, key: str) -> SharedValue | None:
         async with self._connection() as db:
             row = await db.fetchrow("SELECT value, updated_at, replica FROM shared_state WHERE key = $1", key)

@@ -296,6 +296,20 @@ class SQLiteStore:
         return record_from_row(next(iter(rows)))
 
     @_translated
+    async def idempotency_settle(self, key: str, claim: bytes, *, status_code: int | None, headers: Headers = (),
+                                 body: bytes = b"", expires_at: float = 0.0) -> bool:
+        async with self._transaction() as db:
+            if status_code is None:
+                cursor = await db.execute(
+                    "DELETE FROM idempotency WHERE key = ? AND status_code = 0 AND body = ?", (key, claim))
+            else:
+                cursor = await db.execute(
+                    """UPDATE idempotency SET status_code = ?, headers = ?, body = ?, expires_at = ?
+                       WHERE key = ? AND status_code = 0 AND body = ?""",
+                    (status_code, dump_headers(replayable_headers(headers)), body, expires_at, key, claim))
+            return cursor.rowcount == 1
+
+    @_translated
     async def shared_get(self, key: str) -> SharedValue | None:
         rows = await self._reader.execute_fetchall(
             "SELECT value, updated_at, replica FROM shared_state WHERE key = ?", (key,))

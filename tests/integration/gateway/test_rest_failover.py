@@ -171,3 +171,16 @@ def test_unrecoverable_exception_is_resent_elsewhere_only_with_a_key(deployment:
     total = delivered_to(deployment.primary, "unrecoverable-keyed@example.com") + \
         delivered_to(deployment.failover, "unrecoverable-keyed@example.com")
     assert total == 1
+
+
+async def test_concurrent_requests_with_one_key_send_once(deployment: Deployment) -> None:
+    token = deployment.rest_token()
+    assert deployment.send_email(token, "warm@example.com").status_code == 200
+    deployment.primary.latency(300)  # the first request is still in flight when the others arrive
+    headers = {"Authorization": token, "Content-Type": "application/json", "Idempotency-Key": "same-order"}
+    async with httpx.AsyncClient(base_url=deployment.url, timeout=30, trust_env=False) as client:
+        responses = await asyncio.gather(*(
+            client.post(EMAIL_PATH, content=email_body("together@example.com"), headers=headers) for _ in range(8)))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert len({r.content for r in responses}) == 1
+    assert delivered_to(deployment.primary, "together@example.com") == 1

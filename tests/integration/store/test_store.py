@@ -262,3 +262,18 @@ async def test_shared_state_keeps_the_latest_write(store: Store) -> None:
     await store.shared_put("failover", '{"a": 2}', updated_at=101.0, replica="r2")
     latest = await store.shared_get("failover")
     assert latest is not None and (latest.value, latest.replica) == ('{"a": 2}', "r2")
+
+
+async def test_an_idempotency_claim_is_settled_or_released_only_by_its_holder(store: Store, clock: FakeClock) -> None:
+    claim = await store.idempotency_put("app:k", 0, (), b"mine", clock() + 10)
+    assert claim.status_code == 0 and claim.body == b"mine"
+    assert (await store.idempotency_put("app:k", 0, (), b"theirs", clock() + 10)).body == b"mine"
+    assert await store.idempotency_settle("app:k", b"theirs", status_code=200, body=b"x") is False
+    assert await store.idempotency_settle("app:k", b"mine", status_code=200, headers=(("content-type", "a/b"),),
+                                          body=b"answer", expires_at=clock() + 100) is True
+    final = await store.idempotency_get("app:k")
+    assert final is not None and (final.status_code, final.body) == (200, b"answer")
+    assert await store.idempotency_settle("app:k", b"mine", status_code=None) is False  # settled: no claim left
+    await store.idempotency_put("app:other", 0, (), b"mine", clock() + 10)
+    assert await store.idempotency_settle("app:other", b"mine", status_code=None) is True
+    assert await store.idempotency_get("app:other") is None
