@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -10,22 +11,27 @@ import pytest
 from gateway.app import build_app
 from gateway.config import parse_config
 from tests.integration.gateway.conftest import ADMIN_TOKEN, Deployment
+from tests.integration.store.conftest import postgres_schema
 from tests.support.servers import ServerThread, bind_socket, wait_until
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-@pytest.fixture
-def replicas(make_deployment: Callable[..., Deployment]) -> Iterator[tuple[Deployment, ServerThread]]:
-    # Probes far apart: every verdict in these tests comes from traffic on replica A, or an operator.
-    deployment = make_deployment(failover={"probe_interval": 60.0})
-    sock = bind_socket("127.0.0.1", 0)
-    config = parse_config(deployment.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
-    second = ServerThread(build_app(config), sock=sock).start()
-    try:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def replicas(request: pytest.FixtureRequest,
+                   make_deployment: Callable[..., Deployment]) -> AsyncIterator[tuple[Deployment, ServerThread]]:
+    """Replicas A (the deployment's gateway) and B on one store: a SQLite file, or a PostgreSQL schema."""
+    async with contextlib.AsyncExitStack() as stack:
+        overrides: dict[str, object] = {"failover": {"probe_interval": 60.0}}  # verdicts come from A's traffic
+        if request.param == "postgresql":
+            overrides["store"] = await stack.enter_async_context(postgres_schema())
+        deployment = make_deployment(**overrides)
+        stack.callback(deployment.stop_gateway)  # before the schema is dropped
+        sock = bind_socket("127.0.0.1", 0)
+        config = parse_config(deployment.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
+        second = ServerThread(build_app(config), sock=sock).start()
+        stack.callback(second.stop)
         yield deployment, second
-    finally:
-        second.stop()
 
 
 def _active(server_url: str) -> str:
