@@ -8,40 +8,27 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from gateway.simulator.server import SimulatedAccount
-from tests.support.servers import wait_until
+from tests.support.servers import free_port, wait_until
 
 SENDS = 40
 
 
-@pytest.fixture
-def account() -> Iterator[SimulatedAccount]:
-    with SimulatedAccount(name="primary", user_name="api_primary", password="pw") as simulated:
-        yield simulated
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Gateway:
     def __init__(self, tmp_path: Path, account: SimulatedAccount) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         config = {"listen": {"host": "127.0.0.1", "port": self.port}, "public_url": self.base,
                   "store": f"sqlite:///{tmp_path / 'gw.db'}", "session_secret": "chaos-secret",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,27 +13,15 @@ import pytest
 import yaml
 
 from gateway.simulator.server import SimulatedAccount
-from tests.support.servers import wait_until
+from tests.support.servers import free_port, wait_until
 
 
-@pytest.fixture
-def slow_account() -> Iterator[SimulatedAccount]:
-    with SimulatedAccount(name="primary", user_name="api_primary", password="pw") as simulated:
-        yield simulated
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_sigterm_finishes_the_call_in_flight(slow_account: SimulatedAccount, tmp_path: Path) -> None:
-    port = _free_port()
+def test_sigterm_finishes_the_call_in_flight(account: SimulatedAccount, tmp_path: Path) -> None:
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     config = {"listen": {"host": "127.0.0.1", "port": port}, "public_url": base,
               "store": f"sqlite:///{tmp_path / 'gw.db'}", "clients": [{"user_name": "app", "password": "pw"}],
-              "accounts": [{"name": "primary", "login_url": slow_account.url, "user_name": "api_primary",
+              "accounts": [{"name": "primary", "login_url": account.url, "user_name": "api_primary",
                             "password": "pw"}]}
     (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
     log = (tmp_path / "gw.log").open("wb")
@@ -51,7 +37,7 @@ def test_sigterm_finishes_the_call_in_flight(slow_account: SimulatedAccount, tmp
         wait_until(up, timeout=20, message="the gateway to listen")
         token = httpx.post(f"{base}/rest/api/v1.3/auth/token", trust_env=False, data={
             "user_name": "app", "password": "pw", "auth_type": "password"}).json()["authToken"]
-        slow_account.latency(1500)
+        account.latency(1500)
         results: list[int] = []
         body = {"recipientData": [{"recipient": {"emailAddress": "late@example.com", "listName": {
             "folderName": "F", "objectName": "L"}, "emailFormat": "HTML_FORMAT"}, "optionalData": []}]}
@@ -63,13 +49,13 @@ def test_sigterm_finishes_the_call_in_flight(slow_account: SimulatedAccount, tmp
         sender = threading.Thread(target=send)
         sender.start()
         # the app's call is in flight once the gateway has logged in upstream for it (each answer takes 1.5 s)
-        wait_until(lambda: slow_account.stats()["rest_logins"] == 1, timeout=10,
+        wait_until(lambda: account.stats()["rest_logins"] == 1, timeout=10,
                    message="the upstream login of the call in flight")
         process.send_signal(signal.SIGTERM)
         sender.join(timeout=30)
         assert results == [200]  # the call in flight finished after SIGTERM
         process.wait(timeout=20)
-        assert [d.recipient for d in slow_account.deliveries()] == ["EMAIL_ADDRESS_:late@example.com"]
+        assert [d.recipient for d in account.deliveries()] == ["EMAIL_ADDRESS_:late@example.com"]
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{base}/healthz", trust_env=False)
     finally:

@@ -15,13 +15,7 @@ import pytest
 import trustme
 import yaml
 
-from tests.support.servers import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.servers import free_port, wait_until
 
 
 @pytest.fixture
@@ -29,7 +23,7 @@ def https_gateway(tmp_path: Path) -> Iterator[tuple[int, trustme.CA]]:
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "gateway.pem"))
-    port = _free_port()
+    port = free_port()
     config = {
         "listen": {"host": "127.0.0.1", "port": port, "tls_cert": str(tmp_path / "gateway.pem"),
                    "tls_key": str(tmp_path / "gateway.pem")},

@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from gateway.simulator.server import SimulatedAccount
-from tests.support.servers import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def account() -> Iterator[SimulatedAccount]:
-    with SimulatedAccount(name="primary", user_name="api_primary", password="pw") as simulated:
-        yield simulated
+from tests.support.servers import free_port, wait_until
 
 
 def test_two_workers_serve_one_port_and_accept_each_others_tokens(account: SimulatedAccount,
                                                                   tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = {"listen": {"host": "127.0.0.1", "port": port}, "public_url": f"http://127.0.0.1:{port}",
               "store": f"sqlite:///{tmp_path / 'gw.db'}", "clients": [{"user_name": "app", "password": "pw"}],
               "accounts": [{"name": "primary", "login_url": account.url, "user_name": "api_primary",

@@ -108,3 +108,10 @@ class ServerThread:
 def serve(app: Any, **kwargs: Any) -> Iterator[ServerThread]:
     with ServerThread(app, **kwargs) as server:
         yield server
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now, for a child process that must be told its port before it binds."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
