@@ -7,12 +7,15 @@ when the run ends (also on errors and Ctrl-C) by the `contextlib.ExitStack` that
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +52,41 @@ def require(*programs: str) -> list[str]:
     return [p for p in programs if shutil.which(p) is None]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the bench dies, even by SIGKILL (e.g. a test's timeout)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt like Ctrl-C, so every `finally`/ExitStack stops its processes."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @dataclass
 class Stack:
-    """Starts processes and stops them all on close."""
+    """Starts processes and stops them all on close (also on errors, Ctrl-C, SIGTERM and the bench's death)."""
 
     workdir: Path
     stack: contextlib.ExitStack
 
-    def spawn(self, name: str, command: list[str], *, port: int, env: dict[str, str] | None = None) -> None:
+    def spawn(self, name: str, command: list[str], *, port: int,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                   env={**os.environ, **(env or {})})
+                                   env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
 
         def stop() -> None:
             process.terminate()
@@ -71,7 +98,13 @@ class Stack:
             log.close()
 
         self.stack.callback(stop)
-        wait_for_port(port, process)
+        try:
+            wait_for_port(port, process)
+        except RuntimeError as exc:
+            log.flush()
+            tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{name}: {exc}\n{tail}") from None
+        return process
 
 
 @dataclass(frozen=True)
@@ -104,7 +137,7 @@ http {{
 """
 
 
-def start_upstream(stack: Stack, certs: Certificates) -> int:
+def start_upstream(stack: Stack, certs: Certificates) -> tuple[int, int]:
     """A fast HTTPS upstream answering a Responsys login and trigger like the vendor (nginx, fixed JSON)."""
     port = free_port()
     conf = _NGINX_HEAD.format(workdir=stack.workdir, name="upstream") + f"""
@@ -122,11 +155,11 @@ def start_upstream(stack: Stack, certs: Certificates) -> int:
 """
     path = stack.workdir / "upstream.conf"
     path.write_text(conf)
-    stack.spawn("upstream", ["nginx", "-c", str(path), "-p", str(stack.workdir)], port=port)
-    return port
+    process = stack.spawn("upstream", ["nginx", "-c", str(path), "-p", str(stack.workdir)], port=port)
+    return port, process.pid
 
 
-def start_nginx_proxy(stack: Stack, certs: Certificates, upstream_port: int) -> int:
+def start_nginx_proxy(stack: Stack, certs: Certificates, upstream_port: int) -> tuple[int, int]:
     port = free_port()
     conf = _NGINX_HEAD.format(workdir=stack.workdir, name="proxy") + f"""
   upstream responsys {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
@@ -148,11 +181,11 @@ def start_nginx_proxy(stack: Stack, certs: Certificates, upstream_port: int) -> 
 """
     path = stack.workdir / "proxy.conf"
     path.write_text(conf)
-    stack.spawn("nginx-proxy", ["nginx", "-c", str(path), "-p", str(stack.workdir)], port=port)
-    return port
+    process = stack.spawn("nginx-proxy", ["nginx", "-c", str(path), "-p", str(stack.workdir)], port=port)
+    return port, process.pid
 
 
-def start_haproxy(stack: Stack, certs: Certificates, upstream_port: int) -> int:
+def start_haproxy(stack: Stack, certs: Certificates, upstream_port: int) -> tuple[int, int]:
     port = free_port()
     conf = f"""global
   nbthread 1
@@ -172,8 +205,8 @@ verifyhost {UPSTREAM_NAME} ssl-min-ver TLSv1.2
 """
     path = stack.workdir / "haproxy.cfg"
     path.write_text(conf)
-    stack.spawn("haproxy", ["haproxy", "-f", str(path), "-db"], port=port)
-    return port
+    process = stack.spawn("haproxy", ["haproxy", "-f", str(path), "-db"], port=port)
+    return port, process.pid
 
 
 def start_dnsmasq(stack: Stack) -> int:
@@ -188,9 +221,21 @@ def start_dnsmasq(stack: Stack) -> int:
     return port
 
 
+@dataclass(frozen=True)
+class Gateway:
+    port: int
+    token: str  # an app token (gateway login) for the Authorization header
+    pid: int  # the process serving requests (with --workers N: the parent)
+
+
 def start_gateway(stack: Stack, certs: Certificates, upstream_port: int, *, name: str,
-                  dns_port: int | None = None, workers: int = 1) -> tuple[int, str]:
-    """The real gateway (`aftm-gateway serve`) on one account; returns its port and an app token."""
+                  dns_port: int | None = None, workers: int = 1, variant: str | None = None) -> Gateway:
+    """The real gateway on one account; returns its port, an app token and its pid.
+
+    By default `aftm-gateway serve` (build_app under uvicorn, uvloop + httptools). `variant` runs
+    `python -m bench.variants NAME CONFIG` instead: the same build_app and Runtime with one change the
+    bench makes from outside (see bench/variants.py), to measure a hot-path idea before anyone edits it.
+    """
     port = free_port()
     host = UPSTREAM_NAME if dns_port is not None else "127.0.0.1"
     config = {
@@ -205,13 +250,18 @@ def start_gateway(stack: Stack, certs: Certificates, upstream_port: int, *, name
     }
     path = stack.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    stack.spawn(name, [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path),
-                       "--workers", str(workers)], port=port, env={"AFTM_LOG_LEVEL": "WARNING"})
+    if variant is None:
+        command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--workers", str(workers)]
+    else:
+        command = [sys.executable, "-m", "bench.variants", variant, str(path)]
+    env = {"AFTM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = stack.spawn(name, command, port=port, env=env)
     response = httpx.post(f"http://127.0.0.1:{port}/rest/api/v1.3/auth/token", trust_env=False,
                           data={"user_name": APP_USER, "password": APP_PASSWORD, "auth_type": "password"})
     response.raise_for_status()
     token = str(response.json()["authToken"])
-    # one send first, so the gateway's upstream login is not in the measurement
-    httpx.post(f"http://127.0.0.1:{port}{SEND_PATH}", content=SEND_BODY, trust_env=False,
-               headers={"Authorization": token, "Content-Type": "application/json"}).raise_for_status()
-    return port, token
+    # a few sends first, so the gateway's upstream login and first connections are not in the measurement
+    for _ in range(workers * 4):
+        httpx.post(f"http://127.0.0.1:{port}{SEND_PATH}", content=SEND_BODY, trust_env=False,
+                   headers={"Authorization": token, "Content-Type": "application/json"}).raise_for_status()
+    return Gateway(port=port, token=token, pid=process.pid)
