@@ -54,6 +54,9 @@ def top_frames(collapsed: str, limit: int = 25) -> tuple[int, list[tuple[str, in
     return total, own.most_common(limit), inclusive.most_common(limit)
 
 
+_REPO = str(Path(__file__).resolve().parents[1]) + "/"
+
+
 def _short(frame: str) -> str:
     """'forward (gateway/rest_api.py:104)' with site-packages paths cut to the package."""
     name, _, where = frame.partition(" (")
@@ -62,8 +65,8 @@ def _short(frame: str) -> str:
         where = where.split("site-packages/", 1)[1]
     elif "/lib/python3" in where:
         where = "stdlib/" + where.split("/lib/python3", 1)[1].split("/", 1)[-1]
-    elif "/work/" in where or where.startswith("/"):
-        where = where.split("/main/", 1)[-1]
+    elif where.startswith(_REPO):
+        where = where[len(_REPO):]  # the project's own files, relative to the repository
     where = where.rsplit(":", 1)[0]  # the function, not the line
     return f"{name} ({where})"
 

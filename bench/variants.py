@@ -124,13 +124,7 @@ def raw_asgi(app: Any) -> Any:
         if identity is None:
             await app(scope, receive, send)  # the real error answer
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await _read_body(receive)
         call = Call(protocol="rest", method="POST", path=path,
                     headers=tuple((k, v) for k, v in headers.items() if k in rest_api.FORWARDED_HEADERS),
                     body=body, request_id=headers.get("x-request-id") or uuid.uuid4().hex,
@@ -160,13 +154,7 @@ def floor_app(kind: str, upstream: str, ca_bundle: str | None) -> Any:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await _read_body(receive)
         if kind == "floor-static":
             status, content = 200, static
         elif kind == "floor-aiohttp":
@@ -277,3 +265,13 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole ASGI request body."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
