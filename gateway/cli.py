@@ -1,4 +1,4 @@
-"""`aftm-gateway serve | check-config | simulate | demo | migrate`."""
+"""`aftm-gateway serve | check-config | migrate | outbox | simulate | demo | drill`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.chaos import SCENARIOS as CHAOS_SCENARIOS
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
 from gateway.observability import configure_logging
@@ -88,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="run the scripted failover drill instead, print its table and exit (non-zero if lost)")
     demo.add_argument("--scale", type=float, default=1.0, help="drill duration scale (default 1.0)")
     demo.set_defaults(run=_demo)
+
+    drill = commands.add_parser("drill", help="the failover drill, or with --chaos the crash drill; prints a table")
+    drill.add_argument("--chaos", action="store_true",
+                       help="kill gateways and crash PostgreSQL under load instead of the failover drill")
+    drill.add_argument("--scenario", action="append", choices=CHAOS_SCENARIOS,
+                       help="with --chaos: run only this scenario (repeatable; default: all)")
+    drill.add_argument("--scale", type=float, default=1.0, help="duration scale (default 1.0)")
+    drill.add_argument("--data-dir", help="where stores and logs go (default: a temporary folder)")
+    drill.set_defaults(run=_drill)
     return parser
 
 
@@ -175,6 +185,18 @@ def _simulate(args: argparse.Namespace) -> int:
         tls_key=args.tls_key, tls_max_version=args.tls_max_version, secondary=args.secondary,
     ))
     return 0
+
+
+def _drill(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="aftm-drill-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if args.chaos:
+        from gateway.chaos import main as chaos
+
+        return chaos(scale=args.scale, only=tuple(args.scenario or CHAOS_SCENARIOS), directory=data_dir)
+    from gateway.drill import run_drill
+
+    return asyncio.run(run_drill(data_dir=data_dir, duration_scale=args.scale))
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.soap_api import SoapDialect
-from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, open_store
+from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
 from policies.failover import (
@@ -47,7 +47,7 @@ from policies.failover import (
     snapshot_from_json,
     snapshot_to_json,
 )
-from policies.outcome import Kind, Outcome
+from policies.outcome import Failure, Kind, Outcome
 from policies.ratelimit import TokenBucket, per_minute
 from policies.reauth import ReauthPolicy
 from policies.tls import client_context
@@ -60,6 +60,7 @@ CLAIM_POLL = 0.05  # seconds between looks at a claim held by another request
 PROBE_TICK = 0.1  # seconds between checks of which account is due a probe
 FOLLOW_INTERVAL = 0.25  # seconds between reads of the failover state other replicas share
 SHARED_FAILOVER_KEY = "failover"
+STORE_UNAVAILABLE = Outcome.account_failure(Failure.UNAVAILABLE, detail="the gateway's store is unavailable")
 
 
 class Runtime:
@@ -173,9 +174,17 @@ class Runtime:
         repeat waits for its answer; past the deadline it is told to retry shortly (429).
         """
         deadline = time.monotonic() + self.config.requests.deadline
-        key = call.idempotency_key
-        if key is None:
-            return await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
+        try:
+            if call.idempotency_key is None:
+                return await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
+            return await self._handle_keyed(call, call.idempotency_key, dialect, deadline)
+        except StoreError as exc:
+            # Nothing was accepted: the send could not be queued or its key claimed. The app retries.
+            log.warning("store unavailable; request not accepted: %s", exc,
+                        extra={"request_id": call.request_id})
+            return Result("failed", request_id=call.request_id, outcome=STORE_UNAVAILABLE)
+
+    async def _handle_keyed(self, call: Call, key: str, dialect: Dialect, deadline: float) -> Result:
         store = self._store()
         scoped, claim = f"{call.client}:{key}", secrets.token_hex(16).encode()
         while True:
@@ -199,10 +208,14 @@ class Runtime:
         try:
             result = await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
             if result.status == "answered" and result.response is not None:
-                settled = await store.idempotency_settle(
-                    scoped, claim, status_code=result.response.status_code,
-                    headers=_content_type(result.response), body=result.response.content,
-                    expires_at=time.time() + self.config.requests.idempotency_window)
+                try:
+                    settled = await store.idempotency_settle(
+                        scoped, claim, status_code=result.response.status_code,
+                        headers=_content_type(result.response), body=result.response.content,
+                        expires_at=time.time() + self.config.requests.idempotency_window)
+                except StoreError as exc:  # the account answered: the app gets that answer regardless
+                    log.warning("could not record the answer to an Idempotency-Key: %s", exc,
+                                extra={"request_id": call.request_id})
             return result
         finally:
             if not settled:  # queued, failed or cancelled: free the key (the outbox item holds it if queued)
