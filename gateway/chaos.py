@@ -183,7 +183,7 @@ def kill_first_gateway(stage: Stage) -> list[str]:
         victim.start()
         notes.append(f"{victim.name} restarted")
     else:
-        notes.append(f"{victim.name} left dead, its leases taken over")
+        notes.append(f"{victim.name} left dead; the other replica delivers its queue")
     return notes
 
 
