@@ -1,11 +1,14 @@
-"""Ops endpoints: liveness, readiness, status and the manual failover override."""
+"""Ops endpoints: liveness, readiness, metrics, status and the manual failover override."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import time
 from typing import TYPE_CHECKING
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -64,3 +67,18 @@ async def override(request: Request) -> Response:
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, 400)
     return JSONResponse(runtime.failover.status())
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process's counters; gauges read the shared state at scrape time."""
+    runtime: Runtime = request.app.state.runtime
+    gauges = runtime.telemetry.metrics
+    active = runtime.failover.active
+    for account in runtime.accounts:
+        gauges.active.labels(account.name).set(1 if account.name == active else 0)
+    if runtime.store is not None:
+        # When the store is down (readyz says so) the gauges keep their last values.
+        with contextlib.suppress(Exception):
+            gauges.outbox_depth.set(await runtime.store.depth())
+            gauges.outbox_oldest.set(await runtime.store.oldest_pending_age(time.time()) or 0.0)
+    return Response(gauges.render(), media_type=CONTENT_TYPE_LATEST)

@@ -6,12 +6,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import admin, rest_api, soap_api
 from gateway.config import Config
+from gateway.middleware import TelemetryMiddleware
 from gateway.protocols import responsys_soap as soap
 from gateway.runtime import Runtime
 
@@ -47,6 +49,7 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
     routes = [
         Route("/healthz", admin.healthz, methods=["GET"]),
         Route("/readyz", admin.readyz, methods=["GET"]),
+        Route("/metrics", admin.metrics, methods=["GET"]),
         Route("/admin/status", admin.status, methods=["GET"]),
         Route("/admin/override", admin.override, methods=["POST"]),
         Route("/rest/api/{version:str}/auth/token", rest_api.login, methods=["POST"]),
@@ -55,4 +58,5 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         Route(soap.SERVICE_PATH, _soap_get, methods=["GET"]),
         Route(soap.WSDL_PATH, soap_api.wsdl, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _app_gone})
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _app_gone},
+                     middleware=[Middleware(TelemetryMiddleware)])

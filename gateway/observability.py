@@ -1,4 +1,4 @@
-"""Logging setup: one JSON object per line, secrets redacted.
+"""Logging setup: one JSON object per line, with the current trace and span ids, secrets redacted.
 
 Log calls pass facts through `extra=` (request_id, account, outcome, reason); nothing here knows what a
 token looks like, so redaction is by key name and by known secret shapes in free text.
@@ -11,6 +11,8 @@ import logging
 import re
 import sys
 from typing import Any
+
+from opentelemetry import trace
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _SECRET_KEYS = re.compile(r"pass(word)?|token|secret|session_?id|authorization|cookie|credential", re.I)
@@ -32,6 +34,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = format(context.trace_id, "032x")
+            entry["span_id"] = format(context.span_id, "016x")
         for key, value in vars(record).items():
             if key in _STANDARD or key.startswith("_"):
                 continue

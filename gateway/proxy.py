@@ -114,6 +114,7 @@ class Proxy:
         excluded: set[str] = set()
         last: Outcome | None = None
         last_response: httpx.Response | None = None
+        attempts = 0
         while True:
             if deadline - self.clock() < MIN_ATTEMPT:
                 break  # an attempt this short would time out after the upstream may have acted on it
@@ -127,7 +128,9 @@ class Proxy:
                 continue
             if not await self._wait_for_rate(account, deadline):
                 break
-            outcome, response = await self._attempt(account, call, dialect, deadline)
+            attempts += 1
+            after_relogin = last is not None and last.kind is Kind.SESSION_INVALID
+            outcome, response = await self._attempt(account, call, dialect, deadline, attempts, after_relogin)
             self._record(account, outcome, call)
             last, last_response = outcome, response
             if outcome.kind in (Kind.OK, Kind.CLIENT_ERROR) and response is not None:
@@ -181,12 +184,23 @@ class Proxy:
             await self.sleep(wait)
         return True
 
-    async def _attempt(self, account: Account, call: Call, dialect: Dialect,
-                       deadline: float) -> tuple[Outcome, httpx.Response | None]:
+    async def _attempt(self, account: Account, call: Call, dialect: Dialect, deadline: float, number: int,
+                       after_relogin: bool) -> tuple[Outcome, httpx.Response | None]:
+        telemetry = self.upstream.telemetry
+        with telemetry.attempt(account=account.name, number=number, request_id=call.request_id,
+                               after_relogin=after_relogin) as span:
+            outcome, response = await self._try(account, call, dialect, deadline)
+            telemetry.attempt_result(span, account.name, outcome, response.extensions if response else None,
+                                     failover_reason=_failover_reason(outcome, call))
+            return outcome, response
+
+    async def _try(self, account: Account, call: Call, dialect: Dialect,
+                   deadline: float) -> tuple[Outcome, httpx.Response | None]:
         remaining = max(MIN_ATTEMPT, deadline - self.clock())
         try:
             async with dialect.session(account, within=remaining) as lease:
                 request = dialect.upstream_request(account, call, lease)
+                self.upstream.telemetry.inject(request.headers)
                 response = await self.upstream.send(request, read_timeout=min(self.upstream.read_timeout, remaining))
                 outcome = dialect.classify(response, self.retry_after(response))
                 if outcome.kind is Kind.SESSION_INVALID:
@@ -204,3 +218,11 @@ class Proxy:
         if outcome.kind is not Kind.OK:
             log.info("upstream attempt", extra={"request_id": call.request_id, "account": account.name,
                                                 "outcome": outcome.kind.value, "reason": outcome.detail})
+
+
+def _failover_reason(outcome: Outcome, call: Call) -> str | None:
+    """Why the next attempt goes to another account, when this outcome sends it there."""
+    if outcome.kind is Kind.ACCOUNT_FAILURE and outcome.failure is not None:
+        if may_retry_elsewhere(outcome, idempotency_key=call.idempotency_key is not None):
+            return outcome.failure.value
+    return None

@@ -37,6 +37,7 @@ from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.soap_api import SoapDialect
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store
+from gateway.telemetry import Telemetry
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
 from policies.failover import (
@@ -85,8 +86,9 @@ class Runtime:
         self._background: set[asyncio.Task[None]] = set()
         self.resolver = DNSResolver(nameservers=config.dns.nameservers or None, port=config.dns.port,
                                     timeout=config.dns.timeout)
+        self.telemetry = Telemetry.from_environ()
         self.upstream = Upstream(
-            resolver=self.resolver,
+            telemetry=self.telemetry, resolver=self.resolver,
             ssl_context=client_context(ca_bundle=config.tls.ca_bundle, client_cert=config.tls.client_cert,
                                        client_key=config.tls.client_key),
             connect_timeout=config.upstream.connect_timeout, read_timeout=config.upstream.read_timeout,
@@ -144,6 +146,7 @@ class Runtime:
         if self.store is not None:
             await self.store.close()
             self.store = None
+        self.telemetry.shutdown()
 
     def candidate_accounts(self) -> list[Account]:
         return [self._by_name[name] for name in self.failover.candidates()]
@@ -176,13 +179,16 @@ class Runtime:
         deadline = time.monotonic() + self.config.requests.deadline
         try:
             if call.idempotency_key is None:
-                return await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
-            return await self._handle_keyed(call, call.idempotency_key, dialect, deadline)
+                result = await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
+            else:
+                result = await self._handle_keyed(call, call.idempotency_key, dialect, deadline)
         except StoreError as exc:
             # Nothing was accepted: the send could not be queued or its key claimed. The app retries.
             log.warning("store unavailable; request not accepted: %s", exc,
                         extra={"request_id": call.request_id})
-            return Result("failed", request_id=call.request_id, outcome=STORE_UNAVAILABLE)
+            result = Result("failed", request_id=call.request_id, outcome=STORE_UNAVAILABLE)
+        self.telemetry.metrics.requests.labels(call.protocol, result.account or "", result.status).inc()
+        return result
 
     async def _handle_keyed(self, call: Call, key: str, dialect: Dialect, deadline: float) -> Result:
         store = self._store()
@@ -235,8 +241,11 @@ class Runtime:
 
     async def _enqueue(self, call: Call) -> str:
         """Commit a send to the outbox; returns only once it is durable (the app then gets 202)."""
+        trace_context: dict[str, str] = {}
+        self.telemetry.inject(trace_context)  # the delivery's span links back to this request's
         item = OutboxItem.new(
-            protocol=call.protocol, method=call.method, path=call.path, headers=call.headers, body=call.body,
+            protocol=call.protocol, method=call.method, path=call.path,
+            headers=call.headers + tuple(trace_context.items()), body=call.body,
             client=call.client, now=time.time(), max_age=self.config.outbox.max_age,
             idempotency_key=call.idempotency_key, request_id=call.request_id)
         item_id = await self._store().enqueue(item)
@@ -246,6 +255,12 @@ class Runtime:
 
     async def _deliver(self, item: OutboxItem) -> DeliveryResult:
         """One resubmission of a queued send through the same forward loop (never re-queued)."""
+        with self.telemetry.outbox_delivery(item_id=item.id, attempts=item.attempts, headers=dict(item.headers)):
+            result = await self._deliver_once(item)
+        self.telemetry.metrics.outbox_deliveries.labels(type(result).__name__.lower()).inc()
+        return result
+
+    async def _deliver_once(self, item: OutboxItem) -> DeliveryResult:
         if item.idempotency_key is not None:
             replay = await self._replay(item.client, item.idempotency_key, item.id)
             if replay is not None and replay.response is not None:
@@ -389,6 +404,7 @@ class Runtime:
             task.add_done_callback(self._background.discard)
         if isinstance(event, Switched):
             self.switches[event.reason.value] += 1
+            self.telemetry.metrics.switches.labels(event.reason.value, event.to).inc()
             log.warning("traffic moved from %s to %s (%s)", event.from_, event.to, event.reason.value,
                         extra={"reason": event.detail})
         else:

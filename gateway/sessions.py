@@ -71,7 +71,8 @@ class RestSessions:
             "POST", account.login_url.rstrip("/") + rest.LOGIN_PATH,
             data=rest.login_form(account.user_name, account.password.reveal()),
         )
-        response = await self._upstream.send(request)
+        with self._upstream.telemetry.login(account=account.name, protocol="rest"):
+            response = await self._upstream.send(request)
         self.logins[account.name] = self.logins.get(account.name, 0) + 1
         login = rest.parse_login(response.status_code, response.content, retry_after=_retry_after(response))
         session = RestSession(token=login.token, end_point=login.end_point)
@@ -141,7 +142,8 @@ class SoapSessions:
             "POST", account.soap_url, content=soap.login_request(account.user_name, account.password.reveal()),
             headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"login"'},
         )
-        response = await self._upstream.send(request)
+        with self._upstream.telemetry.login(account=account.name, protocol="soap"):
+            response = await self._upstream.send(request)
         self.logins[account.name] = self.logins.get(account.name, 0) + 1
         return soap.parse_login(response.status_code, response.content, retry_after=_retry_after(response))
 

@@ -41,6 +41,7 @@ import httpx
 
 from gateway.errors import TLSRefused, UpstreamAmbiguous, UpstreamError, UpstreamUnreachable
 from gateway.resolver import Resolver
+from gateway.telemetry import Telemetry
 from gateway.transport_aiohttp import aiohttp_transport
 from policies.dns import is_ip_literal, next_address
 from policies.outcome import Failure
@@ -185,8 +186,9 @@ class ResolvingTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, *, resolver: Resolver, ssl_context: ssl.SSLContext,
                  max_connections_per_host: int = 100,
-                 transport_factory: TransportFactory = http_transport) -> None:
+                 transport_factory: TransportFactory = http_transport, telemetry: Telemetry | None = None) -> None:
         self._resolver = resolver
+        self._telemetry = telemetry or Telemetry.disabled()
         self._ssl_context = ssl_context
         self._max_connections = max_connections_per_host
         self._factory = transport_factory
@@ -197,7 +199,10 @@ class ResolvingTransport(httpx.AsyncBaseTransport):
         host = request.url.host
         if is_ip_literal(host):
             return await self._send(request, host, host)
-        answer = await self._resolver.resolve(host)
+        with self._telemetry.dns(host) as span:
+            answer = await self._resolver.resolve(host)
+            if span.is_recording():
+                span.set_attribute("dns.answers", list(answer))
         failed: list[str] = []
         last_error: UpstreamUnreachable | None = None
         while (address := next_address(answer, failed=failed, preferred=self._peers.get(host))) is not None:
@@ -216,7 +221,10 @@ class ResolvingTransport(httpx.AsyncBaseTransport):
     async def _send(self, request: httpx.Request, host: str, address: str) -> httpx.Response:
         with map_upstream_errors(host, address):
             response = await self._inner_for(host).handle_async_request(request)
-        extensions = {**response.extensions, "peer_address": address, "tls_version": _tls_version(response)}
+        ssl_object = _ssl_object(response)
+        version = ssl_object.version() if ssl_object is not None else None
+        self._telemetry.saw_connection(ssl_object, version)
+        extensions = {**response.extensions, "peer_address": address, "tls_version": version}
         assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport streams async
         return httpx.Response(response.status_code, headers=response.headers, extensions=extensions,
                               stream=_MappedStream(response.stream, host, address))
@@ -241,10 +249,10 @@ def _pinned(request: httpx.Request, host: str, address: str) -> httpx.Request:
                          stream=request.stream, extensions=extensions)
 
 
-def _tls_version(response: httpx.Response) -> str | None:
+def _ssl_object(response: httpx.Response) -> ssl.SSLObject | ssl.SSLSocket | None:
     stream: Any = response.extensions.get("network_stream")
     ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-    return ssl_object.version() if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None
+    return ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None
 
 
 class _Borrowed(httpx.AsyncBaseTransport):
@@ -262,12 +270,14 @@ class Upstream:
 
     def __init__(self, *, resolver: Resolver, ssl_context: ssl.SSLContext, connect_timeout: float = 5.0,
                  read_timeout: float = 30.0, max_connections_per_host: int = 100,
-                 transport_factory: TransportFactory | None = None) -> None:
+                 transport_factory: TransportFactory | None = None, telemetry: Telemetry | None = None) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.telemetry = telemetry or Telemetry.disabled()
         self.transport = ResolvingTransport(resolver=resolver, ssl_context=ssl_context,
                                             max_connections_per_host=max_connections_per_host,
-                                            transport_factory=transport_factory or aiohttp_transport)
+                                            transport_factory=transport_factory or aiohttp_transport,
+                                            telemetry=self.telemetry)
 
     def timeout(self, read_timeout: float | None = None) -> httpx.Timeout:
         """Connect and pool waits send nothing, so they get the connect timeout; writes the read one."""

@@ -125,7 +125,8 @@ class _RestApi:
             self._state.record(protocol="rest", operation=operation, path=request.url.path,
                                recipient=recipient_key(fields),
                                idempotency_key=request.headers.get("idempotency-key"),
-                               request_id=request.headers.get("x-request-id"))
+                               request_id=request.headers.get("x-request-id"),
+                               traceparent=request.headers.get("traceparent"))
             results.append({"errorMessage": None, "success": True, "recipientId": riid})
         if request.path_params["family"] == "haAsyncApi":
             # The async AFTM family accepts now and reports through its polling API later.

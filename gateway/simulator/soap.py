@@ -157,7 +157,8 @@ class _SoapApi:
             self._state.record(protocol="soap", operation=name, path=request.url.path,
                                recipient=recipient_key(fields),
                                idempotency_key=request.headers.get("idempotency-key"),
-                               request_id=request.headers.get("x-request-id"))
+                               request_id=request.headers.get("x-request-id"),
+                               traceparent=request.headers.get("traceparent"))
             result = etree.SubElement(answer, ws("result"))
             etree.SubElement(result, ws("recipientId")).text = str(riid)
             etree.SubElement(result, ws("success")).text = "true"

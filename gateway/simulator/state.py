@@ -39,6 +39,7 @@ class Delivery:
     idempotency_key: str | None
     request_id: str | None
     at: float  # wall-clock seconds
+    traceparent: str | None = None  # the W3C trace context the send came with
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,10 +263,10 @@ class AccountState:
     # --- recording -------------------------------------------------------------------------------
 
     def record(self, *, protocol: Protocol, operation: str, path: str, recipient: str,
-               idempotency_key: str | None, request_id: str | None) -> None:
+               idempotency_key: str | None, request_id: str | None, traceparent: str | None = None) -> None:
         delivery = Delivery(account=self.name, protocol=protocol, operation=operation, path=path,
                             recipient=recipient, idempotency_key=idempotency_key, request_id=request_id,
-                            at=self._wall_clock())
+                            at=self._wall_clock(), traceparent=traceparent)
         with self._lock:
             self._deliveries.append(delivery)
 
