@@ -1,0 +1,100 @@
+{{- define "aftm-gateway.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "aftm-gateway.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "aftm-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "aftm-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "aftm-gateway.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "aftm-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "aftm-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "aftm-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "aftm-gateway.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "aftm-gateway.publicUrl" -}}
+{{- default (printf "http://%s.%s.svc.cluster.local:%d" (include "aftm-gateway.fullname" .) .Release.Namespace (int .Values.service.port)) .Values.publicUrl }}
+{{- end }}
+
+{{/*
+The environment variables that carry credentials, as a YAML list of {name, key}: the gateway config
+names each through <key>_env (or ${VAR}), the Deployment fills each from credentials.existingSecret.
+*/}}
+{{- define "aftm-gateway.secretEnv" -}}
+{{- $c := .Values.credentials }}
+{{- $env := list (dict "name" "AFTM_SESSION_SECRET" "key" $c.sessionSecretKey) }}
+{{- if $c.adminTokenKey }}
+{{- $env = append $env (dict "name" "AFTM_ADMIN_TOKEN" "key" $c.adminTokenKey) }}
+{{- end }}
+{{- if $c.storePasswordKey }}
+{{- /* libpq's variable: the store URL carries no password */}}
+{{- $env = append $env (dict "name" "PGPASSWORD" "key" $c.storePasswordKey) }}
+{{- end }}
+{{- range $i, $account := .Values.accounts }}
+{{- $env = append $env (dict "name" (printf "AFTM_ACCOUNT_%d_PASSWORD" $i) "key" $account.passwordKey) }}
+{{- end }}
+{{- range $i, $client := .Values.clients }}
+{{- if $client.passwordKey }}
+{{- $env = append $env (dict "name" (printf "AFTM_CLIENT_%d_PASSWORD" $i) "key" $client.passwordKey) }}
+{{- else }}
+{{- $env = append $env (dict "name" (printf "AFTM_CLIENT_%d_PASSWORD_HASH" $i) "key" $client.passwordHashKey) }}
+{{- end }}
+{{- end }}
+{{- toYaml $env }}
+{{- end }}
+
+{{/* The gateway config (gateway.yaml): tuning from .Values.config, the rest owned by the chart. */}}
+{{- define "aftm-gateway.config" -}}
+{{- $accounts := list }}
+{{- range $i, $account := .Values.accounts }}
+{{- $accounts = append $accounts (set (omit $account "passwordKey") "password_env" (printf "AFTM_ACCOUNT_%d_PASSWORD" $i)) }}
+{{- end }}
+{{- $clients := list }}
+{{- range $i, $client := .Values.clients }}
+{{- $entry := omit $client "passwordKey" "passwordHashKey" }}
+{{- if $client.passwordKey }}
+{{- $_ := set $entry "password_env" (printf "AFTM_CLIENT_%d_PASSWORD" $i) }}
+{{- else }}
+{{- /* password_hash is not a Secret field, so it comes in through ${VAR} substitution */}}
+{{- $_ := set $entry "password_hash" (printf "${AFTM_CLIENT_%d_PASSWORD_HASH}" $i) }}
+{{- end }}
+{{- $clients = append $clients $entry }}
+{{- end }}
+{{- $config := deepCopy .Values.config }}
+{{- $_ := set $config "listen" (dict "host" "0.0.0.0" "port" (int .Values.containerPort)) }}
+{{- $_ := set $config "public_url" (include "aftm-gateway.publicUrl" .) }}
+{{- $_ := set $config "store" .Values.store.url }}
+{{- $_ := set $config "session_secret_env" "AFTM_SESSION_SECRET" }}
+{{- if .Values.credentials.adminTokenKey }}
+{{- $_ := set $config "admin" (dict "token_env" "AFTM_ADMIN_TOKEN") }}
+{{- end }}
+{{- $_ := set $config "accounts" $accounts }}
+{{- $_ := set $config "clients" $clients }}
+{{- toYaml $config }}
+{{- end }}
