@@ -43,6 +43,7 @@ class Span:
     attributes: dict[str, Any]
     links: list[str]  # trace ids of linked spans
     resource: dict[str, Any]
+    start: int  # unix nanoseconds
 
 
 def _value(any_value: Any) -> Any:
@@ -72,7 +73,8 @@ class Receiver:
                         name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
                         parent_id=span.parent_span_id.hex(),
                         attributes={a.key: _value(a.value) for a in span.attributes},
-                        links=[link.trace_id.hex() for link in span.links], resource=resource))
+                        links=[link.trace_id.hex() for link in span.links], resource=resource,
+                        start=span.start_time_unix_nano))
         with self._lock:
             self.spans.extend(spans)
         return Response(b"", media_type="application/x-protobuf")
@@ -96,6 +98,33 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
 
 def children(spans: list[Span], parent: Span, name: str) -> list[Span]:
     return [s for s in spans if s.parent_id == parent.span_id and s.name == name]
+
+
+SHOWN = ("aftm.account", "aftm.attempt", "aftm.outcome", "aftm.failure", "aftm.failover_reason",
+         "aftm.after_relogin", "network.peer.address", "dns.question.name", "dns.answers",
+         "http.response.status_code")
+EXPECTED_TREE = """\
+POST rest http.response.status_code=200
+  upstream attempt aftm.account=primary aftm.attempt=1 aftm.outcome=account_failure aftm.failure=connect \
+aftm.failover_reason=connect aftm.after_relogin=False
+    dns resolve dns.question.name=primary.test dns.answers=['127.0.0.2']
+  upstream attempt aftm.account=failover aftm.attempt=2 aftm.outcome=session_invalid aftm.after_relogin=False \
+network.peer.address=127.0.0.3
+    dns resolve dns.question.name=failover.test dns.answers=['127.0.0.3']
+  upstream attempt aftm.account=failover aftm.attempt=3 aftm.outcome=ok aftm.after_relogin=True \
+network.peer.address=127.0.0.3
+    upstream login aftm.account=failover
+      dns resolve dns.question.name=failover.test dns.answers=['127.0.0.3']
+    dns resolve dns.question.name=failover.test dns.answers=['127.0.0.3']"""
+
+
+def render_tree(spans: list[Span], root: Span, depth: int = 0) -> str:
+    """One line per span, children in start order, with the attributes worth showing."""
+    shown = " ".join(f"{k}={root.attributes[k]}" for k in SHOWN if k in root.attributes)
+    lines = ["  " * depth + f"{root.name} {shown}".rstrip()]
+    for child in sorted((s for s in spans if s.parent_id == root.span_id), key=lambda s: s.start):
+        lines.append(render_tree(spans, child, depth + 1))
+    return "\n".join(lines)
 
 
 def test_a_failed_over_and_reauthenticated_request_is_one_trace(
@@ -151,6 +180,8 @@ def test_a_failed_over_and_reauthenticated_request_is_one_trace(
     (delivery,) = [d for d in deployment.failover.deliveries() if "traced@" in d.recipient]
     assert delivery.traceparent is not None
     assert delivery.traceparent.split("-")[1:3] == [APP_TRACE_ID, replayed.span_id]
+    # The whole tree, as an operator sees it in the tracing backend.
+    assert render_tree(spans, server) == EXPECTED_TREE
     # Nothing secret in any attribute of any span.
     secrets = ("primary-password", "failover-password", APP_PASSWORD, token)
     text = repr([(s.attributes, s.resource) for s in receiver.spans])
