@@ -13,8 +13,10 @@ from starlette.routing import Route
 
 from gateway import admin, rest_api, soap_api
 from gateway.config import Config
+from gateway.delivery import api as sms_api
 from gateway.middleware import TelemetryMiddleware
 from gateway.protocols import responsys_soap as soap
+from gateway.reporting import portal
 from gateway.runtime import Runtime
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -57,6 +59,8 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         Route(soap.SERVICE_PATH, soap_api.service, methods=["POST"]),
         Route(soap.SERVICE_PATH, _soap_get, methods=["GET"]),
         Route(soap.WSDL_PATH, soap_api.wsdl, methods=["GET"]),
+        *sms_api.routes(),
+        *portal.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _app_gone},
                      middleware=[Middleware(TelemetryMiddleware)])

@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--tls-key")
     simulate.add_argument("--tls-max-version", choices=["1.0", "1.1", "1.2", "1.3"])
     simulate.add_argument("--secondary", action="store_true", help="act as a failover (secondary) account")
+    simulate.add_argument("--sms", action="store_true",
+                          help="run the SMS aggregator (POST /mt, delivery receipts) instead of a Responsys account")
+    simulate.add_argument("--receipt-delay-ms", type=int, default=0,
+                          help="with --sms: default delay of delivery receipts (default 0)")
     simulate.set_defaults(run=_simulate)
 
     demo = commands.add_parser("demo", help="two simulated accounts and the gateway, on this machine")
@@ -179,6 +183,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from gateway.simulator.server import run_simulator
 
     password = os.environ.get(args.password_env) or f"demo-{args.name}-password"
+    if args.sms:
+        from gateway.simulator.sms import run_sms_simulator
+
+        asyncio.run(run_sms_simulator(
+            host=args.host, port=args.port, control_port=args.control_port or args.port + 1000, name=args.name,
+            user_name=args.user_name or f"api_{args.name}", password=password, tls_cert=args.tls_cert,
+            tls_key=args.tls_key, default_after_ms=args.receipt_delay_ms))
+        return 0
     asyncio.run(run_simulator(
         host=args.host, port=args.port, control_port=args.control_port or args.port + 1000, name=args.name,
         user_name=args.user_name or f"api_{args.name}", password=password, tls_cert=args.tls_cert,

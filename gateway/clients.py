@@ -1,4 +1,4 @@
-"""App-facing identity: the gateway's own REST tokens and SOAP session ids.
+"""App-facing identity: the gateway's own REST tokens, SOAP session ids and portal sessions.
 
 Apps log in to the gateway, never to Responsys: their credentials are checked against `clients` in the
 config, and what they get back is a gateway credential that says nothing about any upstream account.
@@ -22,7 +22,9 @@ from cachetools import TTLCache
 
 from gateway.config import Config
 
-Kind = Literal["rest", "soap"]
+Kind = Literal["rest", "soap", "portal"]
+
+ADMIN_PRINCIPAL = "@admin"  # the portal identity of the operator who logged in with admin.token
 
 REST_TOKEN_LIFETIME = 7200.0  # as Responsys: about two hours, then the app refreshes or logs in again
 SOAP_SESSION_IDLE = 7200.0  # signed sessions carry their issue time; idle tracking is per replica
@@ -52,6 +54,12 @@ class Credentials:
     def login(self, user_name: str, password: str) -> bool:
         client = self._config.client(user_name)
         return client is not None and client.check_password(password)
+
+    def admin_login(self, user_name: str, password: str) -> bool:
+        """The operator: user `admin` with the admin token as password (never when admin.token is unset)."""
+        token = self._config.admin.token
+        return (user_name == "admin" and token is not None
+                and hmac.compare_digest(token.reveal().encode(), password.encode()))
 
     def issue(self, client: str, kind: Kind) -> str:
         issued = f"{self._clock():.3f}"
@@ -88,7 +96,8 @@ class Credentials:
         except (ValueError, UnicodeDecodeError):
             return None
         identity = Identity(client=client, kind=kind, issued_at=issued_at)
-        if token_kind != kind or not self._still_valid(identity, kind) or self._config.client(client) is None:
+        known = self._config.client(client) is not None or (kind == "portal" and client == ADMIN_PRINCIPAL)
+        if token_kind != kind or not self._still_valid(identity, kind) or not known:
             return None
         return identity
 

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import types
@@ -127,6 +128,8 @@ class Client:
     user_name: str
     password: Secret | None = None
     password_hash: str | None = None  # pbkdf2_sha256$ITERATIONS$SALT_HEX$HASH_HEX
+    failure_post_url: str | None = None  # where this app's new failure entries are POSTed as FDXML
+    failure_post_secret: Secret | None = None  # signs those POSTs (X-AFTM-Signature); unset: unsigned
 
     def check_password(self, candidate: str) -> bool:
         if self.password is not None:
@@ -157,6 +160,43 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class SmsUpstream:
+    """An SMS aggregator speaking the plain MT API (`POST {url}/mt`, HTTP Basic), in priority order."""
+
+    name: str
+    url: str  # e.g. https://mt.example.net
+    user_name: str
+    password: Secret
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+
+
+@dataclass(frozen=True)
+class Sms:
+    """SMS with alternate delivery; off while `upstreams` is empty."""
+
+    upstreams: list[SmsUpstream] = field(default_factory=list)
+    # short code -> long codes it may be re-sent from when the carrier fails it on the short code
+    alternate_senders: dict[str, list[str]] = field(default_factory=dict)
+    max_age: float = 3600.0  # a message no upstream took within this long is Failed
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """POSTs to the apps' callback URLs (SMS delivery receipts)."""
+
+    allow_networks: list[str] = field(default_factory=list)  # CIDRs allowed despite the default deny
+    timeout: float = 5.0  # seconds for one callback POST
+    max_age: float = 86_400.0  # a callback not accepted within this long is recorded as failed (post-out)
+
+
+@dataclass(frozen=True)
+class Reporting:
+    post_interval: float = 120.0  # seconds between FDXML posts to each client's failure_post_url
+    retention_days: float = 31.0  # failure entries older than this are purged
+    batch: int = 100  # entries per POST at most
+
+
+@dataclass(frozen=True)
 class Config:
     accounts: list[Account]
     public_url: str = "http://127.0.0.1:8080"
@@ -174,6 +214,9 @@ class Config:
     # Signs the gateway's own app tokens and SOAP session ids. Set it (e.g. session_secret_env) so that
     # app sessions survive a restart and are accepted by every replica; unset: random per process.
     session_secret: Secret | None = None
+    sms: Sms = field(default_factory=Sms)
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    reporting: Reporting = field(default_factory=Reporting)
 
     def client(self, user_name: str) -> Client | None:
         return self._clients_by_name.get(user_name)
@@ -242,8 +285,46 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}]: needs password, password_env, password_file or password_hash")
         if client.password_hash is not None and not _HASH_RE.fullmatch(client.password_hash):
             problems.append(f"clients[{i}].password_hash: expected pbkdf2_sha256$ITERATIONS$SALT$HASH")
+        if client.failure_post_url is not None and not _is_http_url(client.failure_post_url):
+            problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
+        if client.user_name == "admin" and config.admin.token is not None:
+            problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
+    if config.reporting.post_interval <= 0 or config.reporting.batch <= 0 or config.reporting.retention_days <= 0:
+        problems.append("reporting: post_interval, batch and retention_days must be positive")
     if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:
         problems.append("listen.port: must be between 0 and 65535")
+    _check_sms(config, problems)
+
+
+_SHORT_CODE_RE = re.compile(r"[0-9]{3,8}")
+_E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _check_sms(config: Config, problems: list[str]) -> None:
+    sms = config.sms
+    if sms is None:
+        return
+    names = [u.name for u in sms.upstreams if u is not None]
+    for i, upstream in enumerate(sms.upstreams):
+        if upstream is None:
+            continue
+        if names.count(upstream.name) > 1:
+            problems.append(f"sms.upstreams[{i}].name: {upstream.name!r} is used by more than one upstream")
+        if not _is_http_url(upstream.url):
+            problems.append(f"sms.upstreams[{i}].url: {upstream.url!r} is not an http(s) URL")
+    for short_code, long_codes in sms.alternate_senders.items():
+        if not _SHORT_CODE_RE.fullmatch(short_code):
+            problems.append(f"sms.alternate_senders.{short_code}: a short code is 3 to 8 digits")
+        for j, long_code in enumerate(long_codes):
+            if isinstance(long_code, str) and not _E164_RE.fullmatch(long_code):
+                problems.append(f"sms.alternate_senders.{short_code}[{j}]: {long_code!r} is not an E.164 "
+                                "long code such as \"+13125550100\" (quote it in YAML)")
+    if config.callbacks is not None:
+        for i, network in enumerate(config.callbacks.allow_networks):
+            try:
+                ipaddress.ip_network(str(network), strict=False)
+            except ValueError:
+                problems.append(f"callbacks.allow_networks[{i}]: {network!r} is not a network like 10.0.0.0/8")
 
 
 def _is_http_url(value: str) -> bool:
@@ -356,6 +437,13 @@ class _Builder:
                 self.problems.append(f"{path}: must be a non-empty string")
                 return None
             return Secret(value)
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.problems.append(f"{path}: must be a mapping")
+                return {}
+            _, item = typing.get_args(hint)
+            # YAML reads an unquoted short code such as 98765 as a number: its text is the key meant.
+            return {str(k): self.convert(item, v, f"{path}.{k}") for k, v in value.items()}
         if origin is list:
             if not isinstance(value, list):
                 self.problems.append(f"{path}: must be a list")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from gateway.store import Delivered, ItemNotFound, LeaseLost, OutboxItem, Store
 
 __all__ = [
-    "Dead", "Deliver", "Delivered", "DeliveryResult", "FailedPermanently", "OutboxWorker", "Reschedule",
+    "Dead", "Deliver", "Delivered", "DeliveryResult", "FailedPermanently", "OnDead", "OutboxWorker", "Reschedule",
     "Retry", "RetryAfter", "Step", "default_owner", "full_jitter", "next_step",
 ]
 
@@ -64,6 +64,8 @@ class FailedPermanently:
 
 DeliveryResult = Delivered | RetryAfter | Retry | FailedPermanently
 Deliver = Callable[[OutboxItem], Awaitable[DeliveryResult]]
+# Told about an item once it is recorded dead, with the reason (e.g. to fail the message it carried).
+OnDead = Callable[[OutboxItem, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,7 @@ class OutboxWorker:
     enqueued), never spinning. Call `kick()` after an enqueue to deliver without waiting. `clock`
     is epoch seconds. A delivery taking longer than `delivery_timeout` (default: 80% of the lease)
     is abandoned and retried, so no other worker takes the item over while it is still being sent.
+    `on_dead(item, reason)`, when given, is awaited after an item is recorded dead.
     """
 
     def __init__(
@@ -127,7 +130,7 @@ class OutboxWorker:
         lease_seconds: float = 30.0, batch: int = 20, concurrency: int = 8, poll_interval: float = 5.0,
         stop_grace: float = 10.0, delivery_timeout: float | None = None,
         next_delay: Callable[[int], float] | None = None, backoff_initial: float = 1.0,
-        backoff_max: float = 300.0,
+        backoff_max: float = 300.0, on_dead: OnDead | None = None,
     ) -> None:
         if lease_seconds <= 0 or batch <= 0 or concurrency <= 0 or poll_interval <= 0:
             raise ValueError("lease_seconds, batch, concurrency and poll_interval must be positive")
@@ -144,6 +147,7 @@ class OutboxWorker:
         self._delivery_timeout = delivery_timeout if delivery_timeout is not None else 0.8 * lease_seconds
         self._next_delay = next_delay or (
             lambda attempts: full_jitter(attempts, initial=backoff_initial, maximum=backoff_max))
+        self._on_dead = on_dead
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -265,3 +269,8 @@ class OutboxWorker:
         else:
             await self._store.mark_dead(item.id, self.owner, step.reason)
             log.warning("outbox item dead: %s", step.reason, extra={"request_id": item.id})
+            if self._on_dead is not None:
+                try:
+                    await self._on_dead(item, step.reason)
+                except Exception:  # the item is dead either way; its owner's bookkeeping failed
+                    log.exception("outbox on_dead hook failed", extra={"request_id": item.id})

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from gateway.config import Account
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Lease, Result
+from gateway.reporting.codes import FailureKind
 from gateway.sessions import RestSession, RestSessions
 from policies.outcome import Failure, Kind, Outcome
 
@@ -87,6 +88,7 @@ async def login(request: Request) -> Response:
     if auth_type == "password":
         user, password = form.get("user_name", ""), form.get("password", "")
         if not runtime.credentials.login(user, password):
+            runtime.telemetry.metrics.credential_failures.labels("rest").inc()  # never a client's failure entry
             return error(401, "Authentication failed", "AUTHENTICATION_FAILED", "Invalid user name or password")
         client = user
     elif auth_type == "token":
@@ -111,10 +113,15 @@ async def forward(request: Request) -> Response:
     if identity is None:
         return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
     body = await runtime.read_body(request)
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     if body is None:
-        return error(413, "Request too large", "REQUEST_TOO_LARGE",
-                     f"The request body exceeds {runtime.config.requests.max_body_bytes} bytes")
+        detail = f"The request body exceeds {runtime.config.requests.max_body_bytes} bytes"
+        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=detail, send_id=request_id,
+                       path=path)
+        return error(413, "Request too large", "REQUEST_TOO_LARGE", detail)
     if body and "json" in request.headers.get("content-type", "") and not _is_json(body):
+        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, send_id=request_id, path=path,
+                       error="The request body is not valid JSON")
         return error(400, "Bad request", "INVALID_REQUEST_CONTENT", "The request body is not valid JSON")
     query: bytes = request.scope["query_string"]
     is_send = rest.is_send(request.method, path)
@@ -122,7 +129,7 @@ async def forward(request: Request) -> Response:
         path = f"{path}?{query.decode('latin-1')}"
     headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
     call = Call(protocol="rest", method=request.method, path=path, headers=headers, body=body,
-                request_id=request.headers.get("x-request-id") or uuid.uuid4().hex, client=identity.client,
+                request_id=request_id, client=identity.client,
                 is_send=is_send,
                 idempotency_key=request.headers.get("idempotency-key"))
     result = await runtime.handle(call, runtime.rest_dialect)

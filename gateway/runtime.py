@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -20,6 +21,7 @@ from starlette.requests import Request
 
 from gateway.clients import Credentials
 from gateway.config import Account, Config
+from gateway.delivery.service import SmsService
 from gateway.errors import UpstreamError
 from gateway.outbox import (
     Delivered,
@@ -32,6 +34,9 @@ from gateway.outbox import (
 )
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Dialect, Proxy, Result
+from gateway.reporting.codes import FailureKind
+from gateway.reporting.poster import FailurePoster
+from gateway.reporting.recorder import FailureReporter
 from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
@@ -61,6 +66,7 @@ CLAIM_POLL = 0.05  # seconds between looks at a claim held by another request
 PROBE_TICK = 0.1  # seconds between checks of which account is due a probe
 FOLLOW_INTERVAL = 0.25  # seconds between reads of the failover state other replicas share
 SHARED_FAILOVER_KEY = "failover"
+KEY_IN_FLIGHT = Outcome.throttled(1.0, detail="the same Idempotency-Key is in flight")
 STORE_UNAVAILABLE = Outcome.account_failure(Failure.UNAVAILABLE, detail="the gateway's store is unavailable")
 
 
@@ -112,7 +118,10 @@ class Runtime:
         )
         self.switches: Counter[str] = Counter()  # failovers, failbacks, ... since start
         self.store: Store | None = None
+        self.sms: SmsService | None = None  # SMS alternate delivery, when sms.upstreams are configured
         self.outbox: OutboxWorker | None = None
+        self.reporting = FailureReporter(store=self._store)
+        self.poster: FailurePoster | None = None
         # Queued sends wait longer between tries than a live request: the account is down or throttling.
         self._outbox_retry = RetryPolicy(wait_initial=1.0, wait_max=60.0)
         self._rng = random.Random()
@@ -124,8 +133,19 @@ class Runtime:
             store=self.store, deliver=self._deliver, lease_seconds=self.config.outbox.lease_seconds,
             batch=self.config.outbox.batch,
             next_delay=lambda attempts: backoff_delay(self._outbox_retry, attempts, self._rng),
+            on_dead=self._on_dead,
         )
+        if self.config.sms.upstreams:
+            outbox = self.outbox
+            self.sms = SmsService(config=self.config, store=self.store, upstream=self.upstream,
+                                  resolver=self.resolver, kick=outbox.kick, on_event=self.note_sms_event)
+            await self.sms.start()
         await self.outbox.start()
+        self.poster = FailurePoster(
+            store=self.store, clients=self.config.clients, http=self.upstream.client(), owner=self.replica,
+            interval=self.config.reporting.post_interval, batch=self.config.reporting.batch,
+            on_result=lambda result: self.telemetry.metrics.fdxml_posts.labels(result).inc())
+        self.poster.start()
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
         self._tasks.append(asyncio.create_task(self._follow_loop(), name="shared-failover-state"))
@@ -139,6 +159,13 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.poster is not None:
+            await self.poster.stop()
+        for task in list(self._background):  # failure records still being written
+            with contextlib.suppress(Exception):
+                await task
+        if self.sms is not None:
+            await self.sms.close()
         if self.outbox is not None:
             await self.outbox.stop()
         await self.upstream.aclose()
@@ -188,7 +215,32 @@ class Runtime:
                         extra={"request_id": call.request_id})
             result = Result("failed", request_id=call.request_id, outcome=STORE_UNAVAILABLE)
         self.telemetry.metrics.requests.labels(call.protocol, result.account or "", result.status).inc()
+        if call.is_send and result.outcome not in (STORE_UNAVAILABLE, KEY_IN_FLIGHT):
+            self._report_send(call, result)
         return result
+
+    def _report_send(self, call: Call, result: Result) -> None:
+        """Record a send that failed for the app to see (in the background: the app's answer goes now)."""
+        outcome = result.outcome
+        if result.status == "failed":
+            kind, error = FailureKind.RETRIES_EXHAUSTED, (
+                f"Not Sent: {outcome.detail if outcome is not None and outcome.detail else 'no account took it'}")
+        elif outcome is not None and outcome.kind is Kind.CLIENT_ERROR and result.response is not None:
+            kind, error = FailureKind.UPSTREAM_REJECTED, f"Not Sent: {rest.error_text(result.response.content)}"
+        else:
+            return
+        self.report(kind, client=call.client, error=error, account=result.account, send_id=call.request_id,
+                    path=call.path, body=call.body, protocol=call.protocol)
+
+    def report(self, kind: FailureKind, *, client: str, error: str, send_id: str, path: str = "",
+               body: bytes = b"", protocol: str = "rest", account: str | None = None) -> None:
+        """Record a failure of a REST or SOAP call in the background."""
+        keyword, recipients = rest.send_summary(path, body) if protocol == "rest" else ("", [])
+        task = asyncio.get_running_loop().create_task(self.reporting.record(
+            kind, client=client, error=error, account=account, keyword=keyword, numbers=",".join(recipients),
+            send_id=send_id), name="record-failure")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _handle_keyed(self, call: Call, key: str, dialect: Dialect, deadline: float) -> Result:
         store = self._store()
@@ -207,8 +259,7 @@ class Runtime:
             if record.body == claim:
                 break
             if time.monotonic() > deadline:
-                return Result("failed", request_id=call.request_id,
-                              outcome=Outcome.throttled(1.0, detail="the same Idempotency-Key is in flight"))
+                return Result("failed", request_id=call.request_id, outcome=KEY_IN_FLIGHT)
             await asyncio.sleep(CLAIM_POLL)
         settled = False
         try:
@@ -261,11 +312,16 @@ class Runtime:
         return result
 
     async def _deliver_once(self, item: OutboxItem) -> DeliveryResult:
+        protocol = item.protocol
+        if protocol == "sms" or protocol == "callback":  # SMS sends and app callbacks: the SMS service's
+            if self.sms is None:
+                return FailedPermanently("SMS is no longer configured (sms.upstreams is empty)")
+            return await self.sms.deliver(item)
         if item.idempotency_key is not None:
             replay = await self._replay(item.client, item.idempotency_key, item.id)
             if replay is not None and replay.response is not None:
                 return Delivered(status_code=replay.response.status_code)
-        call = Call(protocol=item.protocol, method=item.method, path=item.path, headers=item.headers,
+        call = Call(protocol=protocol, method=item.method, path=item.path, headers=item.headers,
                     body=item.body, request_id=item.id, client=item.client, is_send=True,
                     idempotency_key=item.idempotency_key)
         dialect = self.rest_dialect if item.protocol == "rest" else self.soap_dialect
@@ -284,6 +340,28 @@ class Runtime:
         # An ambiguous failure of a queued send is retried: the app was told "accepted", and losing
         # the send is worse than a possible duplicate of an unkeyed one.
         return Retry(outcome.detail if outcome is not None else "no account could take the send")
+
+    async def _on_dead(self, item: OutboxItem, reason: str) -> None:
+        """An outbox item was given up on: an SMS send or callback is the SMS service's to record."""
+        if item.protocol in ("sms", "callback") and self.sms is not None:
+            await self.sms.on_dead(item, reason)
+        elif item.protocol in ("rest", "soap"):
+            keyword, recipients = rest.send_summary(item.path, item.body) if item.protocol == "rest" else ("", [])
+            await self.reporting.record(FailureKind.OUTBOX_DEAD, client=item.client, error=f"Not Sent: {reason}",
+                                        keyword=keyword, numbers=",".join(recipients), send_id=item.id)
+
+    def note_sms_event(self, event: FailoverEvent) -> None:
+        """Log a change in the SMS upstreams' health (their verdicts stay per replica)."""
+        if isinstance(event, Switched):
+            log.warning("SMS traffic moved from %s to %s (%s)", event.from_, event.to, event.reason.value,
+                        extra={"reason": event.detail})
+        else:
+            log.warning("SMS upstream %s is now %s", event.account, "healthy" if event.healthy else "unhealthy",
+                        extra={"reason": event.reason})
+
+    def require_store(self) -> Store:
+        """The open store (routes run only between start and close)."""
+        return self._store()
 
     def _store(self) -> Store:
         if self.store is None:
@@ -306,6 +384,7 @@ class Runtime:
             "outbox": {"depth": await store.depth(), "oldest_pending_age": await store.oldest_pending_age(time.time())},
             "rate_limits_per_minute": {n: round(b.rate_per_second * 60, 3) for n, b in self.proxy.buckets.items()},
             "upstream_logins": {"rest": dict(self.rest_sessions.logins), "soap": dict(self.soap_sessions.logins)},
+            **({"sms_upstreams": self.sms.sender.failover.status()} if self.sms is not None else {}),
         }
 
     async def _size_rate_limit(self, account: Account) -> None:
@@ -333,7 +412,9 @@ class Runtime:
         """Drop expired idempotency records and finished outbox items older than the retention."""
         now = time.time()
         keep = max(self.config.outbox.retention_days * 86_400.0, self.config.requests.idempotency_window)
-        return await self._store().purge_expired(now, finished_before=now - keep)
+        purged = await self._store().purge_expired(now, finished_before=now - keep)
+        failures = await self._store().purge_failures(now - self.config.reporting.retention_days * 86_400.0)
+        return dataclasses.replace(purged, failures=failures)
 
     async def _purge_loop(self) -> None:
         while True:
@@ -343,9 +424,10 @@ class Runtime:
             except Exception as exc:  # the store is down (readyz says so): this loop must live on and retry
                 log.warning("retention purge failed", extra={"reason": str(exc)})
             else:
-                if purged.idempotency_records or purged.outbox_items:
+                if purged.idempotency_records or purged.outbox_items or purged.messages or purged.failures:
                     log.info("retention purge", extra={"idempotency_records": purged.idempotency_records,
-                                                       "outbox_items": purged.outbox_items})
+                                                       "outbox_items": purged.outbox_items,
+                                                       "messages": purged.messages, "failures": purged.failures})
 
     async def _publish(self) -> None:
         """Write this replica's failover state for the others (latest write wins)."""

@@ -86,6 +86,7 @@ async def service(request: Request) -> Response:
         return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
     if envelope.operation == "login":
         if not runtime.credentials.login(user, password):
+            runtime.telemetry.metrics.credential_failures.labels("soap").inc()  # never a client's failure entry
             # The vendor's AccountFault; one code for unknown user and wrong password (no user enumeration).
             return fault_response(500, code="INVALID_PASSWORD", fault_type="AccountFault",
                                   message="Invalid user name or password")

@@ -142,3 +142,39 @@ def upstream_path(app_path: str, api_prefix: str | None) -> str:
 
 def is_send(method: str, path: str) -> bool:
     return method == "POST" and SEND_PATH.match(path) is not None
+
+
+_KEYWORD = re.compile(r"/(?:campaigns|events)/(?P<name>[^/?]+)")
+_RECIPIENT_FIELDS = ("emailAddress", "mobileNumber", "recipientId", "customerId")
+
+
+def send_summary(path: str, body: bytes) -> tuple[str, list[str]]:
+    """The campaign (or event) a send names, and its recipients, for failure reports; never raises."""
+    match = _KEYWORD.search(path)
+    keyword = match.group("name") if match else ""
+    recipients: list[str] = []
+    try:
+        data = json.loads(body) if body and len(body) <= _MAX_ERROR_BODY * 16 else {}
+    except ValueError:
+        return keyword, recipients
+    entries = data.get("recipientData") if isinstance(data, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        recipient = entry.get("recipient") if isinstance(entry, dict) else None
+        if isinstance(recipient, dict):
+            found = next((str(recipient[f]) for f in _RECIPIENT_FIELDS if recipient.get(f)), None)
+            if found:
+                recipients.append(found)
+    return keyword, recipients
+
+
+def error_text(body: bytes) -> str:
+    """`errorCode: detail` from a vendor error body, for failure reports."""
+    try:
+        data = json.loads(body) if body and len(body) <= _MAX_ERROR_BODY else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        parts = [str(data[k]) for k in ("errorCode", "detail", "title") if data.get(k)]
+        if parts:
+            return ": ".join(parts[:2])
+    return body[:200].decode("utf-8", "replace")

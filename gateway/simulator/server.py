@@ -22,11 +22,12 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from gateway.simulator.control import build_control_app
@@ -148,15 +149,20 @@ class SimulatedAccount:
                  tls_key: str | None = None, tls_max_version: ssl.TLSVersion | str | None = None,
                  ssl_context: ssl.SSLContext | None = None, token_lifetime: float = 7200.0,
                  session_idle_timeout: float = 7200.0, max_sessions: int = 100, strict_sessions: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 build_api: Callable[[AccountState], ASGIApp] = build_api_app,
+                 control_routes: Sequence[BaseRoute] = ()) -> None:
         self.state = AccountState(name=name, user_name=user_name, password=password, secondary=secondary,
                                   token_lifetime=token_lifetime, session_idle_timeout=session_idle_timeout,
                                   max_sessions=max_sessions, strict_sessions=strict_sessions, clock=clock)
         if ssl_context is None and tls_cert is not None:
             ssl_context = tls_context(cert=tls_cert, key=tls_key, max_version=tls_max_version)
         self._tls = ssl_context is not None
-        self.api_app = build_api_app(self.state)
-        self.control_app = build_control_app(self)
+        # Another simulated vendor (the SMS aggregator) brings its own API and control routes, and
+        # keeps this lifecycle, the fault gate's modes and the common control API.
+        self.api_app = build_api(self.state)
+        control = build_control_app(self)
+        self.control_app = Starlette(routes=[*control_routes, Mount("", app=control)]) if control_routes else control
         self._api = _Listener(self.api_app, host=host, port=port, ssl_context=ssl_context)
         self._control = _Listener(self.control_app, host=host, port=control_port, ssl_context=None)
         self._loop: asyncio.AbstractEventLoop | None = None

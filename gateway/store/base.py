@@ -16,11 +16,14 @@ import builtins
 import enum
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.store.failures import FailureQuery, FailureRecord, NewFailure
 
 # Defensive: the caller strips the app's credentials, but a replayed send must never carry one, and
 # the outbox file must never hold one, whatever the caller forgot.
@@ -30,6 +33,10 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "s
 RESULT_SNIPPET_BYTES = 2048
 
 Headers = tuple[tuple[str, str], ...]
+# What an outbox item carries: a forwarded Responsys call (rest, soap), an SMS for an aggregator (sms)
+# or a delivery receipt for an app's callback URL (callback). The worker's owner dispatches on it.
+OutboxProtocol = Literal["rest", "soap", "sms", "callback"]
+OUTBOX_PROTOCOLS: tuple[str, ...] = ("rest", "soap", "sms", "callback")
 
 
 class StoreError(GatewayError):
@@ -74,7 +81,7 @@ class OutboxItem:
     """
 
     id: str
-    protocol: Literal["rest", "soap"]
+    protocol: OutboxProtocol
     method: str
     path: str  # app-facing path with query string
     headers: Headers  # only the ones to replay, never credentials
@@ -95,7 +102,7 @@ class OutboxItem:
 
     @classmethod
     def new(
-        cls, *, protocol: Literal["rest", "soap"], method: str, path: str, headers: Iterable[tuple[str, str]],
+        cls, *, protocol: OutboxProtocol, method: str, path: str, headers: Iterable[tuple[str, str]],
         body: bytes, client: str, now: float, max_age: float, idempotency_key: str | None = None,
         account_preference: str | None = None, request_id: str | None = None,
     ) -> OutboxItem:
@@ -131,6 +138,85 @@ class SharedValue:
 class PurgeCount:
     idempotency_records: int = 0
     outbox_items: int = 0
+    messages: int = 0
+    failures: int = 0
+
+
+class MessageStatus(enum.Enum):
+    """An SMS message's state, in the vendor's words (see `gateway.delivery.messages`)."""
+
+    ACCEPTED = "Accepted"  # stored, its send waits in the outbox
+    SENT = "Sent"  # an upstream took it; its delivery receipt is awaited
+    DELIVERED = "Delivered"  # final: the carrier delivered it
+    FAILED = "Failed"  # final: the carrier failed it and no alternate was sent
+    FORWARDED = "Forwarded"  # final for this message: it failed and its alternate was created
+    REJECTED = "Rejected"  # final: refused before reaching a carrier
+
+
+FINAL_MESSAGE_STATUSES = frozenset({MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.FORWARDED,
+                                    MessageStatus.REJECTED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRecord:
+    """One message the gateway accepted (an original or the alternate created for it).
+
+    Only a hash of the receipt token is kept: the token itself travels once, in the receipt URL.
+    """
+
+    id: str
+    channel: str  # "sms"
+    client: str  # the app that sent it (or whose message it re-sends)
+    submitter_id: str | None
+    source: str
+    destination: str
+    destination_carrier: str | None
+    text: str
+    status: MessageStatus
+    alternate: bool  # the app asked for alternate delivery
+    receipt_level: str  # ALL | FINAL | ERROR | NONE
+    callback_url: str | None
+    receipt_token_hash: str
+    created_at: float
+    updated_at: float
+    upstream: str | None = None
+    upstream_message_id: str | None = None
+    fwd_to: str | None = None
+    fwd_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEvent:
+    """One line of a message's history: a status change, a receipt, a callback's fate, a note."""
+
+    message_id: str
+    at: float
+    kind: str  # status | receipt | callback | note
+    status: MessageStatus | None = None
+    description: str | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageChange:
+    """A conditional status change of one message, applied with everything that must go with it.
+
+    It happens only while the message's status is one of `from_statuses`; then, in one transaction,
+    the message gets `status` (and the set fields), `event` is recorded, `insert` (a new message, the
+    alternate) is stored with `insert_event`, and `enqueue` items join the outbox. So a forward, its
+    alternate's send and the app's callback either all exist or none does.
+    """
+
+    message_id: str
+    from_statuses: frozenset[MessageStatus]
+    status: MessageStatus
+    event: MessageEvent
+    upstream: str | None = None
+    upstream_message_id: str | None = None
+    fwd_to: str | None = None
+    insert: MessageRecord | None = None
+    insert_event: MessageEvent | None = None
+    enqueue: tuple[OutboxItem, ...] = ()
 
 
 def replayable_headers(headers: Iterable[tuple[str, str]]) -> Headers:
@@ -236,10 +322,73 @@ class Store(Protocol):
         """Delete expired idempotency records, and delivered or dead items finished before `finished_before`.
 
         Keep finished items at least as long as the idempotency window: a purged item frees its key.
+        Messages last changed before `finished_before` go too, with their history.
         """
+
+    # --- messages (SMS) -----------------------------------------------------------------------
+
+    async def message_create(self, message: MessageRecord, *, event: MessageEvent,
+                             enqueue: tuple[OutboxItem, ...] = ()) -> None:
+        """Store a new message, its first event and its outbox items, in one transaction."""
+
+    async def message_get(self, message_id: str) -> MessageRecord | None: ...
+
+    async def message_find(self, client: str, submitter_id: str) -> builtins.list[MessageRecord]:
+        """A client's messages with this submitterMessageId (an original and its alternate), oldest first."""
+
+    async def message_events(self, message_id: str) -> builtins.list[MessageEvent]:
+        """A message's history, oldest first."""
+
+    async def message_change(self, change: MessageChange) -> bool:
+        """Apply `change` atomically if the message's status allows it; False (nothing done) otherwise.
+
+        Two replicas applying changes to one message never both succeed from the same status, and a
+        message gets at most one alternate (`fwd_from` is unique), so it is forwarded at most once.
+        """
+
+    async def message_note(self, event: MessageEvent) -> None:
+        """Record an event that changes nothing (an ignored receipt, a callback's fate)."""
 
 
 # --- rows, as both backends store them --------------------------------------------------------------
+
+    # --- failure entries (gateway.reporting) --------------------------------------------------
+
+    async def record_failure(self, failure: NewFailure) -> FailureRecord:
+        """Store a new failure entry; it gets the next entry id and is due for posting."""
+
+    async def add_delivery_failure(self, failure: NewFailure, *, snippet: str) -> FailureRecord:
+        """Join a later delivery failure to the newest entry of the same client and send id.
+
+        That entry gets the secondary (delivery) date and error, `failure.code`'s flags added, the
+        message snippet appended to its primary error, and a new revision (due for posting again).
+        Without such an entry, `failure` is stored with the snippet as its primary error.
+        """
+
+    async def failure(self, entry_id: int) -> FailureRecord | None: ...
+
+    async def failures(self, query: FailureQuery) -> builtins.list[FailureRecord]:
+        """Entries matching the query, newest first, `query.limit` from `query.offset`."""
+
+    async def count_failures(self, query: FailureQuery) -> int:
+        """How many entries match the query (ignoring its limit and offset)."""
+
+    async def failure_hours(self, query: FailureQuery) -> builtins.list[tuple[float, int, int]]:
+        """(hour start, code, count) for the matching entries, for the portal's chart."""
+
+    async def failures_to_post(self, client: str, limit: int) -> builtins.list[FailureRecord]:
+        """A client's entries whose current revision its server has not acknowledged, oldest first."""
+
+    async def mark_failures_posted(self, posted: Sequence[tuple[int, int]]) -> None:
+        """Record (entry id, revision) pairs as acknowledged; a newer revision stays due."""
+
+    async def lease_poster(self, client: str, owner: str, now: float, seconds: float) -> bool:
+        """Become the one replica posting a client's failures until `now + seconds`, if no other is."""
+
+    async def release_poster(self, client: str, owner: str) -> None: ...
+
+    async def purge_failures(self, before: float) -> int:
+        """Delete entries first recorded before `before`; return how many."""
 
 class Row(Protocol):
     """A database row read by column name (sqlite3.Row and asyncpg.Record both are)."""
@@ -261,7 +410,7 @@ def item_from_row(row: Row) -> OutboxItem:
         result = Delivered(status_code=row["result_status"], body=bytes(row["result_body"] or b""),
                            account=row["result_account"])
     return OutboxItem(
-        id=row["id"], protocol=cast(Literal["rest", "soap"], row["protocol"]), method=row["method"],
+        id=row["id"], protocol=cast(OutboxProtocol, row["protocol"]), method=row["method"],
         path=row["path"], headers=load_headers(row["headers"]), body=bytes(row["body"]), client=row["client"],
         created_at=row["created_at"], next_attempt_at=row["next_attempt_at"], expires_at=row["expires_at"],
         account_preference=row["account_preference"], idempotency_key=row["idempotency_key"],
@@ -269,6 +418,44 @@ def item_from_row(row: Row) -> OutboxItem:
         lease_owner=row["lease_owner"], lease_until=row["lease_until"], updated_at=row["updated_at"],
         result=result,
     )
+
+
+def message_from_row(row: Row) -> MessageRecord:
+    return MessageRecord(
+        id=row["id"], channel=row["channel"], client=row["client"], submitter_id=row["submitter_id"],
+        source=row["source"], destination=row["destination"], destination_carrier=row["destination_carrier"],
+        text=row["text"], status=MessageStatus(row["status"]), alternate=bool(row["alternate"]),
+        receipt_level=row["receipt_level"], callback_url=row["callback_url"],
+        receipt_token_hash=row["receipt_token_hash"], created_at=row["created_at"], updated_at=row["updated_at"],
+        upstream=row["upstream"], upstream_message_id=row["upstream_message_id"], fwd_to=row["fwd_to"],
+        fwd_from=row["fwd_from"],
+    )
+
+
+def event_from_row(row: Row) -> MessageEvent:
+    status = row["status"]
+    return MessageEvent(message_id=row["message_id"], at=row["at"], kind=row["kind"],
+                        status=None if status is None else MessageStatus(status), description=row["description"],
+                        error_code=row["error_code"])
+
+
+MESSAGE_COLUMNS = ("id", "channel", "client", "submitter_id", "source", "destination", "destination_carrier", "text",
+                   "status", "alternate", "receipt_level", "callback_url", "receipt_token_hash", "created_at",
+                   "updated_at", "upstream", "upstream_message_id", "fwd_to", "fwd_from")
+
+
+def message_values(message: MessageRecord) -> tuple[Any, ...]:
+    """The record's values in MESSAGE_COLUMNS order, as both backends insert them."""
+    return (message.id, message.channel, message.client, message.submitter_id, message.source, message.destination,
+            message.destination_carrier, message.text, message.status.value, message.alternate,
+            message.receipt_level, message.callback_url, message.receipt_token_hash, message.created_at,
+            message.updated_at, message.upstream, message.upstream_message_id, message.fwd_to, message.fwd_from)
+
+
+def event_values(event: MessageEvent) -> tuple[Any, ...]:
+    """(message_id, at, kind, status, description, error_code), as both backends insert them."""
+    return (event.message_id, event.at, event.kind, None if event.status is None else event.status.value,
+            event.description, event.error_code)
 
 
 def record_from_row(row: Row) -> IdempotencyRecord:

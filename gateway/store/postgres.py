@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeAlias
@@ -35,21 +36,39 @@ import asyncpg
 
 from gateway.store import redact_url
 from gateway.store.base import (
+    MESSAGE_COLUMNS,
     RESULT_SNIPPET_BYTES,
     Delivered,
     Headers,
     IdempotencyRecord,
     ItemNotFound,
     LeaseLost,
+    MessageChange,
+    MessageEvent,
+    MessageRecord,
     OutboxItem,
     OutboxStatus,
     PurgeCount,
     SharedValue,
     StoreError,
     dump_headers,
+    event_from_row,
+    event_values,
     item_from_row,
+    message_from_row,
+    message_values,
     record_from_row,
     replayable_headers,
+)
+from gateway.store.failures import (
+    FAILURE_COLUMNS,
+    FailureQuery,
+    FailureRecord,
+    NewFailure,
+    appended,
+    failure_from_row,
+    failure_values,
+    where,
 )
 from gateway.store.migrations import Migration, check_sequence
 from gateway.store.migrations.postgres import MIGRATIONS
@@ -314,12 +333,152 @@ class PostgresStore:
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         async with self._connection() as db, db.transaction():
             records = _row_count(await db.execute("DELETE FROM idempotency WHERE expires_at <= $1", now))
-            items = 0
+            items = messages = 0
             if finished_before is not None:
                 items = _row_count(await db.execute(
                     "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND updated_at < $1",
                     finished_before))
-        return PurgeCount(idempotency_records=records, outbox_items=items)
+                # Their history goes with them (ON DELETE CASCADE).
+                messages = _row_count(await db.execute("DELETE FROM messages WHERE updated_at < $1",
+                                                       finished_before))
+        return PurgeCount(idempotency_records=records, outbox_items=items, messages=messages)
+
+    # --- messages -----------------------------------------------------------------------------
+
+    async def message_create(self, message: MessageRecord, *, event: MessageEvent,
+                             enqueue: tuple[OutboxItem, ...] = ()) -> None:
+        async with self._connection() as db, db.transaction():
+            await _insert_message(db, message, event)
+            for item in enqueue:
+                await _insert_item(db, item)
+
+    async def message_get(self, message_id: str) -> MessageRecord | None:
+        async with self._connection() as db:
+            row = await db.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+        return None if row is None else message_from_row(row)
+
+    async def message_find(self, client: str, submitter_id: str) -> builtins.list[MessageRecord]:
+        async with self._connection() as db:
+            rows = await db.fetch(
+                """SELECT * FROM messages WHERE client = $1 AND submitter_id = $2
+                   ORDER BY created_at, fwd_from IS NOT NULL, id LIMIT 100""",
+                client, submitter_id)
+        return [message_from_row(row) for row in rows]
+
+    async def message_events(self, message_id: str) -> builtins.list[MessageEvent]:
+        async with self._connection() as db:
+            rows = await db.fetch("SELECT * FROM message_events WHERE message_id = $1 ORDER BY id", message_id)
+        return [event_from_row(row) for row in rows]
+
+    async def message_change(self, change: MessageChange) -> bool:
+        async with self._connection() as db, db.transaction():
+            # READ COMMITTED re-checks the WHERE clause on the row lock, so of two replicas changing the
+            # message from the same status only the first does; the second sees the new status.
+            changed = await db.fetchval(
+                """UPDATE messages SET status = $1, updated_at = $2, upstream = coalesce($3, upstream),
+                       upstream_message_id = coalesce($4, upstream_message_id), fwd_to = coalesce($5, fwd_to)
+                   WHERE id = $6 AND status = ANY($7::text[])
+                   RETURNING true""",
+                change.status.value, change.event.at, change.upstream, change.upstream_message_id, change.fwd_to,
+                change.message_id, sorted(s.value for s in change.from_statuses))
+            if not changed:
+                return False
+            await db.execute(_INSERT_EVENT, *event_values(change.event))
+            if change.insert is not None:
+                assert change.insert_event is not None
+                await _insert_message(db, change.insert, change.insert_event)
+            for item in change.enqueue:
+                await _insert_item(db, item)
+        return True
+
+    async def message_note(self, event: MessageEvent) -> None:
+        async with self._connection() as db:
+            await db.execute(_INSERT_EVENT, *event_values(event))
+
+    # --- failure entries ----------------------------------------------------------------------
+
+    async def record_failure(self, failure: NewFailure) -> FailureRecord:
+        async with self._connection() as db:
+            row = await db.fetchrow(_INSERT_FAILURE, *failure_values(failure, now=self._clock()))
+        assert row is not None
+        return failure_from_row(row)
+
+    async def add_delivery_failure(self, failure: NewFailure, *, snippet: str) -> FailureRecord:
+        async with self._connection() as db, db.transaction():
+            found = await db.fetchrow(
+                """SELECT * FROM failures WHERE client = $1 AND send_id = $2 AND send_id <> ''
+                   ORDER BY id DESC LIMIT 1 FOR UPDATE""", failure.client, failure.send_id)
+            if found is None:
+                fresh = dataclasses.replace(failure, primary_error=appended(failure.primary_error, snippet))
+                row = await db.fetchrow(_INSERT_FAILURE, *failure_values(fresh, now=self._clock()))
+            else:
+                entry = failure_from_row(found)
+                row = await db.fetchrow(
+                    """UPDATE failures SET code = code | $1, primary_error = $2, secondary_at = $3,
+                           secondary_error = $4, revision = revision + 1, updated_at = $5
+                       WHERE id = $6 RETURNING *""",
+                    failure.code, appended(entry.primary_error, snippet), failure.secondary_at,
+                    failure.secondary_error, self._clock(), entry.id)
+        assert row is not None
+        return failure_from_row(row)
+
+    async def failure(self, entry_id: int) -> FailureRecord | None:
+        async with self._connection() as db:
+            row = await db.fetchrow("SELECT * FROM failures WHERE id = $1", entry_id)
+        return failure_from_row(row) if row is not None else None
+
+    async def failures(self, query: FailureQuery) -> builtins.list[FailureRecord]:
+        clause, args = where(query, lambda n: f"${n}")
+        n = len(args)
+        async with self._connection() as db:
+            rows = await db.fetch(
+                f"SELECT * FROM failures {clause} ORDER BY primary_at DESC, id DESC LIMIT ${n + 1} OFFSET ${n + 2}",  # noqa: S608
+                *args, query.limit, query.offset)
+        return [failure_from_row(row) for row in rows]
+
+    async def count_failures(self, query: FailureQuery) -> int:
+        clause, args = where(query, lambda n: f"${n}")
+        async with self._connection() as db:
+            return int(await db.fetchval(f"SELECT count(*) FROM failures {clause}", *args))  # noqa: S608
+
+    async def failure_hours(self, query: FailureQuery) -> builtins.list[tuple[float, int, int]]:
+        clause, args = where(query, lambda n: f"${n}")
+        async with self._connection() as db:
+            rows = await db.fetch(
+                f"""SELECT floor(primary_at / 3600) * 3600 AS hour, code, count(*) AS n
+                    FROM failures {clause} GROUP BY 1, 2 ORDER BY 1""", *args)  # noqa: S608
+        return [(float(row["hour"]), int(row["code"]), int(row["n"])) for row in rows]
+
+    async def failures_to_post(self, client: str, limit: int) -> builtins.list[FailureRecord]:
+        async with self._connection() as db:
+            rows = await db.fetch(
+                "SELECT * FROM failures WHERE client = $1 AND revision > posted_revision ORDER BY id LIMIT $2",
+                client, limit)
+        return [failure_from_row(row) for row in rows]
+
+    async def mark_failures_posted(self, posted: Sequence[tuple[int, int]]) -> None:
+        async with self._connection() as db, db.transaction():
+            await db.executemany(
+                "UPDATE failures SET posted_revision = greatest(posted_revision, $1) WHERE id = $2",
+                [(revision, entry_id) for entry_id, revision in posted])
+
+    async def lease_poster(self, client: str, owner: str, now: float, seconds: float) -> bool:
+        async with self._connection() as db:
+            row = await db.fetchrow(
+                """INSERT INTO failure_posters (client, owner, lease_until) VALUES ($1, $2, $3)
+                   ON CONFLICT (client) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+                   WHERE failure_posters.lease_until < $4 OR failure_posters.owner = excluded.owner
+                   RETURNING owner""", client, owner, now + seconds, now)
+        return row is not None
+
+    async def release_poster(self, client: str, owner: str) -> None:
+        async with self._connection() as db:
+            await db.execute("UPDATE failure_posters SET lease_until = 0 WHERE client = $1 AND owner = $2",
+                             client, owner)
+
+    async def purge_failures(self, before: float) -> int:
+        async with self._connection() as db:
+            return _row_count(await db.execute("DELETE FROM failures WHERE primary_at < $1", before))
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -343,6 +502,29 @@ class PostgresStore:
                 status.value, self._clock(), next_attempt_at, error, item_id, owner)
             if _row_count(result) == 0:
                 await _explain_miss(db, item_id, owner)
+
+
+_INSERT_EVENT = """INSERT INTO message_events (message_id, at, kind, status, description, error_code)
+                   VALUES ($1, $2, $3, $4, $5, $6)"""
+_INSERT_MESSAGE = (f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "  # noqa: S608 (fixed column names)
+                   f"VALUES ({', '.join(f'${n}' for n in range(1, len(MESSAGE_COLUMNS) + 1))})")
+
+
+async def _insert_message(db: Connection, message: MessageRecord, event: MessageEvent) -> None:
+    await db.execute(_INSERT_MESSAGE, *message_values(message))
+    await db.execute(_INSERT_EVENT, *event_values(event))
+
+
+async def _insert_item(db: Connection, item: OutboxItem) -> None:
+    """An outbox item the gateway made itself (no idempotency key to check); its id makes it once."""
+    await db.execute(
+        """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
+               idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10)
+           ON CONFLICT (id) DO NOTHING""",
+        item.id, item.protocol, item.method, item.path, dump_headers(replayable_headers(item.headers)), item.body,
+        item.client, item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
+        item.expires_at)
 
 
 async def apply_migrations(db: Connection, migrations: Sequence[Migration], *, now: float) -> list[int]:
@@ -426,4 +608,5 @@ def _scrub(message: str, url: str) -> str:
     return message
 
 
-
+_INSERT_FAILURE = (f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) "  # noqa: S608 (fixed column names)
+                   f"VALUES ({', '.join(f'${n}' for n in range(1, len(FAILURE_COLUMNS) + 1))}) RETURNING *")

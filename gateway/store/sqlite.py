@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -28,21 +29,39 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import aiosqlite
 
 from gateway.store.base import (
+    MESSAGE_COLUMNS,
     RESULT_SNIPPET_BYTES,
     Delivered,
     Headers,
     IdempotencyRecord,
     ItemNotFound,
     LeaseLost,
+    MessageChange,
+    MessageEvent,
+    MessageRecord,
     OutboxItem,
     OutboxStatus,
     PurgeCount,
     SharedValue,
     StoreError,
     dump_headers,
+    event_from_row,
+    event_values,
     item_from_row,
+    message_from_row,
+    message_values,
     record_from_row,
     replayable_headers,
+)
+from gateway.store.failures import (
+    FAILURE_COLUMNS,
+    FailureQuery,
+    FailureRecord,
+    NewFailure,
+    appended,
+    failure_from_row,
+    failure_values,
+    where,
 )
 from gateway.store.migrations import Migration, check_sequence
 from gateway.store.migrations.sqlite import MIGRATIONS
@@ -328,13 +347,160 @@ class SQLiteStore:
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         async with self._transaction() as db:
             records = await db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
-            items = 0
+            items = messages = 0
             if finished_before is not None:
                 cursor = await db.execute(
                     "DELETE FROM outbox WHERE status IN ('delivered', 'dead') AND updated_at < ?",
                     (finished_before,))
                 items = cursor.rowcount
-        return PurgeCount(idempotency_records=records.rowcount, outbox_items=items)
+                # Their history goes with them (ON DELETE CASCADE).
+                cursor = await db.execute("DELETE FROM messages WHERE updated_at < ?", (finished_before,))
+                messages = cursor.rowcount
+        return PurgeCount(idempotency_records=records.rowcount, outbox_items=items, messages=messages)
+
+    # --- messages -----------------------------------------------------------------------------
+
+    @_translated
+    async def message_create(self, message: MessageRecord, *, event: MessageEvent,
+                             enqueue: tuple[OutboxItem, ...] = ()) -> None:
+        async with self._transaction() as db:
+            await _insert_message(db, message, event)
+            for item in enqueue:
+                await _insert_item(db, item)
+
+    @_translated
+    async def message_get(self, message_id: str) -> MessageRecord | None:
+        rows = await self._reader.execute_fetchall("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return next((message_from_row(row) for row in rows), None)
+
+    @_translated
+    async def message_find(self, client: str, submitter_id: str) -> builtins.list[MessageRecord]:
+        rows = await self._reader.execute_fetchall(
+            """SELECT * FROM messages WHERE client = ? AND submitter_id = ?
+               ORDER BY created_at, fwd_from IS NOT NULL, id LIMIT 100""",
+            (client, submitter_id))
+        return [message_from_row(row) for row in rows]
+
+    @_translated
+    async def message_events(self, message_id: str) -> builtins.list[MessageEvent]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM message_events WHERE message_id = ? ORDER BY id", (message_id,))
+        return [event_from_row(row) for row in rows]
+
+    @_translated
+    async def message_change(self, change: MessageChange) -> bool:
+        statuses = sorted(s.value for s in change.from_statuses)
+        marks = ", ".join("?" for _ in statuses)
+        async with self._transaction() as db:
+            # BEGIN IMMEDIATE holds the write lock: the status seen by this UPDATE is the one it changes.
+            cursor = await db.execute(
+                f"""UPDATE messages SET status = ?, updated_at = ?, upstream = coalesce(?, upstream),
+                        upstream_message_id = coalesce(?, upstream_message_id), fwd_to = coalesce(?, fwd_to)
+                    WHERE id = ? AND status IN ({marks})""",  # noqa: S608 (placeholders only)
+                (change.status.value, change.event.at, change.upstream, change.upstream_message_id,
+                 change.fwd_to, change.message_id, *statuses))
+            if cursor.rowcount == 0:
+                return False
+            await db.execute(_INSERT_EVENT, event_values(change.event))
+            if change.insert is not None:
+                assert change.insert_event is not None
+                await _insert_message(db, change.insert, change.insert_event)
+            for item in change.enqueue:
+                await _insert_item(db, item)
+        return True
+
+    @_translated
+    async def message_note(self, event: MessageEvent) -> None:
+        async with self._transaction() as db:
+            await db.execute(_INSERT_EVENT, event_values(event))
+
+    # --- failure entries ----------------------------------------------------------------------
+
+    @_translated
+    async def record_failure(self, failure: NewFailure) -> FailureRecord:
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(_INSERT_FAILURE, failure_values(failure, now=self._clock()))
+        return failure_from_row(next(iter(rows)))
+
+    @_translated
+    async def add_delivery_failure(self, failure: NewFailure, *, snippet: str) -> FailureRecord:
+        async with self._transaction() as db:
+            found = await db.execute_fetchall(
+                "SELECT * FROM failures WHERE client = ? AND send_id = ? AND send_id <> '' ORDER BY id DESC LIMIT 1",
+                (failure.client, failure.send_id))
+            if not found:
+                fresh = dataclasses.replace(failure, primary_error=appended(failure.primary_error, snippet))
+                rows = await db.execute_fetchall(_INSERT_FAILURE, failure_values(fresh, now=self._clock()))
+            else:
+                entry = failure_from_row(next(iter(found)))
+                rows = await db.execute_fetchall(
+                    """UPDATE failures SET code = code | ?, primary_error = ?, secondary_at = ?, secondary_error = ?,
+                           revision = revision + 1, updated_at = ?
+                       WHERE id = ? RETURNING *""",
+                    (failure.code, appended(entry.primary_error, snippet), failure.secondary_at,
+                     failure.secondary_error, self._clock(), entry.id))
+        return failure_from_row(next(iter(rows)))
+
+    @_translated
+    async def failure(self, entry_id: int) -> FailureRecord | None:
+        rows = await self._reader.execute_fetchall("SELECT * FROM failures WHERE id = ?", (entry_id,))
+        return next((failure_from_row(row) for row in rows), None)
+
+    @_translated
+    async def failures(self, query: FailureQuery) -> builtins.list[FailureRecord]:
+        clause, args = where(query, lambda n: "?")
+        rows = await self._reader.execute_fetchall(
+            f"SELECT * FROM failures {clause} ORDER BY primary_at DESC, id DESC LIMIT ? OFFSET ?",  # noqa: S608
+            (*args, query.limit, query.offset))
+        return [failure_from_row(row) for row in rows]
+
+    @_translated
+    async def count_failures(self, query: FailureQuery) -> int:
+        clause, args = where(query, lambda n: "?")
+        return int(await _scalar(self._reader, f"SELECT count(*) FROM failures {clause}", tuple(args)))  # noqa: S608
+
+    @_translated
+    async def failure_hours(self, query: FailureQuery) -> builtins.list[tuple[float, int, int]]:
+        clause, args = where(query, lambda n: "?")
+        rows = await self._reader.execute_fetchall(
+            f"""SELECT CAST(primary_at / 3600 AS INTEGER) * 3600 AS hour, code, count(*) AS n
+                FROM failures {clause} GROUP BY hour, code ORDER BY hour""", tuple(args))  # noqa: S608
+        return [(float(row["hour"]), int(row["code"]), int(row["n"])) for row in rows]
+
+    @_translated
+    async def failures_to_post(self, client: str, limit: int) -> builtins.list[FailureRecord]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM failures WHERE client = ? AND revision > posted_revision ORDER BY id LIMIT ?",
+            (client, limit))
+        return [failure_from_row(row) for row in rows]
+
+    @_translated
+    async def mark_failures_posted(self, posted: Sequence[tuple[int, int]]) -> None:
+        async with self._transaction() as db:
+            await db.executemany("UPDATE failures SET posted_revision = max(posted_revision, ?) WHERE id = ?",
+                                 [(revision, entry_id) for entry_id, revision in posted])
+
+    @_translated
+    async def lease_poster(self, client: str, owner: str, now: float, seconds: float) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """INSERT INTO failure_posters (client, owner, lease_until) VALUES (?, ?, ?)
+                   ON CONFLICT (client) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+                   WHERE failure_posters.lease_until < ? OR failure_posters.owner = excluded.owner""",
+                (client, owner, now + seconds, now))
+            return cursor.rowcount > 0
+
+    @_translated
+    async def release_poster(self, client: str, owner: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("UPDATE failure_posters SET lease_until = 0 WHERE client = ? AND owner = ?",
+                             (client, owner))
+
+    @_translated
+    async def purge_failures(self, before: float) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM failures WHERE primary_at < ?", (before,))
+            return cursor.rowcount
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -370,6 +536,29 @@ class SQLiteStore:
             return
         raise LeaseLost(f"outbox item {item_id} is {row['status']} (lease owner {row['lease_owner']}), "
                         f"no longer leased by {owner}")
+
+
+_INSERT_EVENT = """INSERT INTO message_events (message_id, at, kind, status, description, error_code)
+                   VALUES (?, ?, ?, ?, ?, ?)"""
+_INSERT_MESSAGE = (f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "  # noqa: S608 (fixed column names)
+                   f"VALUES ({', '.join('?' for _ in MESSAGE_COLUMNS)})")
+
+
+async def _insert_message(db: aiosqlite.Connection, message: MessageRecord, event: MessageEvent) -> None:
+    await db.execute(_INSERT_MESSAGE, message_values(message))
+    await db.execute(_INSERT_EVENT, event_values(event))
+
+
+async def _insert_item(db: aiosqlite.Connection, item: OutboxItem) -> None:
+    """An outbox item the gateway made itself (no idempotency key to check); its id makes it once."""
+    await db.execute(
+        """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
+               idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)
+           ON CONFLICT (id) DO NOTHING""",
+        (item.id, item.protocol, item.method, item.path, dump_headers(replayable_headers(item.headers)), item.body,
+         item.client, item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
+         item.expires_at, item.created_at))
 
 
 async def apply_migrations(db: aiosqlite.Connection, migrations: Sequence[Migration], *,
@@ -425,4 +614,5 @@ async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = 
     return next((row[0] for row in rows), None)
 
 
-
+_INSERT_FAILURE = (f"INSERT INTO failures ({', '.join(FAILURE_COLUMNS)}) "  # noqa: S608 (fixed column names)
+                   f"VALUES ({', '.join('?' for _ in FAILURE_COLUMNS)}) RETURNING *")

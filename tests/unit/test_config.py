@@ -74,8 +74,10 @@ def test_no_accounts_is_an_error() -> None:
 def test_example_config_is_valid() -> None:
     example = Path(__file__).parents[2] / "examples" / "gateway.yaml"
     config = load_config(example, environ={"PRIMARY_PASSWORD": "a", "FAILOVER_PASSWORD": "b",
-                                           "APP_PASSWORD": "c", "ADMIN_TOKEN": "d", "SESSION_SECRET": "e"})
+                                           "APP_PASSWORD": "c", "ADMIN_TOKEN": "d", "SESSION_SECRET": "e",
+                                           "SMS_PW": "f"})
     assert [a.name for a in config.accounts] == ["primary", "failover"]
+    assert config.sms.alternate_senders == {"98765": ["+13125550100"]}
 
 
 def test_secret_equality_does_not_leak() -> None:

@@ -74,4 +74,83 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     )),
+    Migration(4, "messages", (
+        # The outbox also carries SMS sends and app callbacks now.
+        "ALTER TABLE outbox DROP CONSTRAINT outbox_protocol_check",
+        "ALTER TABLE outbox ADD CONSTRAINT outbox_protocol_check "
+        "CHECK (protocol IN ('rest', 'soap', 'sms', 'callback'))",
+        """
+        CREATE TABLE messages (
+            id                  text COLLATE "C" PRIMARY KEY,
+            channel             text NOT NULL CHECK (channel IN ('sms')),
+            client              text COLLATE "C" NOT NULL,
+            submitter_id        text COLLATE "C",
+            source              text NOT NULL,
+            destination         text NOT NULL,
+            destination_carrier text,
+            text                text NOT NULL,
+            status              text NOT NULL CHECK (status IN ('Accepted', 'Sent', 'Delivered', 'Failed',
+                                                                'Forwarded', 'Rejected')),
+            alternate           boolean NOT NULL,
+            receipt_level       text NOT NULL CHECK (receipt_level IN ('ALL', 'FINAL', 'ERROR', 'NONE')),
+            callback_url        text,
+            receipt_token_hash  text NOT NULL,
+            upstream            text,
+            upstream_message_id text,
+            fwd_to              text COLLATE "C",
+            fwd_from            text COLLATE "C",
+            created_at          double precision NOT NULL,
+            updated_at          double precision NOT NULL
+        )
+        """,
+        # The database, not a read-then-write in Python, keeps a message to one alternate, whichever
+        # replica saw its failure first.
+        "CREATE UNIQUE INDEX messages_forwarded_once ON messages (fwd_from) WHERE fwd_from IS NOT NULL",
+        "CREATE INDEX messages_submitter ON messages (client, submitter_id)",
+        "CREATE INDEX messages_updated ON messages (updated_at)",
+        """
+        CREATE TABLE message_events (
+            id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id  text COLLATE "C" NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            at          double precision NOT NULL,
+            kind        text NOT NULL,
+            status      text,
+            description text,
+            error_code  text
+        )
+        """,
+        "CREATE INDEX message_events_message ON message_events (message_id, id)",
+    )),
+    Migration(5, "failures", (
+        """
+        CREATE TABLE failures (
+            id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- the FDXML entry ID
+            kind            text NOT NULL,
+            code            integer NOT NULL,
+            client          text NOT NULL,
+            account         text,
+            keyword         text NOT NULL DEFAULT '',
+            numbers         text NOT NULL DEFAULT '',
+            send_id         text NOT NULL DEFAULT '',
+            primary_at      double precision NOT NULL,
+            primary_error   text NOT NULL DEFAULT '',
+            secondary_at    double precision,
+            secondary_error text NOT NULL DEFAULT '',
+            revision        integer NOT NULL DEFAULT 1,
+            posted_revision integer NOT NULL DEFAULT 0,
+            updated_at      double precision NOT NULL
+        )
+        """,
+        "CREATE INDEX failures_time ON failures (primary_at)",
+        "CREATE INDEX failures_client_time ON failures (client, primary_at)",
+        "CREATE INDEX failures_send ON failures (client, send_id)",
+        "CREATE INDEX failures_due ON failures (client, id) WHERE revision > posted_revision",
+        """
+        CREATE TABLE failure_posters (
+            client      text PRIMARY KEY,
+            owner       text NOT NULL,
+            lease_until double precision NOT NULL
+        )
+        """,
+    )),
 )

@@ -1,0 +1,102 @@
+"""Delivery receipts for the apps: the callback documents, and their POSTs under the callback-URL rule.
+
+A callback is an outbox item (`protocol="callback"`) made in the same transaction as the status change
+it reports, so a crash never loses one, and the outbox retries it with backoff. Each POST resolves the
+URL's host afresh and connects only to an address `policies.callbacks` allows (the name is pinned to
+that address, as the upstream seam pins upstream names, so a second lookup cannot swap it); the
+request goes through the upstream seam (TLS 1.2 floor, typed errors), redirects are not followed.
+
+    2xx                      delivered
+    408, 425, 429, 5xx       tried again later (Retry-After honoured)
+    connect / DNS / timeout  tried again later
+    other 4xx                failed: the app's endpoint refuses it, resending cannot help
+    refused address          failed: the URL leads somewhere the gateway may not call
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+
+import httpx
+
+from gateway.errors import UpstreamError
+from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
+from gateway.protocols import sms
+from gateway.resolver import Resolver
+from gateway.store import MessageRecord, OutboxItem
+from gateway.upstream import Upstream
+from policies.backoff import parse_retry_after
+from policies.callbacks import CallbackPolicy, is_address
+
+MESSAGE_ID_HEADER = "x-aftm-message-id"
+_RETRYABLE = frozenset({408, 425, 429})
+
+
+def receipt_date(epoch: float) -> str:
+    """`2011-04-19T15:10:08.320+00:00`: ISO 8601 with milliseconds and offset, as the vendor writes it."""
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def callback_item(message: MessageRecord, *, at: float, type_: str, is_error: bool, description: str,
+                  error_code: str | None, max_age: float, fwd_to: str | None = None) -> OutboxItem:
+    """The outbox item that POSTs one receipt about `message` to its app's callback URL."""
+    assert message.callback_url is not None
+    document = sms.render_callback(sms.Callback(
+        message_id=message.id, submitter_message_id=message.submitter_id, receipt_date=receipt_date(at),
+        type=type_, is_error=is_error, description=description, error_code=error_code,
+        fwd_to_message_id=fwd_to or message.fwd_to, fwd_from_message_id=message.fwd_from))
+    return OutboxItem.new(
+        protocol="callback", method="POST", path=message.callback_url,
+        headers=(("content-type", f"{sms.XML_TYPE}; charset=utf-8"), (MESSAGE_ID_HEADER, message.id)),
+        body=document, client=message.client, now=at, max_age=max_age, request_id=f"cb-{uuid.uuid4().hex}")
+
+
+def message_id_of(item: OutboxItem) -> str | None:
+    return next((value for name, value in item.headers if name == MESSAGE_ID_HEADER), None)
+
+
+class CallbackPoster:
+    """POSTs callback items to the apps, connecting only to allowed addresses."""
+
+    def __init__(self, *, policy: CallbackPolicy, resolver: Resolver, upstream: Upstream, timeout: float) -> None:
+        self.policy = policy
+        self._resolver = resolver
+        self._upstream = upstream
+        self._timeout = timeout
+
+    async def post(self, item: OutboxItem) -> DeliveryResult:
+        url = httpx.URL(item.path)
+        host = url.host
+        try:
+            answer = [host] if is_address(host) else await self._resolver.resolve(host)
+        except UpstreamError as exc:
+            return Retry(f"callback host {host}: {exc}")
+        allowed = self.policy.allowed_addresses(answer)
+        if not allowed:
+            return FailedPermanently(f"callback host {host} resolves only to refused addresses "
+                                     f"({', '.join(answer)}: loopback, link-local, private or metadata)")
+        try:
+            response = await self._upstream.send(_pinned(item, url, allowed[0]), read_timeout=self._timeout)
+        except UpstreamError as exc:
+            return Retry(f"callback to {host}: {exc}")
+        status = response.status_code
+        if 200 <= status < 300:
+            return Delivered(status_code=status, body=response.content[:256])
+        if status in _RETRYABLE or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+            reason = f"callback to {host} answered HTTP {status}"
+            return RetryAfter(retry_after, error=reason) if retry_after is not None else Retry(reason)
+        return FailedPermanently(f"callback to {host} answered HTTP {status}")
+
+
+def _pinned(item: OutboxItem, url: httpx.URL, address: str) -> httpx.Request:
+    """The POST sent to `address`; Host, SNI and the certificate check keep the URL's name."""
+    host_header = url.netloc.decode("ascii")
+    headers = [(name, value) for name, value in item.headers if name != "host"]
+    request = httpx.Request("POST", url.copy_with(host=address), headers=[("Host", host_header), *headers],
+                            content=item.body)
+    if not is_address(url.host):
+        request.extensions["sni_hostname"] = url.host
+    return request

@@ -1,0 +1,1 @@
+"""Failure reporting: codes, records, the FDXML poster and the portal."""
