@@ -138,7 +138,8 @@ class Runtime:
         if self.config.sms.upstreams:
             outbox = self.outbox
             self.sms = SmsService(config=self.config, store=self.store, upstream=self.upstream,
-                                  resolver=self.resolver, kick=outbox.kick, on_event=self.note_sms_event)
+                                  resolver=self.resolver, kick=outbox.kick, on_event=self.note_sms_event,
+                                  reporter=self.reporting)
             await self.sms.start()
         await self.outbox.start()
         self.poster = FailurePoster(
@@ -234,7 +235,7 @@ class Runtime:
 
     def report(self, kind: FailureKind, *, client: str, error: str, send_id: str, path: str = "",
                body: bytes = b"", protocol: str = "rest", account: str | None = None) -> None:
-        """Record a failure of a REST or SOAP call in the background."""
+        """Record a failure of an app call in the background (a REST send's campaign and recipients too)."""
         keyword, recipients = rest.send_summary(path, body) if protocol == "rest" else ("", [])
         task = asyncio.get_running_loop().create_task(self.reporting.record(
             kind, client=client, error=error, account=account, keyword=keyword, numbers=",".join(recipients),

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gateway.delivery.service import InvalidMessage, ReceiptRefused, SmsService
 from gateway.protocols import sms
+from gateway.reporting.codes import FailureKind
 from gateway.store import StoreError
 
 if TYPE_CHECKING:
@@ -89,15 +90,19 @@ async def submit(request: Request) -> Response:
         return client
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not as_json and content_type not in XML_TYPES:
+        _report_malformed(runtime, client, "unsupported content type: send application/xml, text/xml or json")
         return _error(415, "send the mtMessage as application/xml, text/xml or application/json", as_json=False)
     body = await runtime.read_body(request)
     if body is None:
-        return _error(413, f"the message exceeds {runtime.config.requests.max_body_bytes} bytes", as_json=as_json)
+        detail = f"the message exceeds {runtime.config.requests.max_body_bytes} bytes"
+        _report_malformed(runtime, client, detail)
+        return _error(413, detail, as_json=as_json)
     try:
         message = sms.parse_mt_message_json(body) if as_json else sms.parse_mt_message_xml(body)
         record = await service.submit(client, message)
     except (sms.BadMessage, InvalidMessage) as exc:
         submitter = _submitter(body, as_json)
+        _report_malformed(runtime, client, f"Request: {exc}", send_id=submitter or "")
         return _error(400, str(exc), as_json=as_json, submitter_message_id=submitter)
     except StoreError as exc:
         log.warning("store unavailable; SMS not accepted: %s", exc)
@@ -105,6 +110,10 @@ async def submit(request: Request) -> Response:
     return Response(sms.render_accepted(record.id, record.submitter_id, as_json=as_json), status_code=201,
                     media_type=sms.JSON_TYPE if as_json else sms.XML_TYPE,
                     headers={"Location": f"/sms/v1/messages/{record.id}"})
+
+
+def _report_malformed(runtime: Runtime, client: str, error: str, *, send_id: str = "") -> None:
+    runtime.report(FailureKind.MALFORMED_REQUEST, client=client, error=error, send_id=send_id, protocol="sms")
 
 
 def _submitter(body: bytes, as_json: bool) -> str | None:

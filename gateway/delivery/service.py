@@ -35,6 +35,8 @@ from gateway.delivery.callbacks import CallbackPoster, callback_item, message_id
 from gateway.delivery.sender import Accepted, NotSent, Refused, SmsSender
 from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.protocols import sms
+from gateway.reporting.codes import FailureKind
+from gateway.reporting.recorder import FailureReporter
 from gateway.resolver import Resolver
 from gateway.store import MessageChange, MessageEvent, MessageRecord, MessageStatus, OutboxItem, Store, StoreError
 from gateway.upstream import Upstream
@@ -70,8 +72,9 @@ class SmsService:
 
     def __init__(self, *, config: Config, store: Store, upstream: Upstream, resolver: Resolver,
                  kick: Callable[[], None], on_event: Callable[[FailoverEvent], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 reporter: FailureReporter | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self._reporter = reporter or FailureReporter(store=lambda: store, clock=clock)
         self.senders = config.sms.alternate_senders
         self._store = store
         self._kick = kick
@@ -185,7 +188,8 @@ class SmsService:
             return await self._ignored(record, now, f"{what} without a status ignored")
         if receipt.is_error:
             changed = await self._carrier_failed(record, now, description=receipt.description or "Failed",
-                                                 error_code=receipt.error_code, upstream_message_id=receipt.message_id)
+                                                 error_code=receipt.error_code, upstream_message_id=receipt.message_id,
+                                                 by_receipt=True)
         else:
             changed = await self._delivered(record, now, receipt)
         if not changed:  # another receipt or replica moved it first
@@ -208,18 +212,22 @@ class SmsService:
                                description=description)))
 
     async def _carrier_failed(self, record: MessageRecord, now: float, *, description: str, error_code: str | None,
-                              upstream_message_id: str | None = None, upstream: str | None = None) -> bool:
-        """The carrier refused or failed `record`: forward it (at most once) or fail it, and notify."""
+                              upstream_message_id: str | None = None, upstream: str | None = None,
+                              by_receipt: bool = False) -> bool:
+        """The carrier refused or failed `record`: forward it (at most once) or fail it, notify, report."""
         decision = messages.after_carrier_failure(record, self.senders)
         if isinstance(decision, messages.Fail):
             full = description if decision.why_not_forwarded is None else f"{description}; {decision.why_not_forwarded}"
-            return await self._change(MessageChange(
+            changed = await self._change(MessageChange(
                 message_id=record.id, from_statuses=messages.OPEN, status=MessageStatus.FAILED, upstream=upstream,
                 upstream_message_id=upstream_message_id,
                 enqueue=self._callbacks(record, now, final=True, is_error=True, type_=sms.CARRIER, description=full,
                                         error_code=error_code),
                 event=MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.FAILED,
                                    description=full, error_code=error_code)))
+            if changed:
+                await self._report_carrier(record, full, error_code, by_receipt=by_receipt, upstream=upstream)
+            return changed
         alternate, token = self._new_record(
             client=record.client, submitter_id=record.submitter_id, source=decision.long_code,
             destination=record.destination, destination_carrier=record.destination_carrier, text=record.text,
@@ -240,7 +248,23 @@ class SmsService:
             enqueue=(self._send_item(alternate, token, now), *callbacks)))
         if changed:
             log.info("SMS forwarded to a long code", extra={"message_id": record.id, "alternate": alternate.id})
+            await self._report_carrier(record, forwarded, error_code, by_receipt=by_receipt, upstream=upstream)
         return changed
+
+    async def _report_carrier(self, record: MessageRecord, description: str, error_code: str | None, *,
+                              by_receipt: bool, upstream: str | None) -> None:
+        """A carrier failure as a failure entry: refused at submission, or reported later by receipt."""
+        error = f"{description} (error {error_code})" if error_code else description
+        account = upstream or record.upstream
+        if by_receipt:
+            kind = FailureKind.ALTERNATE_DELIVERY_FAILED if record.fwd_from else FailureKind.DELIVERY_FAILED
+            await self._reporter.delivery_failed(kind, client=record.client, send_id=record.id, error=error,
+                                                 text=record.text, account=account, keyword=record.source,
+                                                 numbers=record.destination)
+        else:
+            kind = FailureKind.ALTERNATE_REFUSED if record.fwd_from else FailureKind.CARRIER_REFUSED
+            await self._reporter.record(kind, client=record.client, send_id=record.id, error=error, account=account,
+                                        keyword=record.source, numbers=record.destination)
 
     async def _change(self, change: MessageChange) -> bool:
         changed = await self._store.message_change(change)
@@ -311,6 +335,9 @@ class SmsService:
                                        upstream=result.upstream)
             return
         full = f"rejected by {result.upstream}: {description}"
+        await self._reporter.record(FailureKind.UPSTREAM_REJECTED, client=record.client, send_id=record.id,
+                                    numbers=record.destination, keyword=record.source, account=result.upstream,
+                                    error=f"Not Sent: {full}" + (f" (error {error_code})" if error_code else ""))
         await self._change(MessageChange(
             message_id=record.id, from_statuses=frozenset({MessageStatus.ACCEPTED}), status=MessageStatus.REJECTED,
             upstream=result.upstream,
@@ -329,11 +356,15 @@ class SmsService:
                     message_id=message_id, at=now, kind="callback", error_code="post-out",
                     description=f"callback failed permanently: {reason}"))
             log.warning("SMS callback failed permanently (post-out)", extra={"message_id": message_id})
+            await self._reporter.record(FailureKind.CALLBACK_FAILED, client=item.client, send_id=message_id or "",
+                                        error=f"Post Out: callback to the app failed: {reason}")
             return
         record = await self._store.message_get(_message_id_of_send(item))
         if record is None:
             return
         full = f"no SMS upstream took the message: {reason}"
+        await self._reporter.record(FailureKind.OUTBOX_DEAD, client=record.client, send_id=record.id,
+                                    numbers=record.destination, keyword=record.source, error=f"Not Sent: {full}")
         await self._change(MessageChange(
             message_id=record.id, from_statuses=frozenset({MessageStatus.ACCEPTED}), status=MessageStatus.FAILED,
             enqueue=self._callbacks(record, now, final=True, is_error=True, type_=GATEWAY, description=full,

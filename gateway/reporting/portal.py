@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -116,8 +117,16 @@ async def login_page(request: Request) -> Response:
     return _render("login.html", error=None, next=_safe_next(request.query_params.get("next")))
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """An urlencoded form body (the login form; bounded, so no multipart parser is needed)."""
+    body = await request.body()
+    if len(body) > 16_384:
+        return {}
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
 async def login(request: Request) -> Response:
-    form = await request.form()
+    form = await _form(request)
     user, password = str(form.get("user_name", "")), str(form.get("password", ""))
     runtime = _runtime(request)
     viewer = _check(runtime, user, password)
@@ -247,8 +256,6 @@ def _login_redirect(request: Request) -> Response:
 
 
 def _quote(text: str) -> str:
-    from urllib.parse import quote
-
     return quote(text, safe="")
 
 
