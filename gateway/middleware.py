@@ -38,7 +38,7 @@ class TelemetryMiddleware:
             await self.app(scope, receive, send)
             return
         route = route_of(scope["path"])
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        telemetry = runtime.telemetry
         status = 500  # what the app got if the handler raised before answering
         started = time.perf_counter()
 
@@ -48,14 +48,18 @@ class TelemetryMiddleware:
                 status = message["status"]
             await send(message)
 
-        telemetry = runtime.telemetry
-        with telemetry.server(f"{scope['method']} {route}", headers) as span:
-            try:
+        try:
+            if not telemetry.tracing:  # no collector: no span to build, latency only
                 await self.app(scope, receive, send_with_status)
-            finally:
-                if span.is_recording():
+                return
+            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+            with telemetry.server(f"{scope['method']} {route}", headers) as span:
+                try:
+                    await self.app(scope, receive, send_with_status)
+                finally:
                     span.set_attribute("http.request.method", scope["method"])
                     span.set_attribute("http.route", route)
                     span.set_attribute("http.response.status_code", status)
-                telemetry.metrics.request_seconds.labels(route, f"{status // 100}xx").observe(
-                    time.perf_counter() - started)
+        finally:
+            telemetry.metrics.request_seconds.labels(route, f"{status // 100}xx").observe(
+                time.perf_counter() - started)

@@ -100,6 +100,7 @@ class Telemetry:
     def __init__(self, *, tracer: trace.Tracer, provider: TracerProvider | None = None) -> None:
         self.tracer = tracer
         self.provider = provider
+        self.tracing = provider is not None  # False: spans are no-ops, so callers may skip building them
         self.metrics = Metrics()
         self._connections: weakref.WeakSet[Any] = weakref.WeakSet()  # TLS objects already counted
 
