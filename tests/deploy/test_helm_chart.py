@@ -36,7 +36,7 @@ RELEASE, NAMESPACE = "aftm", "messaging"
 VALUE_FILES = {"default": [], "full": [CHART / "ci" / "full-values.yaml"]}
 # A Kubernetes env var or config key that holds a credential, and the gateway's own secret config keys.
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|API_?KEY", re.IGNORECASE)
-SECRET_CONFIG_KEYS = {"password", "password_hash", "token", "session_secret"}
+SECRET_CONFIG_KEYS = {"password", "password_hash", "token", "session_secret", "failure_post_secret"}
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 MISSING_HELM = f"{HELM.relative_to(REPO)} is missing: run `bash scripts/deploy-tools` to install helm"
@@ -225,6 +225,8 @@ def test_every_credential_in_the_config_comes_from_the_existing_secret(rendered:
     keys = {values["credentials"][k] for k in ("sessionSecretKey", "adminTokenKey", "storePasswordKey")}
     keys |= {a["passwordKey"] for a in values["accounts"]}
     keys |= {c.get("passwordKey") or c["passwordHashKey"] for c in values["clients"]}
+    keys |= {c["failurePostSecretKey"] for c in values["clients"] if c.get("failurePostSecretKey")}
+    keys |= {u["passwordKey"] for u in values.get("sms", {}).get("upstreams", [])}
     assert set(secret_env.values()) == keys - {""}
     if values["credentials"]["storePasswordKey"]:
         assert "PGPASSWORD" in secret_env  # libpq's variable: the store URL carries no password

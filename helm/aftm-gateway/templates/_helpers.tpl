@@ -65,6 +65,12 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- else }}
 {{- $env = append $env (dict "name" (printf "AFTM_CLIENT_%d_PASSWORD_HASH" $i) "key" $client.passwordHashKey) }}
 {{- end }}
+{{- if $client.failurePostSecretKey }}
+{{- $env = append $env (dict "name" (printf "AFTM_CLIENT_%d_FAILURE_POST_SECRET" $i) "key" $client.failurePostSecretKey) }}
+{{- end }}
+{{- end }}
+{{- range $i, $upstream := .Values.sms.upstreams }}
+{{- $env = append $env (dict "name" (printf "AFTM_SMS_%d_PASSWORD" $i) "key" $upstream.passwordKey) }}
 {{- end }}
 {{- toYaml $env }}
 {{- end }}
@@ -77,7 +83,10 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- end }}
 {{- $clients := list }}
 {{- range $i, $client := .Values.clients }}
-{{- $entry := omit $client "passwordKey" "passwordHashKey" }}
+{{- $entry := omit $client "passwordKey" "passwordHashKey" "failurePostSecretKey" }}
+{{- if $client.failurePostSecretKey }}
+{{- $_ := set $entry "failure_post_secret_env" (printf "AFTM_CLIENT_%d_FAILURE_POST_SECRET" $i) }}
+{{- end }}
 {{- if $client.passwordKey }}
 {{- $_ := set $entry "password_env" (printf "AFTM_CLIENT_%d_PASSWORD" $i) }}
 {{- else }}
@@ -96,5 +105,12 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- end }}
 {{- $_ := set $config "accounts" $accounts }}
 {{- $_ := set $config "clients" $clients }}
+{{- if .Values.sms.upstreams }}
+{{- $upstreams := list }}
+{{- range $i, $upstream := .Values.sms.upstreams }}
+{{- $upstreams = append $upstreams (set (omit $upstream "passwordKey") "password_env" (printf "AFTM_SMS_%d_PASSWORD" $i)) }}
+{{- end }}
+{{- $_ := set $config "sms" (dict "upstreams" $upstreams "alternate_senders" (.Values.sms.alternate_senders | default dict)) }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
