@@ -60,3 +60,10 @@ def test_every_kind_has_a_code_and_flags_combine() -> None:
     assert flag_names(FailCode.OTHER | 1 | 65536) == ["REQUEST", "OTHER", "65536"]
     assert {int(c) for c in FailCode} == {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 2048, 32768}
     assert markdown_table().count("\n") == len(TABLE) + 1
+
+
+def test_the_readme_carries_the_code_table_as_the_code_has_it() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    assert markdown_table() in readme
