@@ -9,6 +9,9 @@ to its own recipient, while the script breaks things one phase at a time:
     sessions invalidated, throttled with and without Retry-After, the primary's name moved by DNS to
     the account's second instance, the primary's return
 
+and then sends one-time PINs by SMS to a short code whose carrier fails them all, which the gateway
+must deliver from the long code with linked callbacks (`gateway.drill_sms`).
+
 Then it waits (bounded) for the outbox to drain and prints one table: per phase, what was sent, what
 arrived once, twice or never, what was refused or queued, failovers, failbacks, upstream logins and
 latency. It exits 1 when a send the gateway accepted (200 or 202) never arrived or a keyed send
@@ -37,6 +40,8 @@ from gateway.config import parse_config
 from gateway.drill_env import GatewayThread, LoopbackDNS, ThrowawayCA, bind_loopback, tls_available
 from gateway.drill_load import AppClient, SendRecord
 from gateway.drill_report import Snapshot, explain, render, tally
+from gateway.drill_sms import SMS_ADDRESS, SMS_NAME, SmsSetup, run_pins, sms_listeners
+from gateway.drill_sms import gateway_config as sms_config
 from gateway.observability import JsonFormatter
 from gateway.simulator.server import SimulatedAccount
 from policies.tls import server_context
@@ -68,6 +73,7 @@ class Deployment:
     app_password: str
     hold_time: float
     tls: bool
+    sms: SmsSetup
 
     @property
     def accounts(self) -> tuple[SimulatedAccount, ...]:
@@ -146,10 +152,10 @@ async def deploy(data_dir: Path, scale: float) -> AsyncIterator[Deployment]:
         ca_file: str | None = None
         listener_tls = None
         if tls:
-            ca = await asyncio.to_thread(ThrowawayCA, names=[PRIMARY_NAME, FAILOVER_NAME])
+            ca = await asyncio.to_thread(ThrowawayCA, names=[PRIMARY_NAME, FAILOVER_NAME, SMS_NAME])
             ca_file, cert_file, key_file = await asyncio.to_thread(ca.write, data_dir / "drill-tls")
             listener_tls = server_context(cert_file=cert_file, key_file=key_file)
-        passwords = {name: secrets.token_urlsafe(12) for name in ("primary", "failover", "app")}
+        passwords = {name: secrets.token_urlsafe(12) for name in ("primary", "failover", "app", "sms")}
         primary = await _start_account(stack, name="primary", user_name="api_primary", password=passwords["primary"],
                                        host=PRIMARY_ADDRESS, ssl_context=listener_tls)
         moved = await _start_account(stack, name="primary", user_name="api_primary", password=passwords["primary"],
@@ -161,11 +167,14 @@ async def deploy(data_dir: Path, scale: float) -> AsyncIterator[Deployment]:
         stack.callback(dns.close)
         dns.set(PRIMARY_NAME, [PRIMARY_ADDRESS])
         dns.set(FAILOVER_NAME, [FAILOVER_ADDRESS])
+        sms = await stack.enter_async_context(sms_listeners(password=passwords["sms"], ssl_context=listener_tls))
+        dns.set(SMS_NAME, [SMS_ADDRESS])
         sock = bind_loopback()
         admin_token = secrets.token_urlsafe(16)
         raw = _gateway_config(port=sock.getsockname()[1], data_dir=data_dir, dns=dns, ca_file=ca_file,
                               scheme="https" if tls else "http", primary=primary, failover=failover,
                               passwords=passwords, admin_token=admin_token, scale=scale)
+        raw.update(sms_config(scheme="https" if tls else "http", aggregator=sms.aggregator, password=passwords["sms"]))
         gateway = GatewayThread(build_app(parse_config(raw, environ={})), sock)
         stack.push_async_callback(asyncio.to_thread, gateway.stop)
         await gateway.start()
@@ -173,7 +182,7 @@ async def deploy(data_dir: Path, scale: float) -> AsyncIterator[Deployment]:
                                   timeout=10.0, trust_env=False)
         stack.push_async_callback(admin.aclose)
         yield Deployment(primary=primary, moved=moved, failover=failover, dns=dns, gateway=gateway, admin=admin,
-                         app_password=passwords["app"], hold_time=_hold_time(scale), tls=tls)
+                         app_password=passwords["app"], hold_time=_hold_time(scale), tls=tls, sms=sms)
 
 
 # --- the script -----------------------------------------------------------------------------------
@@ -398,12 +407,16 @@ async def run_drill(*, data_dir: Path, duration_scale: float = 1.0) -> int:
                 tls = "TLS with a throwaway CA" if deployment.tls else \
                     "plain HTTP (install `cryptography` for TLS)"
                 code = await _exercise(deployment, duration_scale, out)
+                code = max(code, await run_pins(gateway_url=deployment.gateway.url, user=APP_USER,
+                                                password=deployment.app_password, setup=deployment.sms,
+                                                scale=duration_scale, out=out))
         except Exception as exc:
             log.exception("the drill could not run")
             print(f"the drill could not run: {type(exc).__name__}: {exc} (details in {log_path})", file=sys.stderr)
             return 2
     out.append(f"upstreams: {tls}; wall time {time.monotonic() - started:.1f} s; "
                f"log {log_path} ({levels['WARNING']} warnings, {levels['ERROR'] + levels['CRITICAL']} errors)")
-    out.append("drill " + ("FAILED: an accepted send was lost or a keyed send arrived twice" if code else "passed"))
+    out.append("drill " + ("FAILED: an accepted send was lost, a keyed send arrived twice or a PIN was not "
+                           "delivered by long code" if code else "passed"))
     print("\n".join(out), flush=True)
     return code
