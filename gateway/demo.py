@@ -1,7 +1,9 @@
-"""`aftm-gateway demo`: two simulated Responsys accounts and the gateway on an embedded SQLite store.
+"""`aftm-gateway demo`: two simulated Responsys accounts, a simulated SMS aggregator and the gateway on
+an embedded SQLite store.
 
 Everything listens on loopback. The simulators speak plain HTTP here (the tests cover TLS); their
-fault-control APIs are printed so a person can kill the primary and watch the gateway fail over.
+fault-control APIs are printed so a person can kill the primary and watch the gateway fail over, or
+make the carrier fail a short code and watch an SMS go out from the long code.
 """
 
 from __future__ import annotations
@@ -17,12 +19,29 @@ import uvicorn
 from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.simulator.server import SimulatedAccount
+from gateway.simulator.sms import SimulatedSmsAggregator
+
+SHORT_CODE, LONG_CODE = "98765", "+13125550100"
 
 DEMO_CLIENT = ("demo-app", "demo-password")
 
 
 def demo_config(*, port: int, data_dir: Path, primary: SimulatedAccount, failover: SimulatedAccount,
-                primary_password: str, failover_password: str) -> dict[str, object]:
+                primary_password: str, failover_password: str, sms: SimulatedSmsAggregator | None = None,
+                sms_password: str = "") -> dict[str, object]:
+    config = _responsys_config(port=port, data_dir=data_dir, primary=primary, failover=failover,
+                               primary_password=primary_password, failover_password=failover_password)
+    if sms is not None:
+        config["sms"] = {"upstreams": [{"name": "sms1", "url": sms.url, "user_name": sms.state.user_name,
+                                        "password": sms_password}],
+                         "alternate_senders": {SHORT_CODE: [LONG_CODE]}}
+        # The demo's callback receivers run on this machine, which callbacks otherwise refuse.
+        config["callbacks"] = {"allow_networks": ["127.0.0.0/8", "::1/128"]}
+    return config
+
+
+def _responsys_config(*, port: int, data_dir: Path, primary: SimulatedAccount, failover: SimulatedAccount,
+                      primary_password: str, failover_password: str) -> dict[str, object]:
     return {
         "listen": {"host": "127.0.0.1", "port": port},
         "public_url": f"http://127.0.0.1:{port}",
@@ -52,13 +71,15 @@ def _free_port() -> int:
 
 async def run_demo(*, port: int, data_dir: Path) -> None:
     port = port or _free_port()
-    passwords = {"primary": secrets.token_urlsafe(12), "failover": secrets.token_urlsafe(12)}
+    passwords = {name: secrets.token_urlsafe(12) for name in ("primary", "failover", "sms")}
     primary = SimulatedAccount(name="primary", user_name="api_primary", password=passwords["primary"])
     failover = SimulatedAccount(name="failover", user_name="api_failover", password=passwords["failover"],
                                 secondary=True)
-    with primary, failover:
+    sms = SimulatedSmsAggregator(name="sms1", user_name="api_sms1", password=passwords["sms"], default_after_ms=500)
+    with primary, failover, sms:
         raw = demo_config(port=port, data_dir=data_dir, primary=primary, failover=failover,
-                          primary_password=passwords["primary"], failover_password=passwords["failover"])
+                          primary_password=passwords["primary"], failover_password=passwords["failover"],
+                          sms=sms, sms_password=passwords["sms"])
         config = parse_config(raw, environ={})
         server = _ReadyServer(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, log_config=None,
                                              access_log=False))
@@ -67,7 +88,7 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         if server.started:
-            print(_banner(port, primary, failover), flush=True)
+            print(_banner(port, primary, failover, sms), flush=True)
         with contextlib.suppress(asyncio.CancelledError):
             await serving
 
@@ -85,7 +106,7 @@ class _ReadyServer(uvicorn.Server):
             self.ready.set()
 
 
-def _banner(port: int, primary: SimulatedAccount, failover: SimulatedAccount) -> str:
+def _banner(port: int, primary: SimulatedAccount, failover: SimulatedAccount, sms: SimulatedSmsAggregator) -> str:
     base = f"http://127.0.0.1:{port}"
     user, password = DEMO_CLIENT
     return f"""
@@ -97,5 +118,11 @@ aftm-gateway demo is running.
   status:    curl -s -H 'Authorization: Bearer demo-admin-token' {base}/admin/status
   primary account  {primary.url}   faults: curl -s -X POST {primary.control_url}/mode -d '{{"mode":"refuse"}}'
   failover account {failover.url}
+  SMS:       curl -s -u {user}:{password} -H 'Content-Type: application/xml' {base}/sms/v1/messages \\
+               -d '<mtMessage alternateDelivery="true"><destination address="+18475551212"/>'\\
+'<source address="{SHORT_CODE}"/><text>PIN 1234</text></mtMessage>'
+  SMS aggregator {sms.url}   make the carrier fail the short code: curl -s -X POST {sms.control_url}/sms/rules \\
+               -d '{{"action":"fail","source":"{SHORT_CODE}"}}'
+  failures:  {base}/portal/failures (log in as admin / demo-admin-token, or as {user})
 Ready: {base}
 """.strip()
