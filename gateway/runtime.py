@@ -220,6 +220,18 @@ class Runtime:
             self._report_send(call, result)
         return result
 
+    def _report_rejected_recipients(self, call: Call, result: Result) -> None:
+        """A REST send answered 200 may still reject some recipients (`"success": false` per recipient)."""
+        assert result.response is not None
+        for recipient, error in rest.rejected_recipients(result.response.content):
+            keyword, _ = rest.send_summary(call.path, b"")
+            task = asyncio.get_running_loop().create_task(self.reporting.record(
+                FailureKind.UPSTREAM_REJECTED_RECIPIENT, client=call.client, error=f"Not Sent: {error}",
+                account=result.account, keyword=keyword, numbers=recipient, send_id=call.request_id),
+                name="record-failure")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
     def _report_send(self, call: Call, result: Result) -> None:
         """Record a send that failed for the app to see (in the background: the app's answer goes now)."""
         outcome = result.outcome
@@ -228,6 +240,10 @@ class Runtime:
                 f"Not Sent: {outcome.detail if outcome is not None and outcome.detail else 'no account took it'}")
         elif outcome is not None and outcome.kind is Kind.CLIENT_ERROR and result.response is not None:
             kind, error = FailureKind.UPSTREAM_REJECTED, f"Not Sent: {rest.error_text(result.response.content)}"
+        elif (call.protocol == "rest" and result.response is not None
+              and rest.may_reject_recipients(result.response.content)):
+            self._report_rejected_recipients(call, result)
+            return
         else:
             return
         self.report(kind, client=call.client, error=error, account=result.account, send_id=call.request_id,
@@ -309,7 +325,10 @@ class Runtime:
         """One resubmission of a queued send through the same forward loop (never re-queued)."""
         with self.telemetry.outbox_delivery(item_id=item.id, attempts=item.attempts, headers=dict(item.headers)):
             result = await self._deliver_once(item)
-        self.telemetry.metrics.outbox_deliveries.labels(type(result).__name__.lower()).inc()
+        outcome = type(result).__name__.lower()
+        self.telemetry.metrics.outbox_deliveries.labels(outcome).inc()
+        if item.protocol == "callback":
+            self.telemetry.metrics.callback_posts.labels(outcome).inc()
         return result
 
     async def _deliver_once(self, item: OutboxItem) -> DeliveryResult:

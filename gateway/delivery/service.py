@@ -356,7 +356,10 @@ class SmsService:
                     message_id=message_id, at=now, kind="callback", error_code="post-out",
                     description=f"callback failed permanently: {reason}"))
             log.warning("SMS callback failed permanently (post-out)", extra={"message_id": message_id})
+            message = await self._store.message_get(message_id) if message_id is not None else None
             await self._reporter.record(FailureKind.CALLBACK_FAILED, client=item.client, send_id=message_id or "",
+                                        numbers=message.destination if message else "",
+                                        keyword=message.source if message else "",
                                         error=f"Post Out: callback to the app failed: {reason}")
             return
         record = await self._store.message_get(_message_id_of_send(item))

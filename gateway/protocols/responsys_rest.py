@@ -178,3 +178,28 @@ def error_text(body: bytes) -> str:
         if parts:
             return ": ".join(parts[:2])
     return body[:200].decode("utf-8", "replace")
+
+
+_REJECTED = re.compile(rb'"success"\s*:\s*false')
+
+
+def may_reject_recipients(body: bytes) -> bool:
+    """Cheap pre-check on a send's 200 answer: does any recipient say `"success": false`?"""
+    return _REJECTED.search(body) is not None
+
+
+def rejected_recipients(body: bytes) -> list[tuple[str, str]]:
+    """(recipient id, error message) for each recipient a send's 200 answer rejected; never raises.
+
+    Responsys answers a send with one result per recipient, in the request's order:
+    `[{"errorMessage": ..., "success": false, "recipientId": ...}, ...]`.
+    """
+    try:
+        data = json.loads(body) if len(body) <= _MAX_ERROR_BODY * 16 else None
+    except ValueError:
+        return []
+    rejected = []
+    for entry in data if isinstance(data, list) else []:
+        if isinstance(entry, dict) and entry.get("success") is False:
+            rejected.append((str(entry.get("recipientId") or ""), str(entry.get("errorMessage") or "rejected")))
+    return rejected

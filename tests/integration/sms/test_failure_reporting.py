@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -142,7 +144,7 @@ def email_body(address: str, *, list_name: bool = True) -> bytes:
 
 
 def test_every_failure_kind_gets_its_code_and_reaches_the_customer_as_fdxml(
-        reporting: SmsDeployment, receiver: FdxmlReceiver) -> None:
+        reporting: SmsDeployment, receiver: FdxmlReceiver, tmp_path: Path) -> None:
     token = rest_token(reporting)
     # Request (1): JSON the gateway cannot read; an mtMessage that is not XML.
     assert rest_send(reporting, token, body=b"{not json").status_code == 400
@@ -196,7 +198,16 @@ def test_every_failure_kind_gets_its_code_and_reaches_the_customer_as_fdxml(
     assert rejected["Numbers"] == "rejected@example.com"
     assert exhausted["Numbers"] == "hung@example.com" and exhausted["PrimaryError"].startswith("Not Sent:")
     assert codes[128][0]["Numbers"] == "queued@example.com"
-    assert codes[8][0]["PrimaryError"].startswith("Post Out:")
+    assert codes[8][0]["PrimaryError"].startswith("Post Out:") and codes[8][0]["Numbers"] == "+18475550005"
+    # What the customer's server got, kept for a person to read (tmp_path/fdxml-*.txt).
+    for n, (_, body) in enumerate(receiver.signatures):
+        (tmp_path / f"fdxml-{n}.txt").write_text(parse_qs(body.decode("ascii"))["FDXML"][0])
+    # The metrics count the posts and the failed callback.
+    with httpx.Client(base_url=reporting.url, trust_env=False) as client:
+        metrics = client.get("/metrics").text
+    assert re.search(r'^aftm_fdxml_posts_total\{result="ok"\} [1-9]', metrics, flags=re.MULTILINE), metrics
+    assert re.search(r'^aftm_callback_posts_total\{result="failedpermanently"\} 1\.0$', metrics,
+                     flags=re.MULTILINE), metrics
     # Every POST is signed over its exact body.
     for header, body in receiver.signatures:
         assert header is not None

@@ -80,3 +80,24 @@ def test_tightest_send_limit_reads_the_vendor_list() -> None:
     assert rest.tightest_send_limit(json.dumps(entries).encode()) == 200
     assert rest.tightest_send_limit(b"not json") is None
     assert rest.tightest_send_limit(b"[]") is None
+
+
+def test_rejected_recipients_of_a_send_answered_200_are_found_cheaply_and_parsed() -> None:
+    answer = (b'[{"errorMessage": null, "success": true, "recipientId": 101},'
+              b' {"errorMessage": "RECIPIENT_NOT_FOUND: no such member", "success": false, "recipientId": -1}]')
+    assert rest.may_reject_recipients(answer)
+    assert rest.rejected_recipients(answer) == [("-1", "RECIPIENT_NOT_FOUND: no such member")]
+    clean = b'[{"errorMessage": null, "success": true, "recipientId": 101}]'
+    assert not rest.may_reject_recipients(clean) and rest.rejected_recipients(clean) == []
+    assert rest.rejected_recipients(b'{"success": false}') == []  # not a per-recipient answer
+    assert rest.rejected_recipients(b"not json") == []
+
+
+def test_send_summary_names_the_campaign_and_recipients_for_failure_reports() -> None:
+    body = (b'{"recipientData": [{"recipient": {"emailAddress": "a@example.com"}},'
+            b' {"recipient": {"mobileNumber": "+15550001111"}}, {"recipient": {}}, "junk"]}')
+    assert rest.send_summary("/rest/api/v1.3/campaigns/welcome/email", body) == (
+        "welcome", ["a@example.com", "+15550001111"])
+    assert rest.send_summary("/rest/api/v1.3/events/signup", b"{not json") == ("signup", [])
+    assert rest.error_text(b'{"errorCode": "INVALID_PARAMETER", "detail": "listName is required"}') == (
+        "INVALID_PARAMETER: listName is required")
