@@ -139,9 +139,12 @@ class Telemetry:
     @contextlib.contextmanager
     def attempt(self, *, account: str, number: int, request_id: str, after_relogin: bool) -> Iterator[Span]:
         started = time.perf_counter()
-        with self.tracer.start_as_current_span("upstream attempt", kind=SpanKind.CLIENT, attributes={
-                "aftm.account": account, "aftm.attempt": number, "aftm.request_id": request_id,
-                "aftm.after_relogin": after_relogin}) as span:
+        attributes: dict[str, str | int | bool] = {"aftm.account": account, "aftm.attempt": number,
+                                                   "aftm.after_relogin": after_relogin}
+        if request_id:
+            attributes["aftm.request_id"] = request_id
+        with self.tracer.start_as_current_span("upstream attempt", kind=SpanKind.CLIENT,
+                                               attributes=attributes) as span:
             yield span
         self.metrics.attempt_seconds.labels(account).observe(time.perf_counter() - started)
 

@@ -12,6 +12,7 @@ ssl error behind it), so `gateway.upstream.map_upstream_errors` stays the one tr
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,25 @@ import aiohttp
 import httpx
 
 KEEPALIVE_EXPIRY = 5.0  # as gateway.upstream: bounds how long a connection to a dropped address idles
+
+
+# What the connector learnt of the connection a request got (its TLS object and peer), for the request
+# being sent in this task. Read from the connection itself rather than the response: aiohttp releases
+# the connection as soon as a small answer has been read whole, and then `response.connection` is None.
+_CONNECTION: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("aftm_aiohttp_connection",
+                                                                                      default=None)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the request in flight which connection (new or pooled) it got."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> aiohttp.connector.Connection:  # noqa: ASYNC109
+        connection = await super().connect(req, traces, timeout)
+        seen = _CONNECTION.get()
+        if seen is not None and connection.transport is not None:
+            seen["ssl_object"] = connection.transport.get_extra_info("ssl_object")
+            seen["peername"] = connection.transport.get_extra_info("peername")
+        return connection
 
 
 class _StreamInfo:
@@ -42,7 +62,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily: aiohttp binds to the running event loop
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl_context,
+            connector = _Connector(limit=self._max_connections, ssl=self._ssl_context,
                                              use_dns_cache=False, keepalive_timeout=KEEPALIVE_EXPIRY)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
@@ -55,15 +75,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                                                sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
         sni = request.extensions.get("sni_hostname")
         body = await request.aread()
-        with _as_httpx_errors(request):
-            async with self._client().request(
-                request.method, str(request.url), headers=list(request.headers.multi_items()), data=body or None,
-                allow_redirects=False, timeout=client_timeout, server_hostname=sni, ssl=self._ssl_context,
-            ) as response:
-                transport = response.connection.transport if response.connection is not None else None
-                extra = {"ssl_object": transport.get_extra_info("ssl_object") if transport else None,
-                         "peername": transport.get_extra_info("peername") if transport else None}
-                content = await response.read()
+        extra: dict[str, Any] = {}
+        token = _CONNECTION.set(extra)
+        try:
+            with _as_httpx_errors(request):
+                async with self._client().request(
+                    request.method, str(request.url), headers=list(request.headers.multi_items()),
+                    data=body or None, allow_redirects=False, timeout=client_timeout, server_hostname=sni,
+                    ssl=self._ssl_context,
+                ) as response:
+                    content = await response.read()
+        finally:
+            _CONNECTION.reset(token)
         return httpx.Response(response.status, headers=list(response.raw_headers), content=content,
                               extensions={"network_stream": _StreamInfo(extra), "http_version": b"HTTP/1.1"})
 

@@ -96,7 +96,7 @@ class SmsSender:
     async def send(self, document: bytes) -> SendResult:
         """One pass over the candidate upstreams (see the module docstring)."""
         last = "no SMS upstream is configured"
-        for name in self.failover.candidates():
+        for number, name in enumerate(self.failover.candidates(), start=1):
             upstream = self._by_name[name]
             bucket = self.buckets.get(name)
             if bucket is not None:
@@ -104,7 +104,13 @@ class SmsSender:
                 if wait is None:
                     return NotSent(f"{name}: over its rate limit", retry_after=RATE_WAIT_MAX)
                 await asyncio.sleep(wait)
-            outcome, response = await self._attempt(upstream, document)
+            telemetry = self._transport.telemetry
+            with telemetry.attempt(account=name, number=number, request_id="", after_relogin=False) as span:
+                outcome, response = await self._attempt(upstream, document)
+                reason = outcome.failure.value if outcome.failure is not None and may_retry_elsewhere(
+                    outcome, idempotency_key=False) else None
+                telemetry.attempt_result(span, name, outcome, response.extensions if response else None,
+                                         failover_reason=reason)
             self._record(name, outcome)
             if outcome.kind is Kind.OK and response is not None:
                 return Accepted(name, _message_id(response.content))
@@ -121,6 +127,7 @@ class SmsSender:
         request = httpx.Request("POST", upstream.url.rstrip("/") + sms.UPSTREAM_PATH, content=document, headers={
             "Authorization": _basic(upstream), "Content-Type": f"{sms.XML_TYPE}; charset=utf-8",
             "Accept": sms.XML_TYPE})
+        self._transport.telemetry.inject(request.headers)
         try:
             response = await self._transport.send(request)
         except UpstreamError as exc:

@@ -75,6 +75,7 @@ class SmsService:
                  reporter: FailureReporter | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._reporter = reporter or FailureReporter(store=lambda: store, clock=clock)
+        self._telemetry = upstream.telemetry
         self.senders = config.sms.alternate_senders
         self._store = store
         self._kick = kick
@@ -401,7 +402,10 @@ class SmsService:
 
     def _send_item(self, record: MessageRecord, token: str, now: float) -> OutboxItem:
         # The token rides in the item's body until the send renders the receipt URL from it.
-        return OutboxItem.new(protocol="sms", method="POST", path=f"/sms/v1/messages/{record.id}", headers=(),
+        trace_context: dict[str, str] = {}
+        self._telemetry.inject(trace_context)  # the send's delivery span links back to what caused it
+        return OutboxItem.new(protocol="sms", method="POST", path=f"/sms/v1/messages/{record.id}",
+                              headers=tuple(trace_context.items()),
                               body=token.encode("ascii"), client=record.client, now=now,
                               max_age=self.config.sms.max_age, request_id=f"sms-{record.id}")
 

@@ -10,6 +10,8 @@ from gateway.resolver import DNSResolver
 from gateway.upstream import Upstream
 from policies.tls import client_context
 from tests.support.dns_server import DNSTestServer
+from tests.support.otlp import Receiver
+from tests.support.servers import serve
 from tests.support.tls import ca_bundle_file
 
 
@@ -56,3 +58,15 @@ async def make_upstream(dns_server: DNSTestServer,
     for upstream, resolver in built:
         await upstream.aclose()
         await resolver.close()
+
+
+@pytest.fixture
+def otlp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """A real OTLP/HTTP receiver; the standard OTEL_* variables point gateways started later at it."""
+    receiver = Receiver()
+    with serve(receiver.app) as server:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", server.url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "aftm-gateway-test")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # milliseconds between batch exports
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+        yield receiver

@@ -7,18 +7,9 @@ that no secret is in any attribute.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from tests.integration.gateway.conftest import (
     ADMIN_TOKEN,
@@ -28,72 +19,11 @@ from tests.integration.gateway.conftest import (
     delivered_to,
     email_body,
 )
-from tests.support.servers import serve, wait_until
+from tests.support.otlp import Receiver, Span
+from tests.support.servers import wait_until
 
 APP_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 APP_SPAN_ID = "00f067aa0ba902b7"
-
-
-@dataclass
-class Span:
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    attributes: dict[str, Any]
-    links: list[str]  # trace ids of linked spans
-    resource: dict[str, Any]
-    start: int  # unix nanoseconds
-
-
-def _value(any_value: Any) -> Any:
-    kind = any_value.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(v) for v in any_value.array_value.values]
-    return getattr(any_value, kind) if kind else None
-
-
-class Receiver:
-    """An OTLP/HTTP trace receiver: POST /v1/traces with a protobuf ExportTraceServiceRequest."""
-
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-        self._lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/v1/traces", self._export, methods=["POST"])])
-
-    async def _export(self, request: Request) -> Response:
-        assert request.headers["content-type"] == "application/x-protobuf"
-        export = ExportTraceServiceRequest.FromString(await request.body())
-        spans = []
-        for resource_spans in export.resource_spans:
-            resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    spans.append(Span(
-                        name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
-                        parent_id=span.parent_span_id.hex(),
-                        attributes={a.key: _value(a.value) for a in span.attributes},
-                        links=[link.trace_id.hex() for link in span.links], resource=resource,
-                        start=span.start_time_unix_nano))
-        with self._lock:
-            self.spans.extend(spans)
-        return Response(b"", media_type="application/x-protobuf")
-
-    def named(self, name: str, **attributes: Any) -> list[Span]:
-        with self._lock:
-            return [s for s in self.spans if s.name == name
-                    and all(s.attributes.get(k) == v for k, v in attributes.items())]
-
-
-@pytest.fixture
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    receiver = Receiver()
-    with serve(receiver.app) as server:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", server.url)
-        monkeypatch.setenv("OTEL_SERVICE_NAME", "aftm-gateway-test")
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # milliseconds between batch exports
-        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-        yield receiver
 
 
 def children(spans: list[Span], parent: Span, name: str) -> list[Span]:
@@ -128,7 +58,7 @@ def render_tree(spans: list[Span], root: Span, depth: int = 0) -> str:
 
 
 def test_a_failed_over_and_reauthenticated_request_is_one_trace(
-        receiver: Receiver, make_deployment: Callable[..., Deployment]) -> None:
+        otlp: Receiver, make_deployment: Callable[..., Deployment]) -> None:
     deployment = make_deployment(start=False)
     deployment.start_gateway()
     token = deployment.rest_token()
@@ -151,12 +81,12 @@ def test_a_failed_over_and_reauthenticated_request_is_one_trace(
     assert delivered_to(deployment.failover, "traced@example.com") == 1
 
     def trace_complete() -> bool:
-        traced = [s for s in receiver.spans if s.trace_id == APP_TRACE_ID]
+        traced = [s for s in otlp.spans if s.trace_id == APP_TRACE_ID]
         return any(s.name == "upstream login" for s in traced) and len(
             [s for s in traced if s.name == "upstream attempt"]) >= 3
 
     wait_until(trace_complete, timeout=15, message="the request's spans to reach the receiver")
-    spans = [s for s in receiver.spans if s.trace_id == APP_TRACE_ID]
+    spans = [s for s in otlp.spans if s.trace_id == APP_TRACE_ID]
     (server,) = [s for s in spans if s.name == "POST rest"]
     assert server.parent_id == APP_SPAN_ID  # the app's trace continues
     assert server.attributes["http.response.status_code"] == 200
@@ -184,27 +114,27 @@ def test_a_failed_over_and_reauthenticated_request_is_one_trace(
     assert render_tree(spans, server) == EXPECTED_TREE
     # Nothing secret in any attribute of any span.
     secrets = ("primary-password", "failover-password", APP_PASSWORD, token)
-    text = repr([(s.attributes, s.resource) for s in receiver.spans])
+    text = repr([(s.attributes, s.resource) for s in otlp.spans])
     assert not any(secret in text for secret in secrets)
 
 
 def test_a_queued_sends_delivery_is_linked_to_the_request_that_queued_it(
-        receiver: Receiver, make_deployment: Callable[..., Deployment]) -> None:
+        otlp: Receiver, make_deployment: Callable[..., Deployment]) -> None:
     deployment = make_deployment(requests={"deadline": 0.5})
     token = deployment.rest_token()
     deployment.primary.throttle(2, retry_after="1")
     deployment.failover.throttle(2, retry_after="1")
     response = deployment.send_email(token, "queued@example.com")
     assert response.status_code == 202, response.text
-    wait_until(lambda: bool(receiver.named("outbox delivery")), timeout=20,
+    wait_until(lambda: bool(otlp.named("outbox delivery")), timeout=20,
                message="the outbox delivery span")
-    queued_request = [s for s in receiver.spans if s.name == "POST rest" and s.attributes.get(
+    queued_request = [s for s in otlp.spans if s.name == "POST rest" and s.attributes.get(
         "http.response.status_code") == 202]
-    (delivery,) = receiver.named("outbox delivery")
+    (delivery,) = otlp.named("outbox delivery")
     assert delivery.links == [queued_request[0].trace_id]
     assert delivery.trace_id != queued_request[0].trace_id  # a trace of its own, linked
     assert delivery.attributes["aftm.request_id"] == response.json()["requestId"]
-    attempts = [s for s in receiver.spans if s.parent_id == delivery.span_id and s.name == "upstream attempt"]
+    attempts = [s for s in otlp.spans if s.parent_id == delivery.span_id and s.name == "upstream attempt"]
     wait_until(lambda: delivered_to(deployment.primary, "queued@example.com")
                + delivered_to(deployment.failover, "queued@example.com") == 1, timeout=10,
                message="the queued send delivered")
