@@ -139,13 +139,16 @@ class Telemetry:
     @contextlib.contextmanager
     def attempt(self, *, account: str, number: int, request_id: str, after_relogin: bool) -> Iterator[Span]:
         started = time.perf_counter()
-        attributes: dict[str, str | int | bool] = {"aftm.account": account, "aftm.attempt": number,
-                                                   "aftm.after_relogin": after_relogin}
-        if request_id:
-            attributes["aftm.request_id"] = request_id
-        with self.tracer.start_as_current_span("upstream attempt", kind=SpanKind.CLIENT,
-                                               attributes=attributes) as span:
-            yield span
+        if not self.tracing:  # the hot path without a collector: no span, no context switch
+            yield trace.INVALID_SPAN
+        else:
+            attributes: dict[str, str | int | bool] = {"aftm.account": account, "aftm.attempt": number,
+                                                       "aftm.after_relogin": after_relogin}
+            if request_id:
+                attributes["aftm.request_id"] = request_id
+            with self.tracer.start_as_current_span("upstream attempt", kind=SpanKind.CLIENT,
+                                                   attributes=attributes) as span:
+                yield span
         self.metrics.attempt_seconds.labels(account).observe(time.perf_counter() - started)
 
     def attempt_result(self, span: Span, account: str, outcome: Outcome, extensions: Mapping[str, Any] | None,
@@ -175,10 +178,13 @@ class Telemetry:
     def dns(self, host: str) -> Iterator[Span]:
         started, result = time.perf_counter(), "error"
         try:
-            with self.tracer.start_as_current_span("dns resolve", kind=SpanKind.CLIENT,
-                                                   attributes={"dns.question.name": host}) as span:
-                yield span
-                result = "ok"
+            if not self.tracing:
+                yield trace.INVALID_SPAN
+            else:
+                with self.tracer.start_as_current_span("dns resolve", kind=SpanKind.CLIENT,
+                                                       attributes={"dns.question.name": host}) as span:
+                    yield span
+            result = "ok"
         finally:
             self.metrics.dns_seconds.labels(result).observe(time.perf_counter() - started)
 
@@ -200,7 +206,8 @@ class Telemetry:
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         """Put the current trace context (traceparent, tracestate) into outgoing headers."""
-        propagate.inject(headers)
+        if self.tracing:
+            propagate.inject(headers)
 
     def saw_connection(self, ssl_object: Any, version: str | None) -> None:
         """Count a TLS handshake the first time a connection's TLS object is seen."""
