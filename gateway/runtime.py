@@ -40,6 +40,7 @@ from gateway.reporting.recorder import FailureReporter
 from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
+from gateway.shared_failover import SharedFailover
 from gateway.soap_api import SoapDialect
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store
 from gateway.telemetry import Telemetry
@@ -50,8 +51,6 @@ from policies.failover import (
     FailoverPolicy,
     FailoverSettings,
     Switched,
-    snapshot_from_json,
-    snapshot_to_json,
 )
 from policies.outcome import Failure, Kind, Outcome
 from policies.ratelimit import TokenBucket, per_minute
@@ -66,6 +65,7 @@ CLAIM_POLL = 0.05  # seconds between looks at a claim held by another request
 PROBE_TICK = 0.1  # seconds between checks of which account is due a probe
 FOLLOW_INTERVAL = 0.25  # seconds between reads of the failover state other replicas share
 SHARED_FAILOVER_KEY = "failover"
+SHARED_SMS_FAILOVER_KEY = "sms-failover"
 KEY_IN_FLIGHT = Outcome.throttled(1.0, detail="the same Idempotency-Key is in flight")
 STORE_UNAVAILABLE = Outcome.account_failure(Failure.UNAVAILABLE, detail="the gateway's store is unavailable")
 
@@ -88,7 +88,6 @@ class Runtime:
             clock=time.time,  # epoch seconds: the state is shared with other replicas through the store
         )
         self.replica = default_owner()
-        self._shared_applied = 0.0  # updated_at of the shared failover state this replica last saw or wrote
         self._background: set[asyncio.Task[None]] = set()
         self.resolver = DNSResolver(nameservers=config.dns.nameservers or None, port=config.dns.port,
                                     timeout=config.dns.timeout)
@@ -116,9 +115,13 @@ class Runtime:
             retry_after=lambda r: parse_retry_after(r.headers.get("retry-after"), time.time()),
             on_event=self.note_event,
         )
+        # The accounts' failover state, and (once SMS starts) the SMS upstreams', shared with every replica.
+        self.shared = [SharedFailover(key=SHARED_FAILOVER_KEY, policy=self.failover, store=self._store,
+                                      replica=self.replica)]
         self.switches: Counter[str] = Counter()  # failovers, failbacks, ... since start
         self.store: Store | None = None
-        self.sms: SmsService | None = None  # SMS alternate delivery, when sms.upstreams are configured
+        self.sms: SmsService | None = None
+        self._sms_shared: SharedFailover | None = None  # SMS alternate delivery, when sms.upstreams are configured
         self.outbox: OutboxWorker | None = None
         self.reporting = FailureReporter(store=self._store)
         self.poster: FailurePoster | None = None
@@ -141,6 +144,9 @@ class Runtime:
                                   resolver=self.resolver, kick=outbox.kick, on_event=self.note_sms_event,
                                   reporter=self.reporting)
             await self.sms.start()
+            self._sms_shared = SharedFailover(key=SHARED_SMS_FAILOVER_KEY, policy=self.sms.sender.failover,
+                                              store=self._store, replica=self.replica, what="SMS traffic")
+            self.shared.append(self._sms_shared)
         await self.outbox.start()
         self.poster = FailurePoster(
             store=self.store, clients=self.config.clients, http=self.upstream.client(), owner=self.replica,
@@ -371,7 +377,9 @@ class Runtime:
                                         keyword=keyword, numbers=",".join(recipients), send_id=item.id)
 
     def note_sms_event(self, event: FailoverEvent) -> None:
-        """Log a change in the SMS upstreams' health (their verdicts stay per replica)."""
+        """Log and share a change in the SMS upstreams' health."""
+        if self._sms_shared is not None:
+            self._share(self._sms_shared)
         if isinstance(event, Switched):
             log.warning("SMS traffic moved from %s to %s (%s)", event.from_, event.to, event.reason.value,
                         extra={"reason": event.detail})
@@ -449,32 +457,20 @@ class Runtime:
                                                        "outbox_items": purged.outbox_items,
                                                        "messages": purged.messages, "failures": purged.failures})
 
-    async def _publish(self) -> None:
-        """Write this replica's failover state for the others (latest write wins)."""
-        updated_at = time.time()
-        self._shared_applied = max(self._shared_applied, updated_at)
-        try:
-            await self._store().shared_put(SHARED_FAILOVER_KEY, snapshot_to_json(self.failover.snapshot()),
-                                           updated_at=updated_at, replica=self.replica)
-        except Exception as exc:  # the store is down: the verdict stays local until the next event
-            log.warning("could not share the failover state", extra={"reason": str(exc)})
+    def _share(self, shared: SharedFailover) -> None:
+        """Publish a policy's new state for the other replicas, in the background."""
+        if self.store is None:
+            return
+        task = asyncio.get_running_loop().create_task(shared.publish(), name="publish-failover-state")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _follow_loop(self) -> None:
-        """Adopt a newer failover state written by another replica (a verdict or an override)."""
+        """Adopt newer failover states written by other replicas (verdicts and overrides)."""
         while True:
             await asyncio.sleep(FOLLOW_INTERVAL)
-            try:
-                shared = await self._store().shared_get(SHARED_FAILOVER_KEY)
-                if shared is None or shared.replica == self.replica or shared.updated_at <= self._shared_applied:
-                    continue
-                before = self.failover.active
-                self.failover.restore(snapshot_from_json(shared.value))
-                self._shared_applied = shared.updated_at
-                if self.failover.active != before:
-                    log.warning("traffic moved from %s to %s (decided by replica %s)", before,
-                                self.failover.active, shared.replica)
-            except Exception as exc:  # a store outage or a foreign snapshot: keep the local state
-                log.warning("could not follow the shared failover state", extra={"reason": str(exc)})
+            for shared in self.shared:
+                await shared.follow()
 
     async def _probe_loop(self) -> None:
         """Active health checks, each account on its own task so a hanging one delays no other."""
@@ -500,10 +496,7 @@ class Runtime:
         """Count, log and share a failover decision, whoever made it (traffic, probe or operator)."""
         if event is None:
             return
-        if self.store is not None:
-            task = asyncio.get_running_loop().create_task(self._publish(), name="publish-failover-state")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        self._share(self.shared[0])
         if isinstance(event, Switched):
             self.switches[event.reason.value] += 1
             self.telemetry.metrics.switches.labels(event.reason.value, event.to).inc()

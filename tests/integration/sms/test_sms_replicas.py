@@ -1,0 +1,42 @@
+"""Two replicas on one store share the SMS upstreams' failover state as they share the accounts'."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.app import build_app
+from gateway.config import parse_config
+from gateway.runtime import Runtime
+from tests.integration.sms.conftest import SmsDeployment
+from tests.support.servers import ServerThread, bind_socket, wait_until
+
+
+def test_an_sms_upstream_verdict_on_one_replica_is_followed_by_the_other(
+        make_sms: Callable[..., SmsDeployment]) -> None:
+    # No probes during the test (probe_interval 60 s): only the shared state can move the other replica.
+    sms = make_sms(start=False, failover={"failure_threshold": 1, "window": 10.0, "hold_time": 30.0,
+                                          "probe_interval": 60.0})
+    second = sms.start_second_aggregator()
+    sms.overrides["sms"] = {"upstreams": [
+        {"name": "sms1", "url": f"https://sms1.test:{sms.aggregator.port}", "user_name": "api_sms1",
+         "password": "sms1-password"},
+        {"name": "sms2", "url": f"https://sms2.test:{second.port}", "user_name": "api_sms2",
+         "password": "sms2-password"}]}
+    sms.start_gateway()
+    sock = bind_socket("127.0.0.1", 0)
+    config = parse_config(sms.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
+    other = ServerThread(build_app(config), sock=sock).start()
+    try:
+        other_runtime: Runtime = other.app.state.runtime
+        assert other_runtime.sms is not None
+        assert other_runtime.sms.sender.failover.active == "sms1"
+        sms.aggregator.set_mode("refuse")
+        sms.wait_status(sms.submit(level="NONE"), "Delivered")  # sent through sms2 by one replica
+        deliverer = sms.runtime if sms.runtime.sms and sms.runtime.sms.sender.failover.active == "sms2" \
+            else other_runtime
+        assert deliverer.sms is not None and deliverer.sms.sender.failover.active == "sms2"
+        wait_until(lambda: sms.runtime.sms is not None and sms.runtime.sms.sender.failover.active == "sms2"
+                   and other_runtime.sms.sender.failover.active == "sms2", timeout=1.5,
+                   message="both replicas to send SMS through sms2")
+    finally:
+        other.stop()
