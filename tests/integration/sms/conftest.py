@@ -157,6 +157,16 @@ class SmsDeployment:
         runtime: Runtime = self.gateway.app.state.runtime
         return runtime
 
+    def with_second_upstream(self) -> SimulatedSmsAggregator:
+        """Start `sms2` and configure both aggregators, sms1 first (call before starting the gateway)."""
+        second = self.start_second_aggregator()
+        self.overrides["sms"] = {"upstreams": [
+            {"name": "sms1", "url": f"https://sms1.test:{self.aggregator.port}", "user_name": "api_sms1",
+             "password": SMS_PASSWORD},
+            {"name": "sms2", "url": f"https://sms2.test:{second.port}", "user_name": "api_sms2",
+             "password": "sms2-password"}]}
+        return second
+
     def start_second_aggregator(self) -> SimulatedSmsAggregator:
         second = SimulatedSmsAggregator(name="sms2", user_name="api_sms2", password="sms2-password",
                                         host="127.0.0.5", ssl_context=server_context(self.ca, "sms2.test")).start()

@@ -75,12 +75,7 @@ def test_a_callback_that_fails_once_is_delivered_on_a_retry(sms: SmsDeployment) 
 
 def test_sms_fails_over_to_the_next_upstream_and_is_sent_once(make_sms: Callable[..., SmsDeployment]) -> None:
     sms = make_sms(start=False)
-    second = sms.start_second_aggregator()
-    sms.overrides["sms"] = {"upstreams": [
-        {"name": "sms1", "url": f"https://sms1.test:{sms.aggregator.port}", "user_name": "api_sms1",
-         "password": "sms1-password"},
-        {"name": "sms2", "url": f"https://sms2.test:{second.port}", "user_name": "api_sms2",
-         "password": "sms2-password"}]}
+    second = sms.with_second_upstream()
     sms.start_gateway()
     sms.aggregator.set_mode("refuse")
     message_id = sms.submit(level="NONE")

@@ -16,12 +16,7 @@ def test_an_sms_upstream_verdict_on_one_replica_is_followed_by_the_other(
     # No probes during the test (probe_interval 60 s): only the shared state can move the other replica.
     sms = make_sms(start=False, failover={"failure_threshold": 1, "window": 10.0, "hold_time": 30.0,
                                           "probe_interval": 60.0})
-    second = sms.start_second_aggregator()
-    sms.overrides["sms"] = {"upstreams": [
-        {"name": "sms1", "url": f"https://sms1.test:{sms.aggregator.port}", "user_name": "api_sms1",
-         "password": "sms1-password"},
-        {"name": "sms2", "url": f"https://sms2.test:{second.port}", "user_name": "api_sms2",
-         "password": "sms2-password"}]}
+    sms.with_second_upstream()
     sms.start_gateway()
     sock = bind_socket("127.0.0.1", 0)
     config = parse_config(sms.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
