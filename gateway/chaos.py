@@ -34,7 +34,7 @@ from pathlib import Path
 
 from gateway.chaos_env import AppLoad, DisposablePostgres, GatewayProcess, postgres_bindir, wait_for
 from gateway.simulator.server import SimulatedAccount
-from gateway.store import OutboxStatus, open_store
+from gateway.store import open_store
 
 SCENARIOS = ("sigkill", "replica-kill", "postgres-restart", "key-retry")
 LOAD_SECONDS = 6.0  # per scenario at scale 1
@@ -122,34 +122,25 @@ class Stage:
     facts: dict[str, float] = field(default_factory=dict)
 
 
-def _outbox_settled(store_url: str) -> bool:
-    """True when no send waits in the outbox (nothing pending or leased): no later resend is possible."""
+def _waiting(store_url: str) -> int:
+    """Sends waiting in the outbox (pending or leased), read from the store the gateways share."""
 
-    async def count() -> int:
+    async def depth() -> int:
         store = await open_store(store_url, migrate=False)
         try:
-            pending = await store.list(OutboxStatus.PENDING, limit=1)
-            leased = await store.list(OutboxStatus.LEASED, limit=1)
-            return len(pending) + len(leased)
+            return await store.depth()
         finally:
             await store.close()
 
+    return asyncio.run(depth())
+
+
+def _outbox_settled(store_url: str) -> bool:
+    """True when nothing waits in the outbox: no later resend is possible."""
     try:
-        return asyncio.run(count()) == 0
+        return _waiting(store_url) == 0
     except Exception:  # the store is restarting: not settled yet
         return False
-
-
-def _waiting(store_url: str) -> int:
-    async def count() -> int:
-        store = await open_store(store_url, migrate=False)
-        try:
-            return sum([len(await store.list(status, limit=10_000))
-                        for status in (OutboxStatus.PENDING, OutboxStatus.LEASED)])
-        finally:
-            await store.close()
-
-    return asyncio.run(count())
 
 
 Disruption = Callable[[Stage], list[str]]  # breaks something mid-run; returns notes for the table

@@ -14,6 +14,7 @@ import random
 import secrets
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -229,14 +230,12 @@ class Runtime:
     def _report_rejected_recipients(self, call: Call, result: Result) -> None:
         """A REST send answered 200 may still reject some recipients (`"success": false` per recipient)."""
         assert result.response is not None
+        keyword, _ = _summary(call.protocol, call.path, b"")
         for recipient, error in rest.rejected_recipients(result.response.content):
-            keyword, _ = rest.send_summary(call.path, b"")
-            task = asyncio.get_running_loop().create_task(self.reporting.record(
+            self._in_background(self.reporting.record(
                 FailureKind.UPSTREAM_REJECTED_RECIPIENT, client=call.client, error=f"Not Sent: {error}",
                 account=result.account, keyword=keyword, numbers=recipient, send_id=call.request_id),
                 name="record-failure")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
     def _report_send(self, call: Call, result: Result) -> None:
         """Record a send that failed for the app to see (in the background: the app's answer goes now)."""
@@ -258,10 +257,14 @@ class Runtime:
     def report(self, kind: FailureKind, *, client: str, error: str, send_id: str, path: str = "",
                body: bytes = b"", protocol: str = "rest", account: str | None = None) -> None:
         """Record a failure of an app call in the background (a REST send's campaign and recipients too)."""
-        keyword, recipients = rest.send_summary(path, body) if protocol == "rest" else ("", [])
-        task = asyncio.get_running_loop().create_task(self.reporting.record(
-            kind, client=client, error=error, account=account, keyword=keyword, numbers=",".join(recipients),
-            send_id=send_id), name="record-failure")
+        keyword, numbers = _summary(protocol, path, body)
+        self._in_background(self.reporting.record(kind, client=client, error=error, account=account,
+                                                  keyword=keyword, numbers=numbers, send_id=send_id),
+                            name="record-failure")
+
+    def _in_background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run `work` without making the caller wait; close() waits for what is still running."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -372,9 +375,9 @@ class Runtime:
         if item.protocol in ("sms", "callback") and self.sms is not None:
             await self.sms.on_dead(item, reason)
         elif item.protocol in ("rest", "soap"):
-            keyword, recipients = rest.send_summary(item.path, item.body) if item.protocol == "rest" else ("", [])
+            keyword, numbers = _summary(item.protocol, item.path, item.body)
             await self.reporting.record(FailureKind.OUTBOX_DEAD, client=item.client, error=f"Not Sent: {reason}",
-                                        keyword=keyword, numbers=",".join(recipients), send_id=item.id)
+                                        keyword=keyword, numbers=numbers, send_id=item.id)
 
     def note_sms_event(self, event: FailoverEvent) -> None:
         """Log and share a change in the SMS upstreams' health."""
@@ -459,11 +462,8 @@ class Runtime:
 
     def _share(self, shared: SharedFailover) -> None:
         """Publish a policy's new state for the other replicas, in the background."""
-        if self.store is None:
-            return
-        task = asyncio.get_running_loop().create_task(shared.publish(), name="publish-failover-state")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        if self.store is not None:
+            self._in_background(shared.publish(), name="publish-failover-state")
 
     async def _follow_loop(self) -> None:
         """Adopt newer failover states written by other replicas (verdicts and overrides)."""
@@ -523,3 +523,11 @@ def _replayed(record: IdempotencyRecord, request_id: str) -> Result:
 
 def _content_type(response: httpx.Response) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in response.headers.items() if k.lower() == "content-type")
+
+
+def _summary(protocol: str, path: str, body: bytes) -> tuple[str, str]:
+    """A failure entry's keyword (the REST campaign or event) and numbers (its recipients, comma-joined)."""
+    if protocol != "rest":
+        return "", ""
+    keyword, recipients = rest.send_summary(path, body)
+    return keyword, ",".join(recipients)

@@ -78,9 +78,8 @@ def _client(request: Request, runtime: Runtime, service: SmsService, *, as_json:
     return user
 
 
-async def submit(request: Request) -> Response:
-    """`POST /sms/v1/messages`: 201 with the gateway's messageId once the message and its send are stored."""
-    as_json = _wants_json_body(request)
+def _caller(request: Request, *, as_json: bool) -> tuple[Runtime, SmsService, str] | Response:
+    """The SMS service and the authenticated app's client name, or the answer that refuses the call."""
     found = _service(request, as_json=as_json)
     if isinstance(found, Response):
         return found
@@ -88,6 +87,16 @@ async def submit(request: Request) -> Response:
     client = _client(request, runtime, service, as_json=as_json)
     if isinstance(client, Response):
         return client
+    return runtime, service, client
+
+
+async def submit(request: Request) -> Response:
+    """`POST /sms/v1/messages`: 201 with the gateway's messageId once the message and its send are stored."""
+    as_json = _wants_json_body(request)
+    caller = _caller(request, as_json=as_json)
+    if isinstance(caller, Response):
+        return caller
+    runtime, service, client = caller
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not as_json and content_type not in XML_TYPES:
         _report_malformed(runtime, client, "unsupported content type: send application/xml, text/xml or json")
@@ -130,13 +139,10 @@ def _submitter(body: bytes, as_json: bool) -> str | None:
 async def status(request: Request) -> Response:
     """`GET /sms/v1/messages/{messageId}`: the message's status and history."""
     as_json = not _wants_xml_answer(request)
-    found = _service(request, as_json=as_json)
-    if isinstance(found, Response):
-        return found
-    runtime, service = found
-    client = _client(request, runtime, service, as_json=as_json)
-    if isinstance(client, Response):
-        return client
+    caller = _caller(request, as_json=as_json)
+    if isinstance(caller, Response):
+        return caller
+    _runtime, service, client = caller
     view = await service.view(client, request.path_params["message_id"])
     if view is None:
         return _error(404, "no such message", as_json=as_json)
@@ -148,13 +154,10 @@ async def status(request: Request) -> Response:
 async def find(request: Request) -> Response:
     """`GET /sms/v1/messages?submitterMessageId=X`: the original and its alternate."""
     as_json = not _wants_xml_answer(request)
-    found = _service(request, as_json=as_json)
-    if isinstance(found, Response):
-        return found
-    runtime, service = found
-    client = _client(request, runtime, service, as_json=as_json)
-    if isinstance(client, Response):
-        return client
+    caller = _caller(request, as_json=as_json)
+    if isinstance(caller, Response):
+        return caller
+    _runtime, service, client = caller
     submitter = request.query_params.get("submitterMessageId")
     if not submitter:
         return _error(400, "give ?submitterMessageId=", as_json=as_json)

@@ -252,11 +252,7 @@ def chart(hours: list[tuple[float, int, int]], since: float, until: float) -> di
 
 def _login_redirect(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/portal/login?next={_quote(target)}", status_code=303)
-
-
-def _quote(text: str) -> str:
-    return quote(text, safe="")
+    return RedirectResponse(f"/portal/login?next={quote(target, safe='')}", status_code=303)
 
 
 async def failures_page(request: Request) -> Response:

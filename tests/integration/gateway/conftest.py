@@ -19,12 +19,10 @@ import httpx
 import pytest
 import trustme
 
-from gateway.app import build_app
-from gateway.config import Config, parse_config
-from gateway.runtime import Runtime
 from gateway.simulator.server import SimulatedAccount
 from tests.support.dns_server import DNSTestServer
-from tests.support.servers import ServerThread, bind_socket, wait_until
+from tests.support.gateway import GatewayHost
+from tests.support.servers import ServerThread, wait_until
 from tests.support.tls import server_context
 
 APP_USER, APP_PASSWORD = "app", "app-password"
@@ -47,7 +45,7 @@ def start_account(ca: trustme.CA, *, name: str, host: str, hostname: str, port: 
 
 
 @dataclass
-class Deployment:
+class Deployment(GatewayHost):
     ca_file: str
     store_path: Path
     dns: DNSTestServer
@@ -56,7 +54,6 @@ class Deployment:
     overrides: dict[str, Any] = field(default_factory=dict)
     session_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     gateway: ServerThread | None = None
-    config: Config | None = None
 
     # --- the gateway -------------------------------------------------------------------------------
 
@@ -86,28 +83,7 @@ class Deployment:
         }
         return _merge(base, self.overrides)
 
-    def start_gateway(self) -> ServerThread:
-        sock = bind_socket("127.0.0.1", 0)
-        public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.config = parse_config(self.raw_config(public_url), environ={})
-        self.gateway = ServerThread(build_app(self.config), sock=sock).start()
-        return self.gateway
 
-    def stop_gateway(self) -> None:
-        if self.gateway is not None:
-            self.gateway.stop()
-            self.gateway = None
-
-    @property
-    def url(self) -> str:
-        assert self.gateway is not None
-        return self.gateway.url
-
-    @property
-    def runtime(self) -> Runtime:
-        assert self.gateway is not None
-        runtime: Runtime = self.gateway.app.state.runtime
-        return runtime
 
     # --- an app's view -----------------------------------------------------------------------------
 

@@ -8,11 +8,9 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from gateway.app import build_app
-from gateway.config import parse_config
 from tests.integration.gateway.conftest import ADMIN_TOKEN, Deployment
 from tests.integration.store.conftest import postgres_schema
-from tests.support.servers import ServerThread, bind_socket, wait_until
+from tests.support.servers import ServerThread, wait_until
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -27,9 +25,7 @@ async def replicas(request: pytest.FixtureRequest,
             overrides["store"] = await stack.enter_async_context(postgres_schema())
         deployment = make_deployment(**overrides)
         stack.callback(deployment.stop_gateway)  # before the schema is dropped
-        sock = bind_socket("127.0.0.1", 0)
-        config = parse_config(deployment.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
-        second = ServerThread(build_app(config), sock=sock).start()
+        second = deployment.start_replica()
         stack.callback(second.stop)
         yield deployment, second
 

@@ -167,7 +167,11 @@ def test_metrics_count_requests_attempts_logins_handshakes_and_dns(deployment: D
     assert value("aftm_upstream_throttled_total", account="primary") == 1
     assert value("aftm_upstream_logins_total", account="primary", protocol="rest") == 1
     handshakes = sum(v for (name, _), v in samples.items() if name == "aftm_tls_handshakes_total")
-    assert 1 <= handshakes <= 5  # pooled connections are reused, not handshaken per request
+    # Each new TLS connection counts once (the inner transport reports the connection it was handed).
+    # Sequential calls reuse one pooled connection; a health probe (every 0.2 s here) that overlaps a
+    # call opens another, so the exact count depends on timing: at least the first handshake, and far
+    # fewer than the 10 requests (login, 4 sends, a throttled retry, probes) a per-request handshake gives.
+    assert 1 <= handshakes <= 5
     assert value("aftm_dns_resolution_duration_seconds_count", result="ok") >= 6  # logins and sends each resolve
     assert value("aftm_active_account", account="primary") == 1
     assert value("aftm_active_account", account="failover") == 0

@@ -26,14 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.app import build_app
-from gateway.config import parse_config
-from gateway.runtime import Runtime
 from gateway.simulator.server import SimulatedAccount
 from gateway.simulator.sms import SimulatedSmsAggregator
 from tests.integration.gateway.conftest import _merge, start_account
 from tests.support.dns_server import DNSTestServer
-from tests.support.servers import ServerThread, bind_socket, wait_until
+from tests.support.gateway import GatewayHost
+from tests.support.servers import ServerThread, wait_until
 from tests.support.tls import server_context
 
 APP_USER, APP_PASSWORD = "app", "app-password"
@@ -103,7 +101,7 @@ def mt_message(*, text: str = "123857AB12", destination: str = DESTINATION, sour
 
 
 @dataclass
-class SmsDeployment:
+class SmsDeployment(GatewayHost):
     ca: trustme.CA
     ca_file: str
     store_path: Path
@@ -135,27 +133,7 @@ class SmsDeployment:
         }
         return _merge(base, self.overrides)
 
-    def start_gateway(self) -> ServerThread:
-        sock = bind_socket("127.0.0.1", 0)
-        config = parse_config(self.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
-        self.gateway = ServerThread(build_app(config), sock=sock).start()
-        return self.gateway
 
-    def stop_gateway(self) -> None:
-        if self.gateway is not None:
-            self.gateway.stop()
-            self.gateway = None
-
-    @property
-    def url(self) -> str:
-        assert self.gateway is not None
-        return self.gateway.url
-
-    @property
-    def runtime(self) -> Runtime:
-        assert self.gateway is not None
-        runtime: Runtime = self.gateway.app.state.runtime
-        return runtime
 
     def with_second_upstream(self) -> SimulatedSmsAggregator:
         """Start `sms2` and configure both aggregators, sms1 first (call before starting the gateway)."""

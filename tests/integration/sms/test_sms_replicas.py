@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.app import build_app
-from gateway.config import parse_config
 from gateway.runtime import Runtime
 from tests.integration.sms.conftest import SmsDeployment
-from tests.support.servers import ServerThread, bind_socket, wait_until
+from tests.support.servers import wait_until
 
 
 def test_an_sms_upstream_verdict_on_one_replica_is_followed_by_the_other(
@@ -18,9 +16,7 @@ def test_an_sms_upstream_verdict_on_one_replica_is_followed_by_the_other(
                                           "probe_interval": 60.0})
     sms.with_second_upstream()
     sms.start_gateway()
-    sock = bind_socket("127.0.0.1", 0)
-    config = parse_config(sms.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
-    other = ServerThread(build_app(config), sock=sock).start()
+    other = sms.start_replica()
     try:
         other_runtime: Runtime = other.app.state.runtime
         assert other_runtime.sms is not None

@@ -1,0 +1,45 @@
+"""The gateway under test: built from a deployment's raw config, served on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.app import build_app
+from gateway.config import parse_config
+from gateway.runtime import Runtime
+from tests.support.servers import ServerThread, bind_socket
+
+
+class GatewayHost:
+    """Mixin for test deployments: `raw_config(public_url)` in, running gateways (replicas) out."""
+
+    gateway: ServerThread | None
+
+    def raw_config(self, public_url: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def start_replica(self) -> ServerThread:
+        """Another gateway process-alike on the same config and store; the caller stops it."""
+        sock = bind_socket("127.0.0.1", 0)
+        config = parse_config(self.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
+        return ServerThread(build_app(config), sock=sock).start()
+
+    def start_gateway(self) -> ServerThread:
+        self.gateway = self.start_replica()
+        return self.gateway
+
+    def stop_gateway(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
+
+    @property
+    def url(self) -> str:
+        assert self.gateway is not None
+        return self.gateway.url
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.gateway is not None
+        runtime: Runtime = self.gateway.app.state.runtime
+        return runtime
