@@ -55,7 +55,8 @@ def _responsys_config(*, port: int, data_dir: Path, primary: SimulatedAccount, f
             {"name": "primary", "login_url": primary.url, "soap_url": primary.url + _SOAP,
              "user_name": primary.state.user_name, "password": primary_password},
             {"name": "failover", "login_url": failover.url, "soap_url": failover.url + _SOAP,
-             "user_name": failover.state.user_name, "password": failover_password, "api_prefix": "/rest/haApi"},
+             "user_name": failover.state.user_name, "password": failover_password, "api_prefix": "/rest/haApi",
+             "soap_ha_operations": True},
         ],
     }
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zeep
+
+from tests.support.responsys_clients import merge_trigger_email_args, soap_session_header
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "gateway.yaml"
@@ -128,6 +131,20 @@ def test_demo_serves_a_send_from_an_app_and_stops_on_sigterm(demo: DemoProcess, 
     assert demo.process.returncode in (0, -signal.SIGTERM), (demo.process.returncode, demo.stderr())
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{demo.url}/healthz", trust_env=False, timeout=5)
+
+
+def test_a_soap_app_keeps_sending_while_the_demo_runs_on_its_failover_account(demo: DemoProcess) -> None:
+    """The demo's failover account is an AFTM secondary: SOAP sends go there as HaMergeTriggerEmail."""
+    login = re.search(r"user_name=(\S+) password=(\S+)", "".join(demo.banner))
+    assert login is not None, demo.banner
+    with httpx.Client(base_url=demo.url, trust_env=False, timeout=15) as admin:
+        admin.post("/admin/override", json={"account": "failover"},
+                   headers={"Authorization": "Bearer demo-admin-token"}).raise_for_status()
+    client = zeep.Client(f"{demo.url}/webservices/wsdl/ResponsysWS_Level1.wsdl")
+    session_id = client.service.login(username=login.group(1), password=login.group(2))
+    merged = client.service.mergeTriggerEmail(**merge_trigger_email_args("soap-demo@example.com"),
+                                              _soapheaders=soap_session_header(session_id))
+    assert len(merged) == 1 and merged[0].success is True
 
 
 def _env_names_in(config_text: str) -> list[str]:

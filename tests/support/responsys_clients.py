@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 with warnings.catch_warnings():
     # responsysrest 0.1.12 compares with `is 0`, which Python flags with a SyntaxWarning on compile.
@@ -28,3 +29,19 @@ def responsysrest_client(base_url: str, *, user_name: str, password: str) -> Res
     assert config.login_url.startswith(base_url)
     credentials = responsysrest.Credentials(user_name=user_name, password=password, email_address="ops@example.com")
     return responsysrest.Client(config, credentials)
+
+
+def soap_session_header(session_id: str) -> dict[str, Any]:
+    """zeep's `_soapheaders` for a Responsys SOAP call in a session."""
+    return {"SessionHeader": {"sessionId": session_id}}
+
+
+def merge_trigger_email_args(*emails: str) -> dict[str, Any]:
+    """Arguments of a SOAP `mergeTriggerEmail` for these addresses, as an app passes them to zeep."""
+    return {
+        "recordData": {"fieldNames": ["EMAIL_ADDRESS_"], "records": [{"fieldValues": [e]} for e in emails]},
+        "mergeRule": {"insertOnNoMatch": True, "updateOnMatch": "REPLACE_ALL", "matchColumnName1": "EMAIL_ADDRESS_",
+                      "matchOperator": "NONE", "defaultPermissionStatus": "OPTIN"},
+        "campaign": {"folderName": "Campaigns", "objectName": "WELCOME"},
+        "triggerData": [{"optionalData": [{"name": "ORDER", "value": "42"}]} for _ in emails],
+    }

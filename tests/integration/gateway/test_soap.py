@@ -14,6 +14,8 @@ from lxml import etree
 from zeep.transports import Transport
 
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment
+from tests.support.responsys_clients import merge_trigger_email_args as merge_args
+from tests.support.responsys_clients import soap_session_header as header
 
 FAULT_NS = "urn:fault.ws.rsys.com"
 
@@ -28,20 +30,6 @@ def http_session() -> Iterator[requests.Session]:
 def soap_client(deployment: Deployment, session: requests.Session) -> zeep.Client:
     wsdl = f"{deployment.url}/webservices/wsdl/ResponsysWS_Level1.wsdl"
     return zeep.Client(wsdl, transport=Transport(session=session, timeout=15, operation_timeout=15))
-
-
-def header(session_id: str) -> dict[str, Any]:
-    return {"SessionHeader": {"sessionId": session_id}}
-
-
-def merge_args(*emails: str) -> dict[str, Any]:
-    return {
-        "recordData": {"fieldNames": ["EMAIL_ADDRESS_"], "records": [{"fieldValues": [e]} for e in emails]},
-        "mergeRule": {"insertOnNoMatch": True, "updateOnMatch": "REPLACE_ALL", "matchColumnName1": "EMAIL_ADDRESS_",
-                      "matchOperator": "NONE", "defaultPermissionStatus": "OPTIN"},
-        "campaign": {"folderName": "Campaigns", "objectName": "WELCOME"},
-        "triggerData": [{"optionalData": [{"name": "ORDER", "value": "42"}]} for _ in emails],
-    }
 
 
 def soap_deliveries(account: Any, email: str) -> int:

@@ -16,6 +16,7 @@ from zeep.transports import Transport
 
 from gateway.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import PASSWORD, USER
+from tests.support.responsys_clients import soap_session_header
 from tests.support.servers import wait_until
 
 FAULT_NS = "urn:fault.ws.rsys.com"
@@ -39,10 +40,6 @@ def _login(client: zeep.Client) -> str:
     session_id = client.service.login(username=USER, password=PASSWORD)
     assert isinstance(session_id, str) and session_id
     return session_id
-
-
-def _header(session_id: str) -> dict[str, Any]:
-    return {"SessionHeader": {"sessionId": session_id}}
 
 
 def _merge_args(*emails: str) -> dict[str, Any]:
@@ -79,14 +76,14 @@ def test_login_merge_trigger_email_and_custom_event_with_zeep(account: Simulated
     session_id = _login(client)
 
     merged = client.service.mergeTriggerEmail(**_merge_args("a@example.com", "b@example.com"),
-                                              _soapheaders=_header(session_id))
+                                              _soapheaders=soap_session_header(session_id))
     event = client.service.triggerCustomEvent(
         customEvent={"eventName": "ORDER_PLACED"},
         recipientData=[{"recipient": {"listName": {"folderName": "Lists", "objectName": "CONTACTS"},
                                       "emailAddress": "a@example.com", "emailFormat": "HTML_FORMAT"},
                         "optionalData": [{"name": "SKU", "value": "1"}]}],
-        _soapheaders=_header(session_id))
-    logged_out = client.service.logout(_soapheaders=_header(session_id))
+        _soapheaders=soap_session_header(session_id))
+    logged_out = client.service.logout(_soapheaders=soap_session_header(session_id))
 
     assert [(r.success, r.errorMessage) for r in merged] == [(True, None), (True, None)]
     assert merged[0].recipientId == event[0].recipientId  # same member, same RIID
@@ -103,7 +100,7 @@ def test_invalidated_session_is_an_invalid_session_id_fault(account: SimulatedAc
 
     account.invalidate()
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        client.service.mergeTriggerEmail(**_merge_args("a@example.com"), _soapheaders=_header(session_id))
+        client.service.mergeTriggerEmail(**_merge_args("a@example.com"), _soapheaders=soap_session_header(session_id))
 
     assert _exception_code(raised.value) == ("UnexpectedErrorFault", "INVALID_SESSION_ID")
     assert account.deliveries() == []
@@ -131,7 +128,7 @@ def test_bad_merge_input_is_a_triggered_message_fault(account: SimulatedAccount,
     args["mergeRule"]["matchColumnName1"] = None
 
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        client.service.mergeTriggerEmail(**args, _soapheaders=_header(_login(client)))
+        client.service.mergeTriggerEmail(**args, _soapheaders=soap_session_header(_login(client)))
 
     assert _exception_code(raised.value) == ("TriggeredMessageFault", "INVALID_PARAMETER")
 
@@ -147,17 +144,17 @@ def test_a_session_used_by_two_calls_at_once_is_invalidated(account: SimulatedAc
         with requests.Session() as own:
             own.trust_env = False
             first["result"] = _client(account, own).service.mergeTriggerEmail(
-                **_merge_args("a@example.com"), _soapheaders=_header(session_id))
+                **_merge_args("a@example.com"), _soapheaders=soap_session_header(session_id))
 
     thread = threading.Thread(target=first_call)
     thread.start()
     wait_until(lambda: account.state.calls_in_flight() == 1, message="the first call to hold the session")
     with pytest.raises(zeep.exceptions.Fault) as second:
-        client.service.mergeTriggerEmail(**_merge_args("b@example.com"), _soapheaders=_header(session_id))
+        client.service.mergeTriggerEmail(**_merge_args("b@example.com"), _soapheaders=soap_session_header(session_id))
     thread.join(timeout=10)
     account.latency(0)
     with pytest.raises(zeep.exceptions.Fault) as later:
-        client.service.mergeTriggerEmail(**_merge_args("c@example.com"), _soapheaders=_header(session_id))
+        client.service.mergeTriggerEmail(**_merge_args("c@example.com"), _soapheaders=soap_session_header(session_id))
 
     assert first["result"][0].success is True
     assert _exception_code(second.value)[1] == "INVALID_SESSION_ID"
@@ -184,9 +181,9 @@ def test_secondary_account_processes_only_the_ha_operation(make_account: Any,
     session_id = _login(client)
 
     with pytest.raises(zeep.exceptions.Fault) as refused:
-        client.service.mergeTriggerEmail(**_merge_args("a@example.com"), _soapheaders=_header(session_id))
+        client.service.mergeTriggerEmail(**_merge_args("a@example.com"), _soapheaders=soap_session_header(session_id))
     accepted = client.service.HaMergeTriggerEmail(**_merge_args("a@example.com"),
-                                                  _soapheaders=_header(session_id))
+                                                  _soapheaders=soap_session_header(session_id))
 
     assert _exception_code(refused.value)[1] == "API_NOT_ALLOWED_IN_SECONDARY"
     assert accepted[0].success is True
