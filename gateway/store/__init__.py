@@ -31,7 +31,9 @@ from gateway.store.base import (
     SharedValue,
     Store,
     StoreError,
+    new_request_id,
     replayable_headers,
+    scoped_key,
 )
 from gateway.store.failures import FailureQuery, FailureRecord, NewFailure
 
@@ -56,10 +58,12 @@ __all__ = [
     "Store",
     "StoreError",
     "migrate",
+    "new_request_id",
     "open_store",
     "postgres_url",
     "redact_url",
     "replayable_headers",
+    "scoped_key",
     "sqlite_path",
 ]
 

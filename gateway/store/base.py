@@ -8,6 +8,12 @@ expiry use the clock the store was opened with.
     StoreError            the store refused or could not do what was asked
     ├── ItemNotFound      no outbox item has that id (dropped, purged or never enqueued)
     └── LeaseLost         the caller no longer holds the item's lease (expired and taken over)
+
+Identity: an outbox item's `id` is always the gateway's own (`new_request_id()`, or an id the gateway
+derived from its own message ids); what an app sent as `X-Request-Id` is only its `correlation_id`,
+never a key, so two apps (or one app twice) reusing a value never make two sends one. The only
+client-supplied value that may make two requests one is the `Idempotency-Key`, scoped by client
+(`scoped_key`).
 """
 
 from __future__ import annotations
@@ -58,6 +64,11 @@ class OutboxStatus(enum.Enum):
     DEAD = "dead"  # given up: permanent failure or older than its deadline
 
 
+# The protocols whose item body is a credential (an SMS send's body is its receipt token): the store
+# empties it once the item is finished (delivered or dead), so the token lives no longer than needed.
+SECRET_BODY_PROTOCOLS: tuple[str, ...] = ("sms",)
+
+
 # Items whose idempotency key is reserved: a second enqueue with the key returns the first id.
 KEY_HOLDING_STATUSES = (OutboxStatus.PENDING, OutboxStatus.LEASED, OutboxStatus.DELIVERED)
 
@@ -99,20 +110,40 @@ class OutboxItem:
     lease_until: float | None = None
     updated_at: float | None = None
     result: Delivered | None = None
+    correlation_id: str | None = None
 
     @classmethod
     def new(
         cls, *, protocol: OutboxProtocol, method: str, path: str, headers: Iterable[tuple[str, str]],
         body: bytes, client: str, now: float, max_age: float, idempotency_key: str | None = None,
         account_preference: str | None = None, request_id: str | None = None,
+        correlation_id: str | None = None,
     ) -> OutboxItem:
-        """A pending item due now; `request_id` becomes its id (a fresh uuid4 hex when omitted)."""
+        """A pending item due now.
+
+        `request_id` becomes its id (a fresh one when omitted): it must be the gateway's own, never a
+        value an app chose, or two sends could become one. `correlation_id` is the app's value, if any.
+        """
         return cls(
-            id=request_id or uuid.uuid4().hex, protocol=protocol, method=method, path=path,
+            id=request_id or new_request_id(), protocol=protocol, method=method, path=path,
             headers=replayable_headers(headers), body=body, client=client, created_at=now,
             next_attempt_at=now, expires_at=now + max_age, account_preference=account_preference,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, correlation_id=correlation_id,
         )
+
+
+def new_request_id() -> str:
+    """A fresh gateway request id (128 random bits, hex): the identity of one send."""
+    return uuid.uuid4().hex
+
+
+def scoped_key(client: str, key: str) -> str:
+    """The store key of a client's Idempotency-Key: `<len(client)>:<client>:<key>`.
+
+    The length prefix makes the split unambiguous whatever either part contains, so no two
+    (client, key) pairs share a record (a plain `client:key` let `a:b` + `c` meet `a` + `b:c`).
+    """
+    return f"{len(client)}:{client}:{key}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +171,7 @@ class PurgeCount:
     outbox_items: int = 0
     messages: int = 0
     failures: int = 0
+    revocations: int = 0
 
 
 class MessageStatus(enum.Enum):
@@ -304,13 +336,21 @@ class Store(Protocol):
     ) -> IdempotencyRecord:
         """Store the outcome unless a live record exists; return the record that holds (first writer wins).
 
-        Callers namespace `key` by client so two apps never see each other's answers.
+        Callers scope `key` by client with `scoped_key`, so two apps never see each other's answers.
         """
 
     async def idempotency_settle(self, key: str, claim: bytes, *, status_code: int | None, headers: Headers = (),
                                  body: bytes = b"", expires_at: float = 0.0) -> bool:
         """Turn a claim (a record with status_code 0 and body `claim`) into the final record, or drop it
         when `status_code` is None. False when the claim is no longer there (expired and taken over)."""
+
+    # --- revoked credentials ------------------------------------------------------------------
+
+    async def revoke(self, token_hash: str, expires_at: float) -> None:
+        """Record a logged-out credential (by hash, never raw) until `expires_at`, for every replica."""
+
+    async def is_revoked(self, token_hash: str) -> bool:
+        """Whether a credential with this hash was revoked and its revocation has not expired."""
 
     async def shared_get(self, key: str) -> SharedValue | None:
         """A fact shared by all replicas (e.g. the failover state), with who wrote it when."""
@@ -319,7 +359,8 @@ class Store(Protocol):
         """Write a shared fact; the latest `updated_at` wins when replicas race."""
 
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
-        """Delete expired idempotency records, and delivered or dead items finished before `finished_before`.
+        """Delete expired idempotency records and revocations, and delivered or dead items finished before
+        `finished_before`.
 
         Keep finished items at least as long as the idempotency window: a purged item frees its key.
         Messages last changed before `finished_before` go too, with their history.
@@ -416,7 +457,7 @@ def item_from_row(row: Row) -> OutboxItem:
         account_preference=row["account_preference"], idempotency_key=row["idempotency_key"],
         status=OutboxStatus(row["status"]), attempts=row["attempts"], last_error=row["last_error"],
         lease_owner=row["lease_owner"], lease_until=row["lease_until"], updated_at=row["updated_at"],
-        result=result,
+        result=result, correlation_id=row["correlation_id"],
     )
 
 

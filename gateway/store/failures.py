@@ -15,7 +15,8 @@ from typing import Any
 from gateway.store.base import Row
 
 FAILURE_COLUMNS = ("kind", "code", "client", "account", "keyword", "numbers", "send_id", "primary_at",
-                   "primary_error", "secondary_at", "secondary_error", "revision", "posted_revision", "updated_at")
+                   "primary_error", "secondary_at", "secondary_error", "revision", "posted_revision", "updated_at",
+                   "correlation_id")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +28,7 @@ class NewFailure:
     keyword: str = ""  # campaign, event or SMS keyword
     numbers: str = ""  # recipients: phone numbers or addresses
     send_id: str = ""  # the gateway's request or message id
+    correlation_id: str = ""  # the app's X-Request-Id, when it sent one: a label, never a key
     primary_at: float
     primary_error: str = ""
     secondary_at: float | None = None  # delivery (secondary) data, when a failure became known later
@@ -59,7 +61,7 @@ def failure_values(failure: NewFailure, *, now: float) -> tuple[Any, ...]:
     """Values for FAILURE_COLUMNS of a new entry (revision 1, never posted)."""
     return (failure.kind, failure.code, failure.client, failure.account, failure.keyword, failure.numbers,
             failure.send_id, failure.primary_at, failure.primary_error, failure.secondary_at,
-            failure.secondary_error, 1, 0, now)
+            failure.secondary_error, 1, 0, now, failure.correlation_id)
 
 
 def failure_from_row(row: Row) -> FailureRecord:
@@ -69,7 +71,8 @@ def failure_from_row(row: Row) -> FailureRecord:
         primary_error=row["primary_error"],
         secondary_at=float(row["secondary_at"]) if row["secondary_at"] is not None else None,
         secondary_error=row["secondary_error"], revision=int(row["revision"]),
-        posted_revision=int(row["posted_revision"]), updated_at=float(row["updated_at"]))
+        posted_revision=int(row["posted_revision"]), updated_at=float(row["updated_at"]),
+        correlation_id=row["correlation_id"])
 
 
 def where(query: FailureQuery, placeholder: Callable[[int], str]) -> tuple[str, list[Any]]:

@@ -38,6 +38,7 @@ from gateway.store import redact_url
 from gateway.store.base import (
     MESSAGE_COLUMNS,
     RESULT_SNIPPET_BYTES,
+    SECRET_BODY_PROTOCOLS,
     Delivered,
     Headers,
     IdempotencyRecord,
@@ -77,6 +78,9 @@ CONNECT_TIMEOUT_SECONDS = 5.0  # a server that does not answer by then is down, 
 COMMAND_TIMEOUT_SECONDS = 30.0  # no store statement should wait this long; one that does is stuck
 CLOSE_TIMEOUT_SECONDS = 10.0  # how long `close` lets calls in progress finish before cutting them off
 MIGRATION_TIMEOUT_SECONDS = 600.0  # a schema step on a big table, or waiting for another opener's
+# A finished item's body goes when it is a credential (SECRET_BODY_PROTOCOLS: an SMS receipt token).
+_FORGET_SECRET_BODY = ("body = CASE WHEN protocol IN ("
+                       + ", ".join(f"'{p}'" for p in SECRET_BODY_PROTOCOLS) + ") THEN ''::bytea ELSE body END")
 # First key of the migration advisory lock ("aftm"); the second is the schema's hash, so stores in
 # different schemas of one database do not wait on each other.
 MIGRATION_LOCK_CLASS = 0x6166746D
@@ -158,12 +162,12 @@ class PostgresStore:
                 inserted = await db.fetchval(
                     """INSERT INTO outbox (id, protocol, method, path, headers, body, client,
                            account_preference, idempotency_key, status, attempts, created_at,
-                           next_attempt_at, expires_at, updated_at)
-                       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10)
+                           next_attempt_at, expires_at, updated_at, correlation_id)
+                       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10, $13)
                        ON CONFLICT DO NOTHING RETURNING id""",
                     item.id, item.protocol, item.method, item.path, headers, item.body, item.client,
                     item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
-                    item.expires_at)
+                    item.expires_at, item.correlation_id)
                 if inserted is not None or item.idempotency_key is None:
                     return item.id
                 holder = await db.fetchval(
@@ -200,9 +204,10 @@ class PostgresStore:
     async def mark_delivered(self, item_id: str, owner: str, result: Delivered) -> None:
         async with self._connection() as db:
             status = await db.execute(
-                """UPDATE outbox SET status = 'delivered', lease_owner = NULL, lease_until = NULL,
-                       result_status = $1, result_body = $2, result_account = $3, updated_at = $4
-                   WHERE id = $5 AND status IN ('pending', 'leased')""",
+                f"""UPDATE outbox SET status = 'delivered', lease_owner = NULL, lease_until = NULL,
+                       result_status = $1, result_body = $2, result_account = $3, updated_at = $4,
+                       {_FORGET_SECRET_BODY}
+                   WHERE id = $5 AND status IN ('pending', 'leased')""",  # noqa: S608 (a fixed clause)
                 result.status_code, result.body[:RESULT_SNIPPET_BYTES], result.account, self._clock(), item_id)
             if _row_count(status) == 0:
                 await _explain_miss(db, item_id, owner, ok_if=OutboxStatus.DELIVERED)
@@ -330,9 +335,24 @@ class PostgresStore:
                        replica = excluded.replica
                    WHERE shared_state.updated_at <= excluded.updated_at""", key, value, updated_at, replica)
 
+    # --- revoked credentials ------------------------------------------------------------------
+
+    async def revoke(self, token_hash: str, expires_at: float) -> None:
+        async with self._connection() as db:
+            await db.execute(
+                """INSERT INTO revocations (token_hash, expires_at) VALUES ($1, $2)
+                   ON CONFLICT (token_hash) DO UPDATE
+                   SET expires_at = greatest(revocations.expires_at, excluded.expires_at)""", token_hash, expires_at)
+
+    async def is_revoked(self, token_hash: str) -> bool:
+        async with self._connection() as db:
+            return bool(await db.fetchval(
+                "SELECT true FROM revocations WHERE token_hash = $1 AND expires_at > $2", token_hash, self._clock()))
+
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         async with self._connection() as db, db.transaction():
             records = _row_count(await db.execute("DELETE FROM idempotency WHERE expires_at <= $1", now))
+            revocations = _row_count(await db.execute("DELETE FROM revocations WHERE expires_at <= $1", now))
             items = messages = 0
             if finished_before is not None:
                 items = _row_count(await db.execute(
@@ -341,7 +361,8 @@ class PostgresStore:
                 # Their history goes with them (ON DELETE CASCADE).
                 messages = _row_count(await db.execute("DELETE FROM messages WHERE updated_at < $1",
                                                        finished_before))
-        return PurgeCount(idempotency_records=records, outbox_items=items, messages=messages)
+        return PurgeCount(idempotency_records=records, outbox_items=items, messages=messages,
+                          revocations=revocations)
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -496,9 +517,10 @@ class PostgresStore:
         """End `owner`'s lease: back to pending at `next_attempt_at` (kept when None), or dead."""
         async with self._connection() as db:
             result = await db.execute(
-                """UPDATE outbox SET status = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2,
-                       next_attempt_at = coalesce($3, next_attempt_at), last_error = $4
-                   WHERE id = $5 AND status = 'leased' AND lease_owner = $6""",
+                f"""UPDATE outbox SET status = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2,
+                       next_attempt_at = coalesce($3, next_attempt_at), last_error = $4,
+                       {_FORGET_SECRET_BODY if status is OutboxStatus.DEAD else "body = body"}
+                   WHERE id = $5 AND status = 'leased' AND lease_owner = $6""",  # noqa: S608 (fixed clauses)
                 status.value, self._clock(), next_attempt_at, error, item_id, owner)
             if _row_count(result) == 0:
                 await _explain_miss(db, item_id, owner)
@@ -519,12 +541,13 @@ async def _insert_item(db: Connection, item: OutboxItem) -> None:
     """An outbox item the gateway made itself (no idempotency key to check); its id makes it once."""
     await db.execute(
         """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
-               idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10)
+               idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at,
+               correlation_id)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10, $13)
            ON CONFLICT (id) DO NOTHING""",
         item.id, item.protocol, item.method, item.path, dump_headers(replayable_headers(item.headers)), item.body,
         item.client, item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
-        item.expires_at)
+        item.expires_at, item.correlation_id)
 
 
 async def apply_migrations(db: Connection, migrations: Sequence[Migration], *, now: float) -> list[int]:

@@ -20,6 +20,7 @@ import asyncio
 import builtins
 import contextlib
 import dataclasses
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -31,6 +32,7 @@ import aiosqlite
 from gateway.store.base import (
     MESSAGE_COLUMNS,
     RESULT_SNIPPET_BYTES,
+    SECRET_BODY_PROTOCOLS,
     Delivered,
     Headers,
     IdempotencyRecord,
@@ -66,6 +68,9 @@ from gateway.store.failures import (
 from gateway.store.migrations import Migration, check_sequence
 from gateway.store.migrations.sqlite import MIGRATIONS
 
+# A finished item's body goes when it is a credential (SECRET_BODY_PROTOCOLS: an SMS receipt token).
+_FORGET_SECRET_BODY = ("body = CASE WHEN protocol IN ("
+                       + ", ".join(f"'{p}'" for p in SECRET_BODY_PROTOCOLS) + ") THEN X'' ELSE body END")
 BUSY_TIMEOUT_SECONDS = 10.0  # how long to wait for another process's write lock before failing
 # Statuses are spelled out as SQL literals below rather than built into strings; the key-holding
 # set must match KEY_HOLDING_STATUSES and the partial unique index of migration 1.
@@ -114,7 +119,7 @@ class SQLiteStore:
         if str(path) in ("", ":memory:") or str(path).startswith("file:"):
             raise StoreError(f"store path {str(path)!r}: give a file path; "
                              "an in-memory store loses the outbox")
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_create_private, path)
         writer = await _connect(path)
         reader: aiosqlite.Connection | None = None
         try:
@@ -163,16 +168,7 @@ class SQLiteStore:
                     (item.client, item.idempotency_key))
                 for row in rows:
                     return str(row["id"])
-            # The same request id enqueued twice (a retried enqueue after a lost answer) is one item.
-            await db.execute(
-                """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
-                       idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)
-                   ON CONFLICT (id) DO NOTHING""",
-                (item.id, item.protocol, item.method, item.path,
-                 dump_headers(replayable_headers(item.headers)), item.body, item.client,
-                 item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
-                 item.expires_at, item.created_at))
+            await _insert_item(db, item)
         return item.id
 
     @_translated
@@ -201,9 +197,9 @@ class SQLiteStore:
     async def mark_delivered(self, item_id: str, owner: str, result: Delivered) -> None:
         async with self._transaction() as db:
             cursor = await db.execute(
-                """UPDATE outbox SET status = 'delivered', lease_owner = NULL, lease_until = NULL,
-                       result_status = ?, result_body = ?, result_account = ?, updated_at = ?
-                   WHERE id = ? AND status IN ('pending', 'leased')""",
+                f"""UPDATE outbox SET status = 'delivered', lease_owner = NULL, lease_until = NULL,
+                       result_status = ?, result_body = ?, result_account = ?, updated_at = ?, {_FORGET_SECRET_BODY}
+                   WHERE id = ? AND status IN ('pending', 'leased')""",  # noqa: S608 (a fixed clause)
                 (result.status_code, result.body[:RESULT_SNIPPET_BYTES], result.account, self._clock(),
                  item_id))
             if cursor.rowcount == 0:
@@ -343,10 +339,27 @@ class SQLiteStore:
                        replica = excluded.replica
                    WHERE shared_state.updated_at <= excluded.updated_at""", (key, value, updated_at, replica))
 
+    # --- revoked credentials ------------------------------------------------------------------
+
+    @_translated
+    async def revoke(self, token_hash: str, expires_at: float) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                """INSERT INTO revocations (token_hash, expires_at) VALUES (?, ?)
+                   ON CONFLICT (token_hash) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)""",
+                (token_hash, expires_at))
+
+    @_translated
+    async def is_revoked(self, token_hash: str) -> bool:
+        rows = await self._reader.execute_fetchall(
+            "SELECT 1 FROM revocations WHERE token_hash = ? AND expires_at > ?", (token_hash, self._clock()))
+        return bool(rows)
+
     @_translated
     async def purge_expired(self, now: float, *, finished_before: float | None = None) -> PurgeCount:
         async with self._transaction() as db:
             records = await db.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,))
+            revocations = await db.execute("DELETE FROM revocations WHERE expires_at <= ?", (now,))
             items = messages = 0
             if finished_before is not None:
                 cursor = await db.execute(
@@ -356,7 +369,8 @@ class SQLiteStore:
                 # Their history goes with them (ON DELETE CASCADE).
                 cursor = await db.execute("DELETE FROM messages WHERE updated_at < ?", (finished_before,))
                 messages = cursor.rowcount
-        return PurgeCount(idempotency_records=records.rowcount, outbox_items=items, messages=messages)
+        return PurgeCount(idempotency_records=records.rowcount, outbox_items=items, messages=messages,
+                          revocations=revocations.rowcount)
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -518,9 +532,10 @@ class SQLiteStore:
         """End `owner`'s lease: back to pending at `next_attempt_at` (kept when None), or dead."""
         async with self._transaction() as db:
             cursor = await db.execute(
-                """UPDATE outbox SET status = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,
-                       next_attempt_at = coalesce(?, next_attempt_at), last_error = ?
-                   WHERE id = ? AND status = 'leased' AND lease_owner = ?""",
+                f"""UPDATE outbox SET status = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,
+                       next_attempt_at = coalesce(?, next_attempt_at), last_error = ?,
+                       {_FORGET_SECRET_BODY if status is OutboxStatus.DEAD else "body = body"}
+                   WHERE id = ? AND status = 'leased' AND lease_owner = ?""",  # noqa: S608 (fixed clauses)
                 (status.value, self._clock(), next_attempt_at, error, item_id, owner))
             if cursor.rowcount == 0:
                 await self._explain_miss(db, item_id, owner)
@@ -550,15 +565,17 @@ async def _insert_message(db: aiosqlite.Connection, message: MessageRecord, even
 
 
 async def _insert_item(db: aiosqlite.Connection, item: OutboxItem) -> None:
-    """An outbox item the gateway made itself (no idempotency key to check); its id makes it once."""
+    """Insert a pending item; its id is the gateway's own, so an id already there is this item, enqueued
+    again after a lost answer (never another send)."""
     await db.execute(
         """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
-               idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?)
+               idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at,
+               correlation_id)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO NOTHING""",
         (item.id, item.protocol, item.method, item.path, dump_headers(replayable_headers(item.headers)), item.body,
          item.client, item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
-         item.expires_at, item.created_at))
+         item.expires_at, item.created_at, item.correlation_id))
 
 
 async def apply_migrations(db: aiosqlite.Connection, migrations: Sequence[Migration], *,
@@ -594,6 +611,21 @@ async def _immediate(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connec
     except BaseException:
         await db.rollback()  # a no-op when the transaction already ended
         raise
+
+
+def _create_private(path: Path) -> None:
+    """Create the folder (0700) and the database file (0600) unless they exist; an existing file keeps its mode.
+
+    The store holds outbox bodies (recipients, message texts) and idempotent answers: only the
+    gateway's user may read it. SQLite creates `-wal` and `-shm` with the database file's mode, so
+    creating the file first, before SQLite does with the umask's 0644, covers all three.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

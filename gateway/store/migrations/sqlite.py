@@ -184,4 +184,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     )),
+    Migration(6, "identity", (
+        # An item's id is the gateway's own requestId; the app's X-Request-Id is only a label beside it.
+        # Items queued before this step were keyed by that label (or a generated id): it stays theirs.
+        "ALTER TABLE outbox ADD COLUMN correlation_id TEXT",
+        "UPDATE outbox SET correlation_id = id WHERE protocol IN ('rest', 'soap')",
+        "ALTER TABLE failures ADD COLUMN correlation_id TEXT NOT NULL DEFAULT ''",
+        # Idempotency records were keyed `client:key`, ambiguous when either part holds ':'. Rewritten to
+        # `<len(client)>:client:key`, splitting at the first ':': exact unless a client's name holds one,
+        # and then the record only misses (it expires within the idempotency window).
+        """
+        UPDATE idempotency SET key = length(substr(key, 1, instr(key, ':') - 1)) || ':' || key
+        WHERE instr(key, ':') > 0
+        """,
+        # A finished SMS send no longer needs its receipt token (its body); older rows kept it.
+        "UPDATE outbox SET body = X'' WHERE protocol = 'sms' AND status IN ('delivered', 'dead')",
+        # Logged-out SOAP sessions and portal cookies, by SHA-256 of the credential, shared by replicas
+        # and kept until the credential would have expired anyway.
+        """
+        CREATE TABLE revocations (
+            token_hash TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX revocations_expiry ON revocations (expires_at)",
+    )),
 )

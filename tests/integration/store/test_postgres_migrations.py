@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 import asyncpg
 import pytest
 
-from gateway.store import StoreError, migrate, open_store
+from gateway.store import StoreError, migrate, open_store, scoped_key
 from gateway.store.migrations import Migration
 from gateway.store.migrations.postgres import MIGRATIONS
 from gateway.store.postgres import MIGRATION_LOCK_CLASS, apply_migrations
@@ -105,3 +105,27 @@ async def test_a_failing_migration_leaves_the_database_unchanged(schema_db: asyn
         await apply_migrations(schema_db, broken, now=1.0)
     assert await _versions(schema_db) == [1]
     assert await schema_db.fetchval("SELECT to_regclass('t')") is None
+
+
+async def test_migration_6_rescopes_idempotency_records_and_forgets_sent_receipt_tokens(
+        pg_url: str, schema_db: asyncpg.Connection) -> None:
+    assert await apply_migrations(schema_db, MIGRATIONS[:5], now=1.0) == [1, 2, 3, 4, 5]
+    for key in ("app:order-1", "app:with:colons"):
+        await schema_db.execute("INSERT INTO idempotency VALUES ($1, 200, '[]', '{}', 1, 9e9)", key)
+    for item_id, protocol, status in (("sms-1", "sms", "delivered"), ("sms-2", "sms", "pending"),
+                                      ("req-1", "rest", "pending")):
+        await schema_db.execute(
+            """INSERT INTO outbox (id, protocol, method, path, headers, body, client, status,
+               created_at, next_attempt_at, expires_at, updated_at)
+               VALUES ($1, $2, 'POST', '/p', '[]', 'token', 'app', $3, 1, 1, 9e9, 1)""", item_id, protocol, status)
+    store = await open_store(pg_url)
+    try:
+        for key in ("order-1", "with:colons"):
+            record = await store.idempotency_get(scoped_key("app", key))
+            assert record is not None and record.body == b"{}"
+        sent, waiting, rest = [await store.get(i) for i in ("sms-1", "sms-2", "req-1")]
+        assert sent is not None and sent.body == b""
+        assert waiting is not None and waiting.body == b"token"  # its send still needs the token
+        assert rest is not None and rest.correlation_id == "req-1"  # the old key was the app's label
+    finally:
+        await store.close()
