@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -100,6 +99,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 def raw_asgi(app: Any) -> Any:
     """REST sends handled without Starlette's router, Request and Response; everything else passes through."""
     from gateway import rest_api
+    from gateway.correlation import forwarded_headers, request_ids
     from gateway.protocols import responsys_rest as rest
     from gateway.proxy import Call
 
@@ -120,18 +120,19 @@ def raw_asgi(app: Any) -> Any:
             return
         runtime = state["runtime"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        identity = runtime.credentials.verify(headers.get("authorization"), "rest")
+        identity = await runtime.credentials.verify(headers.get("authorization"), "rest")
         if identity is None:
             await app(scope, receive, send)  # the real error answer
             return
         body = await _read_body(receive)
+        ids = request_ids(headers.get("x-request-id"))
         call = Call(protocol="rest", method="POST", path=path,
-                    headers=tuple((k, v) for k, v in headers.items() if k in rest_api.FORWARDED_HEADERS),
-                    body=body, request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+                    headers=forwarded_headers(headers.items(), rest_api.FORWARDED_HEADERS, ids.correlation_id),
+                    body=body, request_id=ids.request_id, correlation_id=ids.correlation_id,
                     client=identity.client, is_send=rest.is_send("POST", path),
                     idempotency_key=headers.get("idempotency-key"))
         result = await runtime.handle(call, runtime.rest_dialect)
-        response = rest_api.render(result)
+        response = rest_api.render(result, correlation_id=ids.correlation_id)
         await response(scope, receive, send)
 
     return asgi

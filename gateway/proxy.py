@@ -45,10 +45,11 @@ class Call:
     path: str  # app-facing path with query string
     headers: tuple[tuple[str, str], ...]
     body: bytes
-    request_id: str
+    request_id: str  # the gateway's own: the identity of the send (gateway.correlation)
     client: str
     is_send: bool
     idempotency_key: str | None = None
+    correlation_id: str = ""  # the app's X-Request-Id (or request_id): a label for logs, never a key
 
 
 class Lease(Protocol):
@@ -150,7 +151,8 @@ class Proxy:
                 continue
             if not may_retry_elsewhere(outcome, idempotency_key=call.idempotency_key is not None):
                 log.warning("not retrying an ambiguous failure without an Idempotency-Key",
-                            extra={"request_id": call.request_id, "account": account.name,
+                            extra={"request_id": call.request_id, "correlation_id": call.correlation_id,
+                                   "account": account.name,
                                    "reason": outcome.detail or str(outcome.failure)})
                 return Result("failed", response=response, account=account.name, outcome=outcome,
                               request_id=call.request_id)
@@ -162,7 +164,8 @@ class Proxy:
         ambiguous_unkeyed = last is not None and last.ambiguous and call.idempotency_key is None
         if enqueue is not None and call.is_send and not ambiguous_unkeyed:
             request_id = await enqueue(call)
-            log.info("send queued in the outbox", extra={"request_id": request_id})
+            log.info("send queued in the outbox", extra={"request_id": request_id,
+                                                          "correlation_id": call.correlation_id})
             return Result("queued", outcome=last, request_id=request_id)
         return Result("failed", response=response, outcome=last, request_id=call.request_id)
 
@@ -216,7 +219,8 @@ class Proxy:
         if event is not None:
             self.on_event(event)
         if outcome.kind is not Kind.OK:
-            log.info("upstream attempt", extra={"request_id": call.request_id, "account": account.name,
+            log.info("upstream attempt", extra={"request_id": call.request_id, "correlation_id": call.correlation_id,
+                                                "account": account.name,
                                                 "outcome": outcome.kind.value, "reason": outcome.detail})
 
 

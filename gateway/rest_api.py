@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.config import Account
+from gateway.correlation import HEADER, forwarded_headers, request_ids
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Lease, Result
 from gateway.reporting.codes import FailureKind
@@ -92,7 +92,7 @@ async def login(request: Request) -> Response:
             return error(401, "Authentication failed", "AUTHENTICATION_FAILED", "Invalid user name or password")
         client = user
     elif auth_type == "token":
-        identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")
+        identity = await runtime.credentials.verify(request.headers.get("authorization"), "rest")
         if identity is None:
             return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
         client = identity.client
@@ -109,36 +109,40 @@ async def forward(request: Request) -> Response:
     path: str = request.scope["path"]  # not request.url: building a URL object costs on every call
     if rest.API_PATH.match(path) is None:
         return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {path}")
-    identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")
+    identity = await runtime.credentials.verify(request.headers.get("authorization"), "rest")
     if identity is None:
         return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
     body = await runtime.read_body(request)
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    ids = request_ids(request.headers.get(HEADER))
     if body is None:
         detail = f"The request body exceeds {runtime.config.requests.max_body_bytes} bytes"
-        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=detail, send_id=request_id,
-                       path=path)
+        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=detail, send_id=ids.request_id,
+                       correlation_id=ids.correlation_id, path=path)
         return error(413, "Request too large", "REQUEST_TOO_LARGE", detail)
     if body and "json" in request.headers.get("content-type", "") and not _is_json(body):
-        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, send_id=request_id, path=path,
-                       error="The request body is not valid JSON")
+        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, send_id=ids.request_id, path=path,
+                       correlation_id=ids.correlation_id, error="The request body is not valid JSON")
         return error(400, "Bad request", "INVALID_REQUEST_CONTENT", "The request body is not valid JSON")
     query: bytes = request.scope["query_string"]
     is_send = rest.is_send(request.method, path)
     if query:
         path = f"{path}?{query.decode('latin-1')}"
-    headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
+    headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
     call = Call(protocol="rest", method=request.method, path=path, headers=headers, body=body,
-                request_id=request_id, client=identity.client,
+                request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
                 is_send=is_send,
                 idempotency_key=request.headers.get("idempotency-key"))
     result = await runtime.handle(call, runtime.rest_dialect)
-    return render(result)
+    return render(result, correlation_id=ids.correlation_id)
 
 
-def render(result: Result) -> Response:
-    """The app's answer: the account's own response, 202 queued, or a vendor-shaped error."""
-    headers = {"X-Request-Id": result.request_id}
+def render(result: Result, *, correlation_id: str) -> Response:
+    """The app's answer: the account's own response, 202 queued, or a vendor-shaped error.
+
+    `X-Request-Id` echoes the app's correlation id; a queued send's identity (what `outbox retry`
+    takes) is the gateway's `requestId` in the body.
+    """
+    headers = {"X-Request-Id": correlation_id}
     if result.status == "queued":
         body = json.dumps({"status": "queued", "requestId": result.request_id})
         return Response(body, status_code=202, media_type=JSON, headers=headers)

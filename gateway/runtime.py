@@ -43,7 +43,7 @@ from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.shared_failover import SharedFailover
 from gateway.soap_api import SoapDialect
-from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store
+from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store, scoped_key
 from gateway.telemetry import Telemetry
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
@@ -77,7 +77,7 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
         secret = config.session_secret.reveal().encode() if config.session_secret else None
-        self.credentials = Credentials(config=config, secret=secret)
+        self.credentials = Credentials(config=config, secret=secret, store=self._store)
         self.accounts = list(config.accounts)
         self._by_name = {a.name: a for a in self.accounts}
         self.failover = FailoverPolicy(
@@ -234,7 +234,8 @@ class Runtime:
         for recipient, error in rest.rejected_recipients(result.response.content):
             self._in_background(self.reporting.record(
                 FailureKind.UPSTREAM_REJECTED_RECIPIENT, client=call.client, error=f"Not Sent: {error}",
-                account=result.account, keyword=keyword, numbers=recipient, send_id=call.request_id),
+                account=result.account, keyword=keyword, numbers=recipient, send_id=call.request_id,
+                correlation_id=call.correlation_id),
                 name="record-failure")
 
     def _report_send(self, call: Call, result: Result) -> None:
@@ -252,14 +253,19 @@ class Runtime:
         else:
             return
         self.report(kind, client=call.client, error=error, account=result.account, send_id=call.request_id,
-                    path=call.path, body=call.body, protocol=call.protocol)
+                    correlation_id=call.correlation_id, path=call.path, body=call.body, protocol=call.protocol)
 
     def report(self, kind: FailureKind, *, client: str, error: str, send_id: str, path: str = "",
-               body: bytes = b"", protocol: str = "rest", account: str | None = None) -> None:
-        """Record a failure of an app call in the background (a REST send's campaign and recipients too)."""
+               body: bytes = b"", protocol: str = "rest", account: str | None = None,
+               correlation_id: str = "") -> None:
+        """Record a failure of an app call in the background (a REST send's campaign and recipients too).
+
+        `send_id` is the gateway's request id; `correlation_id` the app's X-Request-Id, a label only.
+        """
         keyword, numbers = _summary(protocol, path, body)
         self._in_background(self.reporting.record(kind, client=client, error=error, account=account,
-                                                  keyword=keyword, numbers=numbers, send_id=send_id),
+                                                  keyword=keyword, numbers=numbers, send_id=send_id,
+                                                  correlation_id=correlation_id),
                             name="record-failure")
 
     def _in_background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
@@ -270,7 +276,7 @@ class Runtime:
 
     async def _handle_keyed(self, call: Call, key: str, dialect: Dialect, deadline: float) -> Result:
         store = self._store()
-        scoped, claim = f"{call.client}:{key}", secrets.token_hex(16).encode()
+        scoped, claim = scoped_key(call.client, key), secrets.token_hex(16).encode()
         while True:
             if (replay := await self._replay(call.client, key, call.request_id)) is not None:
                 return replay
@@ -306,14 +312,14 @@ class Runtime:
                     await store.idempotency_settle(scoped, claim, status_code=None)
 
     async def _replay(self, client: str, key: str, request_id: str) -> Result | None:
-        record = await self._store().idempotency_get(f"{client}:{key}")
+        record = await self._store().idempotency_get(scoped_key(client, key))
         if record is None or record.status_code == IN_PROGRESS:
             return None
         return _replayed(record, request_id)
 
     async def _remember(self, client: str, key: str, response: httpx.Response) -> None:
         await self._store().idempotency_put(
-            f"{client}:{key}", response.status_code, _content_type(response), response.content,
+            scoped_key(client, key), response.status_code, _content_type(response), response.content,
             time.time() + self.config.requests.idempotency_window)
 
     async def _enqueue(self, call: Call) -> str:
@@ -324,7 +330,7 @@ class Runtime:
             protocol=call.protocol, method=call.method, path=call.path,
             headers=call.headers + tuple(trace_context.items()), body=call.body,
             client=call.client, now=time.time(), max_age=self.config.outbox.max_age,
-            idempotency_key=call.idempotency_key, request_id=call.request_id)
+            idempotency_key=call.idempotency_key, request_id=call.request_id, correlation_id=call.correlation_id)
         item_id = await self._store().enqueue(item)
         if self.outbox is not None:
             self.outbox.kick()
@@ -352,7 +358,7 @@ class Runtime:
                 return Delivered(status_code=replay.response.status_code)
         call = Call(protocol=protocol, method=item.method, path=item.path, headers=item.headers,
                     body=item.body, request_id=item.id, client=item.client, is_send=True,
-                    idempotency_key=item.idempotency_key)
+                    idempotency_key=item.idempotency_key, correlation_id=item.correlation_id or item.id)
         dialect = self.rest_dialect if item.protocol == "rest" else self.soap_dialect
         deadline = time.monotonic() + self.config.requests.deadline
         result = await self.proxy.forward(call, dialect, deadline=deadline)
@@ -377,7 +383,8 @@ class Runtime:
         elif item.protocol in ("rest", "soap"):
             keyword, numbers = _summary(item.protocol, item.path, item.body)
             await self.reporting.record(FailureKind.OUTBOX_DEAD, client=item.client, error=f"Not Sent: {reason}",
-                                        keyword=keyword, numbers=numbers, send_id=item.id)
+                                        keyword=keyword, numbers=numbers, send_id=item.id,
+                                        correlation_id=item.correlation_id or "")
 
     def note_sms_event(self, event: FailoverEvent) -> None:
         """Log and share a change in the SMS upstreams' health."""
@@ -440,7 +447,7 @@ class Runtime:
         log.info("rate limit sized from the vendor", extra={"account": account.name, "per_minute": limit})
 
     async def purge_once(self) -> PurgeCount:
-        """Drop expired idempotency records and finished outbox items older than the retention."""
+        """Drop expired idempotency records and revocations, and finished outbox items older than the retention."""
         now = time.time()
         keep = max(self.config.outbox.retention_days * 86_400.0, self.config.requests.idempotency_window)
         purged = await self._store().purge_expired(now, finished_before=now - keep)
@@ -455,10 +462,8 @@ class Runtime:
             except Exception as exc:  # the store is down (readyz says so): this loop must live on and retry
                 log.warning("retention purge failed", extra={"reason": str(exc)})
             else:
-                if purged.idempotency_records or purged.outbox_items or purged.messages or purged.failures:
-                    log.info("retention purge", extra={"idempotency_records": purged.idempotency_records,
-                                                       "outbox_items": purged.outbox_items,
-                                                       "messages": purged.messages, "failures": purged.failures})
+                if any(dataclasses.astuple(purged)):
+                    log.info("retention purge", extra=dataclasses.asdict(purged))
 
     def _share(self, shared: SharedFailover) -> None:
         """Publish a policy's new state for the other replicas, in the background."""

@@ -7,7 +7,6 @@ account's own pooled sessions. The WSDL is proxied with every `soap:address` poi
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -16,10 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.config import Account
+from gateway.correlation import HEADER, forwarded_headers, request_ids
 from gateway.errors import UpstreamError
 from gateway.protocols import responsys_soap as soap
 from gateway.proxy import Call, Lease, Result
 from gateway.sessions import SoapSessions, SoapSlot
+from gateway.store import StoreError
 from policies.outcome import Failure, Kind, Outcome
 
 if TYPE_CHECKING:
@@ -92,27 +93,36 @@ async def service(request: Request) -> Response:
                                   message="Invalid user name or password")
         return Response(soap.login_response(runtime.credentials.issue(user, "soap")), media_type=XML)
     session_id = envelope.session_id
-    identity = runtime.credentials.verify(session_id, "soap")
+    try:
+        identity = await runtime.credentials.verify(session_id, "soap")
+        if identity is not None and session_id is not None and envelope.operation == "logout":
+            await runtime.credentials.revoke(session_id)  # shared with every replica before the answer
+            return Response(soap.logout_response(), media_type=XML)
+    except StoreError:
+        # Fail closed: whether the session was logged out cannot be checked (or recorded) now. Not
+        # INVALID_SESSION_ID, which would send the app into a login loop; the app retries the call.
+        return fault_response(500, code="UNEXPECTED_EXCEPTION",
+                              message="The gateway cannot check sessions right now; retry later")
     if identity is None or session_id is None:
         return fault_response(500, code="INVALID_SESSION_ID", message="Invalid or expired session id")
-    if envelope.operation == "logout":
-        runtime.credentials.revoke(session_id)
-        return Response(soap.logout_response(), media_type=XML)
-    headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
-    call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
+    ids = request_ids(request.headers.get(HEADER))
+    call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH,
+                headers=forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id),
                 body=envelope.with_session(""),  # the app's session id is a credential: never kept
-                request_id=request.headers.get("x-request-id") or uuid.uuid4().hex, client=identity.client,
+                request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
                 is_send=envelope.operation in soap.SEND_OPERATIONS,
                 idempotency_key=request.headers.get("idempotency-key"))
-    return render(await runtime.handle(call, runtime.soap_dialect))
+    return render(await runtime.handle(call, runtime.soap_dialect), correlation_id=ids.correlation_id)
 
 
-def render(result: Result) -> Response:
-    headers = {"X-Request-Id": result.request_id}
+def render(result: Result, *, correlation_id: str) -> Response:
+    """`X-Request-Id` echoes the app's correlation id; a queued send's identity is `X-AFTM-Request-Id`."""
+    headers = {"X-Request-Id": correlation_id}
     if result.status == "queued":
         # A SOAP client has no shape for "accepted for later": 202 with no body is SOAP 1.1's one-way
-        # answer; the headers say what happened.
-        return Response(b"", status_code=202, headers={**headers, "X-AFTM-Status": "queued"})
+        # answer; the headers say what happened, and which gateway requestId `outbox retry` takes.
+        return Response(b"", status_code=202, headers={**headers, "X-AFTM-Status": "queued",
+                                                        "X-AFTM-Request-Id": result.request_id})
     if result.response is not None:
         return Response(result.response.content, status_code=result.response.status_code,
                         media_type=result.response.headers.get("content-type", XML), headers=headers)

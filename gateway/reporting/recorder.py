@@ -34,10 +34,10 @@ class FailureReporter:
         self._clock = clock
 
     async def record(self, kind: FailureKind, *, client: str, error: str, account: str | None = None,
-                     keyword: str = "", numbers: str = "", send_id: str = "") -> None:
+                     keyword: str = "", numbers: str = "", send_id: str = "", correlation_id: str = "") -> None:
         failure = NewFailure(kind=kind.value, code=int(code_of(kind)), client=client, account=account,
                              keyword=keyword, numbers=numbers, send_id=send_id, primary_at=self._clock(),
-                             primary_error=error[:ERROR_CHARS])
+                             primary_error=error[:ERROR_CHARS], correlation_id=correlation_id)
         try:
             await self._store().record_failure(failure)
         except Exception:  # reporting must never break sending

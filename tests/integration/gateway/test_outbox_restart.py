@@ -14,7 +14,9 @@ def _assert_queued(response: httpx.Response) -> str:
     assert set(body) == {"status", "requestId"} and body["status"] == "queued"
     request_id = body["requestId"]
     assert isinstance(request_id, str) and request_id
-    assert response.headers["X-Request-Id"] == request_id
+    # Without an X-Request-Id of the app's, the answer's is this request's own gateway id; a keyed repeat
+    # is told the id of the send that holds the key in the body.
+    assert response.headers["X-Request-Id"]
     return request_id
 
 
