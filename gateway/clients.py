@@ -3,8 +3,16 @@
 Apps log in to the gateway, never to Responsys: their credentials are checked against `clients` in the
 config, and what they get back is a gateway credential that says nothing about any upstream account.
 Credentials are signed (HMAC-SHA256) rather than stored, so any replica sharing `session_secret`
-accepts them and a restart does not log every app out. Logout revokes a SOAP session id in this
-process; the revocation list moves to the shared store with the store issue.
+accepts them and a restart does not log every app out.
+
+Logout (a SOAP session id, a portal cookie) is recorded in the store every replica shares, as a
+SHA-256 of the credential (never the credential) until the credential would have expired anyway,
+before the logout is answered. Every verify of a SOAP session or portal cookie asks the store: a
+revocation is seen by every replica at once, with no staleness window (REST tokens have no logout
+in the vendor's API, so verifying them never touches the store). A revocation this replica knows
+of is refused without asking. When the store cannot answer, `verify` and `revoke` raise StoreError:
+the caller fails closed (refuses the call, with the vendor's "try again" answer rather than
+"invalid session", which would send the app into a login loop).
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from typing import Literal
 from cachetools import TTLCache
 
 from gateway.config import Config
+from gateway.store import Store
 
 Kind = Literal["rest", "soap", "portal"]
+REVOCABLE: frozenset[Kind] = frozenset({"soap", "portal"})  # the kinds with a logout
 
 ADMIN_PRINCIPAL = "@admin"  # the portal identity of the operator who logged in with admin.token
 
@@ -41,11 +51,15 @@ class Identity:
 class Credentials:
     """Issues and checks gateway tokens (REST) and session ids (SOAP)."""
 
-    def __init__(self, *, config: Config, secret: bytes | None = None,
+    def __init__(self, *, config: Config, secret: bytes | None = None, store: Callable[[], Store] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """`store` shares revocations with every replica; without one (tools, unit tests) they stay in-process."""
         self._config = config
         self._secret = secret or secrets.token_bytes(32)
+        self._store = store
         self._clock = clock
+        # Revocations this replica has seen (by hash): a hit refuses at once, a miss asks the store, so
+        # what this cache forgets (it holds the newest 100,000) is only a store lookup, never a revived session.
         self._revoked: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=SOAP_SESSION_IDLE, timer=clock)
         # Every app request presents its credential: remember good ones briefly instead of re-checking
         # the HMAC and decoding each time. Expiry and revocation are still checked on every hit.
@@ -67,27 +81,56 @@ class Credentials:
         encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         return f"{encoded}.{self._sign(encoded)}"
 
-    def verify(self, credential: str | None, kind: Kind) -> Identity | None:
-        """The identity behind a credential, or None if it is forged, expired, revoked or of another kind."""
+    async def verify(self, credential: str | None, kind: Kind) -> Identity | None:
+        """The identity behind a credential, or None if it is forged, expired, revoked or of another kind.
+
+        Raises StoreError when a SOAP session or portal cookie cannot be checked for revocation.
+        """
+        identity = self._signed(credential, kind)
+        if identity is None or credential is None or kind not in REVOCABLE:
+            return identity
+        digest = _digest(credential)
+        if digest in self._revoked:
+            return None
+        if self._store is not None and await self._store().is_revoked(digest):
+            self._revoked[digest] = True
+            return None
+        return identity
+
+    async def revoke(self, credential: str) -> None:
+        """Log a SOAP session or portal cookie out on every replica; returns once the store has it.
+
+        Raises StoreError when the store cannot record it: the logout has then not happened.
+        """
+        identity = self._signed(credential, "soap") or self._signed(credential, "portal")
+        if identity is None:
+            return  # forged or expired: nothing to revoke
+        digest = _digest(credential)
+        if self._store is not None:
+            await self._store().revoke(digest, identity.issued_at + _lifetime(identity.kind) + 1.0)
+        self._revoked[digest] = True
+        self._verified.pop(credential, None)
+
+    def _signed(self, credential: str | None, kind: Kind) -> Identity | None:
+        """The identity if the credential is genuine, of `kind` and unexpired (revocation not checked)."""
         if not credential:
             return None
         known = self._verified.get(credential)
         if known is not None:
-            return known if self._still_valid(known, kind) and credential not in self._revoked else None
+            return known if self._still_valid(known, kind) else None
         identity = self._decode(credential, kind)
         if identity is not None:
             self._verified[credential] = identity
         return identity
 
     def _still_valid(self, identity: Identity, kind: Kind) -> bool:
-        lifetime = REST_TOKEN_LIFETIME if kind == "rest" else SOAP_SESSION_IDLE
-        return identity.kind == kind and self._clock() - identity.issued_at <= lifetime
+        return identity.kind == kind and self._clock() - identity.issued_at <= _lifetime(kind)
 
     def _decode(self, credential: str, kind: Kind) -> Identity | None:
         if credential.count(".") != 1:
             return None
         encoded, signature = credential.split(".")
-        if not hmac.compare_digest(signature, self._sign(encoded)) or credential in self._revoked:
+        if not hmac.compare_digest(signature, self._sign(encoded)):
             return None
         try:
             payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
@@ -101,10 +144,15 @@ class Credentials:
             return None
         return identity
 
-    def revoke(self, credential: str) -> None:
-        self._revoked[credential] = True
-        self._verified.pop(credential, None)
-
     def _sign(self, encoded: str) -> str:
         digest = hmac.new(self._secret, encoded.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _lifetime(kind: Kind) -> float:
+    return REST_TOKEN_LIFETIME if kind == "rest" else SOAP_SESSION_IDLE
+
+
+def _digest(credential: str) -> str:
+    """What the store keeps of a revoked credential: its SHA-256, useless to anyone who reads the store."""
+    return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()

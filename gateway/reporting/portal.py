@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -29,7 +30,7 @@ from starlette.routing import Route
 from gateway.clients import ADMIN_PRINCIPAL
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
-from gateway.store import FailureQuery, FailureRecord
+from gateway.store import FailureQuery, FailureRecord, StoreError
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -93,8 +94,11 @@ def _check(runtime: Runtime, user: str, password: str) -> Viewer | None:
     return None
 
 
-def _viewer(request: Request) -> Viewer | None:
-    identity = _runtime(request).credentials.verify(request.cookies.get(COOKIE), "portal")
+async def _viewer(request: Request) -> Viewer | None:
+    try:
+        identity = await _runtime(request).credentials.verify(request.cookies.get(COOKIE), "portal")
+    except StoreError:  # fail closed: a cookie logged out on another replica must not get in meanwhile
+        raise HTTPException(503, "The gateway cannot check portal sessions right now; try again shortly.") from None
     return Viewer(identity.client) if identity is not None else None
 
 
@@ -142,7 +146,10 @@ async def login(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     if (cookie := request.cookies.get(COOKIE)) is not None:
-        _runtime(request).credentials.revoke(cookie)
+        try:
+            await _runtime(request).credentials.revoke(cookie)  # on every replica, before the answer
+        except StoreError:  # not logged out: say so rather than pretend
+            raise HTTPException(503, "The gateway cannot log out right now; try again shortly.") from None
     response = RedirectResponse("/portal/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -256,7 +263,7 @@ def _login_redirect(request: Request) -> Response:
 
 
 async def failures_page(request: Request) -> Response:
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     if viewer is None:
         return _login_redirect(request)
     runtime, now = _runtime(request), time.time()
@@ -281,7 +288,7 @@ async def failures_page(request: Request) -> Response:
 
 
 async def failure_page(request: Request) -> Response:
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     if viewer is None:
         return _login_redirect(request)
     record = await _runtime(request).require_store().failure(int(request.path_params["entry_id"]))
@@ -291,7 +298,7 @@ async def failure_page(request: Request) -> Response:
 
 
 async def failures_csv(request: Request) -> Response:
-    viewer = _viewer(request) or _basic(request)
+    viewer = await _viewer(request) or _basic(request)
     if viewer is None:
         return _login_redirect(request)
     try:

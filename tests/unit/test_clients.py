@@ -18,47 +18,47 @@ def test_login_checks_configured_clients() -> None:
     assert not credentials.login("nobody", "pw")
 
 
-def test_tokens_verify_by_kind_and_expire() -> None:
+async def test_tokens_verify_by_kind_and_expire() -> None:
     clock = FakeClock(1_000_000.0)
     credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
     token = credentials.issue("app", "rest")
-    identity = credentials.verify(token, "rest")
+    identity = await credentials.verify(token, "rest")
     assert identity is not None and identity.client == "app"
-    assert credentials.verify(token, "soap") is None
+    assert await credentials.verify(token, "soap") is None
     clock.now += REST_TOKEN_LIFETIME + 1
-    assert credentials.verify(token, "rest") is None
+    assert await credentials.verify(token, "rest") is None
 
 
-def test_forged_and_foreign_tokens_are_refused() -> None:
+async def test_forged_and_foreign_tokens_are_refused() -> None:
     mine = Credentials(config=CONFIG, secret=b"k")
     theirs = Credentials(config=CONFIG, secret=b"other-key")
     token = theirs.issue("app", "rest")
-    assert mine.verify(token, "rest") is None
+    assert await mine.verify(token, "rest") is None
     body, signature = mine.issue("app", "rest").split(".")
-    assert mine.verify(body[:-2] + "xx." + signature, "rest") is None
-    assert mine.verify("garbage", "rest") is None and mine.verify(None, "rest") is None
+    assert await mine.verify(body[:-2] + "xx." + signature, "rest") is None
+    assert await mine.verify("garbage", "rest") is None and await mine.verify(None, "rest") is None
 
 
-def test_a_shared_secret_lets_another_replica_accept_the_token() -> None:
+async def test_a_shared_secret_lets_another_replica_accept_the_token() -> None:
     token = Credentials(config=CONFIG, secret=b"shared").issue("app", "soap")
-    assert Credentials(config=CONFIG, secret=b"shared").verify(token, "soap") is not None
+    assert await Credentials(config=CONFIG, secret=b"shared").verify(token, "soap") is not None
 
 
-def test_revoked_session_is_refused() -> None:
+async def test_revoked_session_is_refused() -> None:
     credentials = Credentials(config=CONFIG, secret=b"k")
     session = credentials.issue("app", "soap")
-    credentials.revoke(session)
-    assert credentials.verify(session, "soap") is None
+    await credentials.revoke(session)
+    assert await credentials.verify(session, "soap") is None
 
 
-def test_a_remembered_credential_still_expires_and_can_be_revoked() -> None:
+async def test_a_remembered_credential_still_expires_and_can_be_revoked() -> None:
     clock = FakeClock(1_000_000.0)
     credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
     session = credentials.issue("app", "soap")
     token = credentials.issue("app", "rest")
-    assert credentials.verify(session, "soap") is not None and credentials.verify(token, "rest") is not None
-    credentials.revoke(session)
-    assert credentials.verify(session, "soap") is None
-    assert credentials.verify(token, "soap") is None  # remembered as a REST token, still of the wrong kind
+    assert await credentials.verify(session, "soap") is not None and await credentials.verify(token, "rest") is not None
+    await credentials.revoke(session)
+    assert await credentials.verify(session, "soap") is None
+    assert await credentials.verify(token, "soap") is None  # remembered as a REST token, still of the wrong kind
     clock.now += REST_TOKEN_LIFETIME + 1
-    assert credentials.verify(token, "rest") is None
+    assert await credentials.verify(token, "rest") is None
