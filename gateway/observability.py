@@ -55,12 +55,19 @@ def _plain(value: Any) -> Any:
     return redact(str(value))
 
 
+# Libraries whose DEBUG (or INFO) lines carry what the gateway must never log: aiosqlite prints every
+# statement with its parameters (receipt tokens, message texts, outbox bodies), asyncpg and the
+# HTTP stacks print URLs (receipt URLs end in their token), headers (Authorization) and bodies. They
+# stay at WARNING whatever the gateway's level; the gateway logs its own facts instead.
+QUIET_LOGGERS = ("aiosqlite", "asyncpg", "httpx", "httpcore", "hpack", "h2", "h11", "aiohttp", "urllib3",
+                 "multipart", "python_multipart", "dns")
+
+
 def configure_logging(*, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request line at INFO, with URLs; the gateway logs its own facts instead.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:  # children (aiohttp.client, httpcore.http11, ...) inherit the level
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -9,8 +9,9 @@ one failure only one forwards.
 
 Receipt URLs end in a per-message token (`secrets.token_urlsafe`), of which the store keeps only a
 SHA-256 hash; the token itself is written once, in the send's outbox item, which renders the URL at
-send time (so a changed `public_url` applies to messages still waiting). Neither the token nor an
-upstream password is ever logged.
+send time (so a changed `public_url` applies to messages still waiting), and the store empties that
+item's body once it is finished (`SECRET_BODY_PROTOCOLS`). Neither the token nor an upstream password
+is ever logged.
 """
 
 from __future__ import annotations
