@@ -14,6 +14,7 @@ from starlette.routing import Route
 from gateway import admin, rest_api, soap_api
 from gateway.config import Config
 from gateway.delivery import api as sms_api
+from gateway.edge import TargetGuard
 from gateway.middleware import TelemetryMiddleware
 from gateway.protocols import responsys_soap as soap
 from gateway.reporting import portal
@@ -63,4 +64,4 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         *portal.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _app_gone},
-                     middleware=[Middleware(TelemetryMiddleware)])
+                     middleware=[Middleware(TelemetryMiddleware), Middleware(TargetGuard)])

@@ -19,6 +19,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import targets
 from gateway.config import Account
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Lease, Result
@@ -60,7 +61,8 @@ class RestDialect:
 
     def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
         assert isinstance(lease, _TokenLease)
-        url = lease.session.end_point + rest.upstream_path(call.path, account.api_prefix)
+        # Built from the raw target the edge checked, and verified to be sent unchanged (gateway.targets).
+        url = targets.upstream_url(lease.session.end_point, rest.upstream_path(call.path, account.api_prefix))
         headers = [*call.headers, ("Authorization", lease.session.token)]
         return httpx.Request(call.method, url, headers=headers, content=call.body)
 
@@ -106,7 +108,11 @@ async def login(request: Request) -> Response:
 async def forward(request: Request) -> Response:
     """Any other `/rest/...` call: authenticate the app, then forward to the active account."""
     runtime: Runtime = request.app.state.runtime
-    path: str = request.scope["path"]  # not request.url: building a URL object costs on every call
+    try:  # the raw target, never the decoded path: what is checked here is what goes upstream
+        target = targets.checked_target(request.scope["raw_path"], request.scope["query_string"])
+    except targets.UnsafeTarget as exc:
+        return error(400, "Bad request", "INVALID_REQUEST", f"Refused request target: {exc}")
+    path = target.partition("?")[0]
     if rest.API_PATH.match(path) is None:
         return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {path}")
     identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")
@@ -123,12 +129,9 @@ async def forward(request: Request) -> Response:
         runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, send_id=request_id, path=path,
                        error="The request body is not valid JSON")
         return error(400, "Bad request", "INVALID_REQUEST_CONTENT", "The request body is not valid JSON")
-    query: bytes = request.scope["query_string"]
     is_send = rest.is_send(request.method, path)
-    if query:
-        path = f"{path}?{query.decode('latin-1')}"
     headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
-    call = Call(protocol="rest", method=request.method, path=path, headers=headers, body=body,
+    call = Call(protocol="rest", method=request.method, path=target, headers=headers, body=body,
                 request_id=request_id, client=identity.client,
                 is_send=is_send,
                 idempotency_key=request.headers.get("idempotency-key"))

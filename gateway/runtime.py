@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
+from gateway import targets
 from gateway.clients import Credentials
 from gateway.config import Account, Config
 from gateway.delivery.service import SmsService
@@ -350,6 +351,11 @@ class Runtime:
             replay = await self._replay(item.client, item.idempotency_key, item.id)
             if replay is not None and replay.response is not None:
                 return Delivered(status_code=replay.response.status_code)
+        if protocol == "rest":
+            try:  # queued by an older gateway, which kept the decoded path: never send one unchecked
+                targets.upstream_url("http://outbox.invalid", item.path)
+            except targets.UnsafeTarget as exc:
+                return FailedPermanently(f"the queued path was refused: {exc}")
         call = Call(protocol=protocol, method=item.method, path=item.path, headers=item.headers,
                     body=item.body, request_id=item.id, client=item.client, is_send=True,
                     idempotency_key=item.idempotency_key)

@@ -18,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from gateway.errors import LoginRefused, login_failure
 from policies.outcome import Failure, Outcome
@@ -151,7 +152,7 @@ _RECIPIENT_FIELDS = ("emailAddress", "mobileNumber", "recipientId", "customerId"
 def send_summary(path: str, body: bytes) -> tuple[str, list[str]]:
     """The campaign (or event) a send names, and its recipients, for failure reports; never raises."""
     match = _KEYWORD.search(path)
-    keyword = match.group("name") if match else ""
+    keyword = unquote(match.group("name")) if match else ""  # the path is the raw one: `welcome%20back`
     recipients: list[str] = []
     try:
         data = json.loads(body) if body and len(body) <= _MAX_ERROR_BODY * 16 else {}
