@@ -7,7 +7,9 @@ refuses in one place, yet each app must get its vendor's error: REST JSON, a SOA
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse, Response
+import html
+
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import rest_api, soap_api
@@ -28,11 +30,14 @@ def refusal(path: str, status: int, detail: str, *, headers: dict[str, str] | No
         return rest_api.error(status, _TITLES.get(status, "Bad request"),
                               _REST_CODES.get(status, "INVALID_REQUEST"), detail, headers)
     if route == "soap":
-        code = "REQUEST_TOO_LARGE" if status == 413 else "INVALID_REQUEST"
+        code = {413: "REQUEST_TOO_LARGE", 408: "REQUEST_TIMEOUT"}.get(status, "INVALID_REQUEST")
         return soap_api.fault_response(status, code=code, message=detail, client=True, headers=headers)
     if route == "sms":
         return Response(sms.render_error(detail, as_json=as_json), status_code=status, headers=headers,
                         media_type=sms.JSON_TYPE if as_json else sms.XML_TYPE)
+    if route == "portal":  # a browser's form post: a page, not JSON
+        page = f"<!doctype html><title>{status}</title><p>{html.escape(detail)}</p>"
+        return HTMLResponse(page, status_code=status, headers=headers)
     return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import targets
+from gateway.bodies import FORM_LIMIT, BodyRefused
 from gateway.config import Account
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Lease, Result
@@ -79,9 +80,7 @@ async def login(request: Request) -> Response:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return error(400, "Bad request", "INVALID_REQUEST",
                      "Send the login as application/x-www-form-urlencoded form fields")
-    body = await runtime.read_body(request)
-    if body is None:
-        return error(413, "Request too large", "REQUEST_TOO_LARGE", "The login request is too large")
+    body = await runtime.read_body(request, limit=FORM_LIMIT)
     try:
         form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:
@@ -118,13 +117,13 @@ async def forward(request: Request) -> Response:
     identity = runtime.credentials.verify(request.headers.get("authorization"), "rest")
     if identity is None:
         return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
-    body = await runtime.read_body(request)
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    if body is None:
-        detail = f"The request body exceeds {runtime.config.requests.max_body_bytes} bytes"
-        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=detail, send_id=request_id,
-                       path=path)
-        return error(413, "Request too large", "REQUEST_TOO_LARGE", detail)
+    try:
+        body = await runtime.read_body(request)
+    except BodyRefused as exc:  # answered by the app's handler, in this shape (gateway.edge)
+        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=exc.detail,
+                       send_id=request_id, path=path)
+        raise
     if body and "json" in request.headers.get("content-type", "") and not _is_json(body):
         runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, send_id=request_id, path=path,
                        error="The request body is not valid JSON")

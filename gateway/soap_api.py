@@ -73,9 +73,6 @@ async def service(request: Request) -> Response:
     """`POST /webservices/services/ResponsysWSService`."""
     runtime: Runtime = request.app.state.runtime
     body = await runtime.read_body(request)
-    if body is None:
-        return fault_response(413, code="REQUEST_TOO_LARGE", client=True,
-                              message=f"The request exceeds {runtime.config.requests.max_body_bytes} bytes")
     try:
         envelope = soap.parse_envelope(body)
         if envelope.operation == "login":

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from gateway.bodies import FORM_LIMIT
 from gateway.clients import ADMIN_PRINCIPAL
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
@@ -119,9 +120,7 @@ async def login_page(request: Request) -> Response:
 
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form body (the login form; bounded, so no multipart parser is needed)."""
-    body = await request.body()
-    if len(body) > 16_384:
-        return {}
+    body = await _runtime(request).read_body(request, limit=FORM_LIMIT)
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
