@@ -19,7 +19,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import targets
+from gateway import inputs, targets
 from gateway.bodies import FORM_LIMIT, BodyRefused
 from gateway.config import Account
 from gateway.protocols import responsys_rest as rest
@@ -166,7 +166,7 @@ def failure_response(outcome: Outcome | None, headers: dict[str, str]) -> Respon
 
 def _is_json(body: bytes) -> bool:
     try:
-        json.loads(body)
-    except ValueError:
+        inputs.loads_json(body)
+    except inputs.BadInput:
         return False
     return True

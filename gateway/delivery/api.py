@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gateway.bodies import BodyRefused
 from gateway.delivery.service import InvalidMessage, ReceiptRefused, SmsService
+from gateway.inputs import loads_json
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
 from gateway.store import StoreError
@@ -131,7 +132,7 @@ def _submitter(body: bytes, as_json: bool) -> str | None:
     """The submitterMessageId of a refused message, when it can be read, for the app's correlation."""
     try:
         if as_json:
-            value = json.loads(body).get("submitterMessageId")
+            value = loads_json(body).get("submitterMessageId")
             return value if isinstance(value, str) and len(value) <= 256 else None
         return sms.parse_mt_message_xml(body).submitter_message_id
     except (ValueError, AttributeError, sms.BadMessage):
