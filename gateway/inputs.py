@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection, Iterable
 from typing import Any
 
 MAX_JSON_DEPTH = 64  # a Responsys send or an mtMessage nests 5 deep; nothing real comes close
@@ -42,6 +43,19 @@ def _deeper_than(value: Any, limit: int) -> bool:
                 return True
             stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
     return False
+
+
+def forwarded_headers(headers: Iterable[tuple[str, str]], names: Collection[str]) -> tuple[tuple[str, str], ...]:
+    """The app's headers named in `names`, for the upstream request; BadInput when one is not ASCII.
+
+    The upstream client sends header values as ASCII: a Content-Type of raw 0xFF bytes would fail
+    there, mid-forward, as a 500 (and be stored in the outbox first).
+    """
+    kept = tuple((k, v) for k, v in headers if k in names)
+    for name, value in kept:
+        if not value.isascii() or not value.isprintable():
+            raise BadInput(f"the {name} header may hold only printable ASCII")
+    return kept
 
 
 def bounded_int(text: str, *, name: str, low: int, high: int) -> int:

@@ -129,7 +129,10 @@ async def forward(request: Request) -> Response:
                        error="The request body is not valid JSON")
         return error(400, "Bad request", "INVALID_REQUEST_CONTENT", "The request body is not valid JSON")
     is_send = rest.is_send(request.method, path)
-    headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
+    try:
+        headers = inputs.forwarded_headers(request.headers.items(), FORWARDED_HEADERS)
+    except inputs.BadInput as exc:
+        return error(400, "Bad request", "INVALID_REQUEST", str(exc))
     call = Call(protocol="rest", method=request.method, path=target, headers=headers, body=body,
                 request_id=request_id, client=identity.client,
                 is_send=is_send,

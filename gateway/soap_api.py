@@ -15,6 +15,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import inputs
 from gateway.config import Account
 from gateway.errors import UpstreamError
 from gateway.protocols import responsys_soap as soap
@@ -95,7 +96,10 @@ async def service(request: Request) -> Response:
     if envelope.operation == "logout":
         runtime.credentials.revoke(session_id)
         return Response(soap.logout_response(), media_type=XML)
-    headers = tuple((k, v) for k, v in request.headers.items() if k in FORWARDED_HEADERS)
+    try:
+        headers = inputs.forwarded_headers(request.headers.items(), FORWARDED_HEADERS)
+    except inputs.BadInput as exc:
+        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
     call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
                 body=envelope.with_session(""),  # the app's session id is a credential: never kept
                 request_id=request.headers.get("x-request-id") or uuid.uuid4().hex, client=identity.client,

@@ -32,10 +32,10 @@ def request_head(method: str, target: bytes, headers: Iterable[tuple[str, str]] 
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def read_response(sock: socket.socket) -> RawResponse:
-    """Read one response (head and body) from `sock`."""
+def read_response(sock: socket.socket, *, method: str = "GET") -> RawResponse:
+    """Read one response (head and body) from `sock`; `method` says whether a body follows (HEAD: none)."""
     conn = h11.Connection(h11.CLIENT)
-    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))  # let h11 expect a response
+    conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))  # let h11 expect a response
     conn.send(h11.EndOfMessage())
     status, headers, body = 0, {}, bytearray()
     while True:
@@ -57,4 +57,4 @@ def exchange(url: str, data: bytes, *, timeout: float = 10.0) -> RawResponse:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(data)
-        return read_response(sock)
+        return read_response(sock, method=data.split(b" ", 1)[0].decode("ascii", "replace"))
