@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from gateway.bodies import FORM_LIMIT
+from gateway.inputs import loads_json
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -60,7 +62,7 @@ async def override(request: Request) -> Response:
     if (denied := _authorized(request, runtime)) is not None:
         return denied
     try:
-        body = json.loads(await request.body())
+        body = loads_json(await runtime.read_body(request, limit=FORM_LIMIT))
         account = body["account"]
         if account is not None and not isinstance(account, str):
             raise TypeError

@@ -12,8 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import admin, rest_api, soap_api
+from gateway.bodies import CLOSE, BodyRefused
 from gateway.config import Config
 from gateway.delivery import api as sms_api
+from gateway.edge import TargetGuard, refusal
 from gateway.middleware import TelemetryMiddleware
 from gateway.protocols import responsys_soap as soap
 from gateway.reporting import portal
@@ -28,6 +30,13 @@ async def _soap_get(request: Request) -> Response:
         return await soap_api.wsdl(request)
     return soap_api.fault_response(405, code="INVALID_REQUEST", client=True,
                                    message="SOAP calls are POSTed; GET ?wsdl for the WSDL")
+
+
+async def _body_refused(request: Request, exc: Exception) -> Response:
+    """A body over its route's limit or too slow to arrive: refused in the surface's shape, never read on."""
+    assert isinstance(exc, BodyRefused)
+    as_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+    return refusal(request.url.path, exc.status, exc.detail, headers=CLOSE, as_json=as_json)
 
 
 async def _app_gone(request: Request, exc: Exception) -> Response:
@@ -62,5 +71,6 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         *sms_api.routes(),
         *portal.routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _app_gone},
-                     middleware=[Middleware(TelemetryMiddleware)])
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={ClientDisconnect: _app_gone, BodyRefused: _body_refused},
+                     middleware=[Middleware(TelemetryMiddleware), Middleware(TargetGuard)])

@@ -84,6 +84,7 @@ class Upstream:
 class Requests:
     deadline: float = 10.0  # seconds an app request may spend before a send is queued instead
     max_body_bytes: int = 1_048_576
+    body_timeout: float = 10.0  # seconds a request body may take to arrive, in total (then 408)
     idempotency_window: float = 86_400.0
 
 
@@ -291,6 +292,8 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
     if config.reporting.post_interval <= 0 or config.reporting.batch <= 0 or config.reporting.retention_days <= 0:
         problems.append("reporting: post_interval, batch and retention_days must be positive")
+    if config.requests.max_body_bytes <= 0 or config.requests.body_timeout <= 0:
+        problems.append("requests: max_body_bytes and body_timeout must be positive")
     if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:
         problems.append("listen.port: must be between 0 and 65535")
     _check_sms(config, problems)

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.inputs import BadInput
 from gateway.store import new_request_id
 
 HEADER = "x-request-id"
@@ -43,6 +44,15 @@ def request_ids(app_value: str | None) -> RequestIds:
 
 def forwarded_headers(headers: Iterable[tuple[str, str]], names: Iterable[str],
                       correlation_id: str) -> tuple[tuple[str, str], ...]:
-    """The app's headers named in `names` (lower-case), with X-Request-Id replaced by `correlation_id`."""
+    """The app's headers named in `names` (lower-case), with X-Request-Id replaced by `correlation_id`.
+
+    BadInput when a kept value is not printable ASCII: the upstream client sends header values as
+    ASCII, so a Content-Type of raw 0xFF bytes would fail there, mid-forward (after a send may have
+    been queued), as a 500.
+    """
     wanted = frozenset(names) - {HEADER}
-    return (*((k, v) for k, v in headers if k in wanted), (HEADER, correlation_id))
+    kept = tuple((k, v) for k, v in headers if k in wanted)
+    for name, value in kept:
+        if not value.isascii() or not value.isprintable():
+            raise BadInput(f"the {name} header may hold only printable ASCII")
+    return (*kept, (HEADER, correlation_id))

@@ -18,8 +18,11 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import inputs, targets
+from gateway.bodies import FORM_LIMIT, BodyRefused
 from gateway.config import Account
 from gateway.correlation import HEADER, forwarded_headers, request_ids
+from gateway.inputs import BadInput
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Lease, Result
 from gateway.reporting.codes import FailureKind
@@ -60,7 +63,8 @@ class RestDialect:
 
     def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
         assert isinstance(lease, _TokenLease)
-        url = lease.session.end_point + rest.upstream_path(call.path, account.api_prefix)
+        # Built from the raw target the edge checked, and verified to be sent unchanged (gateway.targets).
+        url = targets.upstream_url(lease.session.end_point, rest.upstream_path(call.path, account.api_prefix))
         headers = [*call.headers, ("Authorization", lease.session.token)]
         return httpx.Request(call.method, url, headers=headers, content=call.body)
 
@@ -77,9 +81,7 @@ async def login(request: Request) -> Response:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return error(400, "Bad request", "INVALID_REQUEST",
                      "Send the login as application/x-www-form-urlencoded form fields")
-    body = await runtime.read_body(request)
-    if body is None:
-        return error(413, "Request too large", "REQUEST_TOO_LARGE", "The login request is too large")
+    body = await runtime.read_body(request, limit=FORM_LIMIT)
     try:
         form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError:
@@ -106,29 +108,33 @@ async def login(request: Request) -> Response:
 async def forward(request: Request) -> Response:
     """Any other `/rest/...` call: authenticate the app, then forward to the active account."""
     runtime: Runtime = request.app.state.runtime
-    path: str = request.scope["path"]  # not request.url: building a URL object costs on every call
+    try:  # the raw target, never the decoded path: what is checked here is what goes upstream
+        target = targets.checked_target(request.scope["raw_path"], request.scope["query_string"])
+    except targets.UnsafeTarget as exc:
+        return error(400, "Bad request", "INVALID_REQUEST", f"Refused request target: {exc}")
+    path = target.partition("?")[0]
     if rest.API_PATH.match(path) is None:
         return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {path}")
     identity = await runtime.credentials.verify(request.headers.get("authorization"), "rest")
     if identity is None:
         return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
-    body = await runtime.read_body(request)
     ids = request_ids(request.headers.get(HEADER))
-    if body is None:
-        detail = f"The request body exceeds {runtime.config.requests.max_body_bytes} bytes"
-        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=detail, send_id=ids.request_id,
-                       correlation_id=ids.correlation_id, path=path)
-        return error(413, "Request too large", "REQUEST_TOO_LARGE", detail)
+    try:
+        body = await runtime.read_body(request)
+    except BodyRefused as exc:  # answered by the app's handler, in this shape (gateway.edge)
+        runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=exc.detail,
+                       send_id=ids.request_id, correlation_id=ids.correlation_id, path=path)
+        raise
     if body and "json" in request.headers.get("content-type", "") and not _is_json(body):
         runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, send_id=ids.request_id, path=path,
                        correlation_id=ids.correlation_id, error="The request body is not valid JSON")
         return error(400, "Bad request", "INVALID_REQUEST_CONTENT", "The request body is not valid JSON")
-    query: bytes = request.scope["query_string"]
     is_send = rest.is_send(request.method, path)
-    if query:
-        path = f"{path}?{query.decode('latin-1')}"
-    headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
-    call = Call(protocol="rest", method=request.method, path=path, headers=headers, body=body,
+    try:
+        headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
+    except BadInput as exc:
+        return error(400, "Bad request", "INVALID_REQUEST", str(exc))
+    call = Call(protocol="rest", method=request.method, path=target, headers=headers, body=body,
                 request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
                 is_send=is_send,
                 idempotency_key=request.headers.get("idempotency-key"))
@@ -168,7 +174,7 @@ def failure_response(outcome: Outcome | None, headers: dict[str, str]) -> Respon
 
 def _is_json(body: bytes) -> bool:
     try:
-        json.loads(body)
-    except ValueError:
+        inputs.loads_json(body)
+    except inputs.BadInput:
         return False
     return True

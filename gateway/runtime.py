@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
+from gateway import targets
+from gateway.bodies import read_body
 from gateway.clients import Credentials
 from gateway.config import Account, Config
 from gateway.delivery.service import SmsService
@@ -186,23 +188,11 @@ class Runtime:
     def candidate_accounts(self) -> list[Account]:
         return [self._by_name[name] for name in self.failover.candidates()]
 
-    async def read_body(self, request: Request) -> bytes | None:
-        """The request body, or None when it is larger than `requests.max_body_bytes`.
-
-        Raises starlette's ClientDisconnect when the app hangs up mid-body: nothing may be forwarded.
-        """
-        limit = self.config.requests.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def read_body(self, request: Request, *, limit: int | None = None) -> bytes:
+        """The request body through the one bounded reader (gateway.bodies): `limit` bytes, default
+        `requests.max_body_bytes`, within `requests.body_timeout`; raises BodyRefused otherwise."""
+        return await read_body(request, limit=self.config.requests.max_body_bytes if limit is None else limit,
+                               within=self.config.requests.body_timeout)
 
     async def handle(self, call: Call, dialect: Dialect) -> Result:
         """Forward an app call with idempotency and the outbox as the last resort for sends.
@@ -356,7 +346,13 @@ class Runtime:
             replay = await self._replay(item.client, item.idempotency_key, item.id)
             if replay is not None and replay.response is not None:
                 return Delivered(status_code=replay.response.status_code)
-        call = Call(protocol=protocol, method=item.method, path=item.path, headers=item.headers,
+        path = item.path
+        if protocol == "rest":
+            try:  # never send a queued target unchecked (an older gateway queued decoded paths)
+                path = targets.queued_target(item.path)
+            except targets.UnsafeTarget as exc:
+                return FailedPermanently(f"the queued path was refused: {exc}")
+        call = Call(protocol=protocol, method=item.method, path=path, headers=item.headers,
                     body=item.body, request_id=item.id, client=item.client, is_send=True,
                     idempotency_key=item.idempotency_key, correlation_id=item.correlation_id or item.id)
         dialect = self.rest_dialect if item.protocol == "rest" else self.soap_dialect

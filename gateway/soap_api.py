@@ -17,6 +17,7 @@ from starlette.responses import Response
 from gateway.config import Account
 from gateway.correlation import HEADER, forwarded_headers, request_ids
 from gateway.errors import UpstreamError
+from gateway.inputs import BadInput
 from gateway.protocols import responsys_soap as soap
 from gateway.proxy import Call, Lease, Result
 from gateway.sessions import SoapSessions, SoapSlot
@@ -74,9 +75,6 @@ async def service(request: Request) -> Response:
     """`POST /webservices/services/ResponsysWSService`."""
     runtime: Runtime = request.app.state.runtime
     body = await runtime.read_body(request)
-    if body is None:
-        return fault_response(413, code="REQUEST_TOO_LARGE", client=True,
-                              message=f"The request exceeds {runtime.config.requests.max_body_bytes} bytes")
     try:
         envelope = soap.parse_envelope(body)
         if envelope.operation == "login":
@@ -106,8 +104,11 @@ async def service(request: Request) -> Response:
     if identity is None or session_id is None:
         return fault_response(500, code="INVALID_SESSION_ID", message="Invalid or expired session id")
     ids = request_ids(request.headers.get(HEADER))
-    call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH,
-                headers=forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id),
+    try:
+        headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
+    except BadInput as exc:
+        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
+    call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
                 body=envelope.with_session(""),  # the app's session id is a credential: never kept
                 request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
                 is_send=envelope.operation in soap.SEND_OPERATIONS,

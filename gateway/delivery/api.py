@@ -18,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.bodies import BodyRefused
 from gateway.delivery.service import InvalidMessage, ReceiptRefused, SmsService
+from gateway.inputs import loads_json
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
 from gateway.store import StoreError
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aftm.sms")
 
 XML_TYPES = ("application/xml", "text/xml")
+RECEIPT_LIMIT = 65_536  # bytes: an mtMessageResponse receipt is a few hundred
 
 
 def routes() -> list[Route]:
@@ -101,11 +104,11 @@ async def submit(request: Request) -> Response:
     if not as_json and content_type not in XML_TYPES:
         _report_malformed(runtime, client, "unsupported content type: send application/xml, text/xml or json")
         return _error(415, "send the mtMessage as application/xml, text/xml or application/json", as_json=False)
-    body = await runtime.read_body(request)
-    if body is None:
-        detail = f"the message exceeds {runtime.config.requests.max_body_bytes} bytes"
-        _report_malformed(runtime, client, detail)
-        return _error(413, detail, as_json=as_json)
+    try:
+        body = await runtime.read_body(request)
+    except BodyRefused as exc:  # answered by the app's handler, in this shape (gateway.edge)
+        _report_malformed(runtime, client, exc.detail)
+        raise
     try:
         message = sms.parse_mt_message_json(body) if as_json else sms.parse_mt_message_xml(body)
         record = await service.submit(client, message)
@@ -129,7 +132,7 @@ def _submitter(body: bytes, as_json: bool) -> str | None:
     """The submitterMessageId of a refused message, when it can be read, for the app's correlation."""
     try:
         if as_json:
-            value = json.loads(body).get("submitterMessageId")
+            value = loads_json(body).get("submitterMessageId")
             return value if isinstance(value, str) and len(value) <= 256 else None
         return sms.parse_mt_message_xml(body).submitter_message_id
     except (ValueError, AttributeError, sms.BadMessage):
@@ -173,9 +176,7 @@ async def receipt(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     runtime, service = found
-    body = await runtime.read_body(request)
-    if body is None:
-        return _error(413, "the receipt is too large", as_json=False)
+    body = await runtime.read_body(request, limit=RECEIPT_LIMIT)
     message_id = request.path_params["message_id"]
     try:
         taken = await service.take_receipt(message_id, request.path_params["token"], body)

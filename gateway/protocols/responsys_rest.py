@@ -18,8 +18,10 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from gateway.errors import LoginRefused, login_failure
+from gateway.inputs import loads_json
 from policies.outcome import Failure, Outcome
 
 LOGIN_PATH = "/rest/api/v1.3/auth/token"
@@ -67,7 +69,7 @@ def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -
         raise login_failure("login", status=status, code=code, throttled=code in THROTTLE_ERRORS,
                             retry_after=retry_after)
     try:
-        data = json.loads(body)
+        data = loads_json(body)
         return UpstreamLogin(
             token=str(data["authToken"]), end_point=str(data["endPoint"]).rstrip("/"),
             issued_at_ms=int(data.get("issuedAt") or 0),
@@ -100,7 +102,7 @@ def _error_code(body: bytes) -> str | None:
     if not body or len(body) > _MAX_ERROR_BODY or body.lstrip()[:1] != b"{":
         return None
     try:
-        data = json.loads(body)
+        data = loads_json(body)
     except ValueError:
         return None
     code = data.get("errorCode") if isinstance(data, dict) else None
@@ -117,7 +119,7 @@ def tightest_send_limit(body: bytes) -> int | None:
     bucket per account sized by the tightest send keeps every send function under its limit.
     """
     try:
-        entries = json.loads(body)
+        entries = loads_json(body)
     except ValueError:
         return None
     if isinstance(entries, dict):  # tolerate a wrapper object around the list
@@ -151,10 +153,10 @@ _RECIPIENT_FIELDS = ("emailAddress", "mobileNumber", "recipientId", "customerId"
 def send_summary(path: str, body: bytes) -> tuple[str, list[str]]:
     """The campaign (or event) a send names, and its recipients, for failure reports; never raises."""
     match = _KEYWORD.search(path)
-    keyword = match.group("name") if match else ""
+    keyword = unquote(match.group("name")) if match else ""  # the path is the raw one: `welcome%20back`
     recipients: list[str] = []
     try:
-        data = json.loads(body) if body and len(body) <= _MAX_ERROR_BODY * 16 else {}
+        data = loads_json(body) if body and len(body) <= _MAX_ERROR_BODY * 16 else {}
     except ValueError:
         return keyword, recipients
     entries = data.get("recipientData") if isinstance(data, dict) else None
@@ -170,7 +172,7 @@ def send_summary(path: str, body: bytes) -> tuple[str, list[str]]:
 def error_text(body: bytes) -> str:
     """`errorCode: detail` from a vendor error body, for failure reports."""
     try:
-        data = json.loads(body) if body and len(body) <= _MAX_ERROR_BODY else None
+        data = loads_json(body) if body and len(body) <= _MAX_ERROR_BODY else None
     except ValueError:
         data = None
     if isinstance(data, dict):
@@ -195,7 +197,7 @@ def rejected_recipients(body: bytes) -> list[tuple[str, str]]:
     `[{"errorMessage": ..., "success": false, "recipientId": ...}, ...]`.
     """
     try:
-        data = json.loads(body) if len(body) <= _MAX_ERROR_BODY * 16 else None
+        data = loads_json(body) if len(body) <= _MAX_ERROR_BODY * 16 else None
     except ValueError:
         return []
     rejected = []

@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args
 
 from lxml import etree
 
+from gateway.inputs import BadInput, loads_json
 from gateway.protocols.responsys_soap import BadEnvelope, parse_xml
 from policies.outcome import Failure, Outcome
 
@@ -133,9 +134,9 @@ def parse_mt_message_xml(body: bytes) -> MtMessage:
 def parse_mt_message_json(body: bytes) -> MtMessage:
     """Read the JSON twin of `<mtMessage>`; raises BadMessage saying what is wrong."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadMessage("the body is not valid JSON") from None
+        data = loads_json(body)
+    except BadInput as exc:
+        raise BadMessage(str(exc)) from None
     if not isinstance(data, dict):
         raise BadMessage("the body must be a JSON object")
     destination, source = _object(data, "destination"), _object(data, "source")

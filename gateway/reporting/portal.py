@@ -27,7 +27,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from gateway.bodies import FORM_LIMIT
 from gateway.clients import ADMIN_PRINCIPAL
+from gateway.inputs import BadInput, bounded_int, finite_float
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
 from gateway.store import FailureQuery, FailureRecord, StoreError
@@ -123,9 +125,7 @@ async def login_page(request: Request) -> Response:
 
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form body (the login form; bounded, so no multipart parser is needed)."""
-    body = await request.body()
-    if len(body) > 16_384:
-        return {}
+    body = await _runtime(request).read_body(request, limit=FORM_LIMIT)
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
@@ -165,32 +165,33 @@ def _safe_next(target: str | None) -> str:
 # --- filters --------------------------------------------------------------------------------------
 
 
-class BadFilter(ValueError):
-    pass
+BadFilter = BadInput  # a filter the portal will not run; its message is shown to the user
+
+MAX_EPOCH = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last moment datetime can show
+MAX_PAGE = 1_000_000
+MAX_CODE = 2**31 - 1
+MAX_ENTRY_ID = 2**63 - 1  # the store's integer ids; a longer number in the URL names no entry
 
 
 def _time(value: str | None) -> float | None:
     """`2026-11-25T13:05` (the form's datetime-local, read as UTC) or epoch seconds."""
     if not value:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
+    if "-" not in value[1:]:  # epoch seconds (a date has a dash after its year)
+        return finite_float(value, name="a time in epoch seconds", low=0.0, high=MAX_EPOCH)
     try:
         return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadFilter(f"not a time: {value[:40]!r} (use YYYY-MM-DDTHH:MM, UTC)") from None
 
 
 def query_from(request: Request, viewer: Viewer, *, limit: int, now: float) -> FailureQuery:
     params = request.query_params
-    try:
-        codes = [int(c) for c in params.getlist("code") if c]
-        page = max(1, int(params.get("page") or 1))
-    except ValueError:
-        raise BadFilter("code and page must be integers") from None
+    codes = [bounded_int(c, name="code", low=0, high=MAX_CODE) for c in params.getlist("code") if c]
+    page = bounded_int(params.get("page") or "1", name="page", low=1, high=MAX_PAGE)
     since, until = _time(params.get("from")), _time(params.get("to"))
+    if since is not None and until is not None and since > until:
+        raise BadFilter("from must not be later than to")
     if since is None and until is None:
         since = now - DEFAULT_WINDOW
     mask = 0
@@ -291,7 +292,8 @@ async def failure_page(request: Request) -> Response:
     viewer = await _viewer(request)
     if viewer is None:
         return _login_redirect(request)
-    record = await _runtime(request).require_store().failure(int(request.path_params["entry_id"]))
+    entry_id = int(request.path_params["entry_id"])
+    record = await _runtime(request).require_store().failure(entry_id) if entry_id <= MAX_ENTRY_ID else None
     if record is None or (not viewer.is_admin and record.client != viewer.principal):
         return _render("error.html", status=404, viewer=viewer, message="No such failure entry.")
     return _render("failure.html", viewer=viewer, entry=entry_view(record))
@@ -330,9 +332,9 @@ async def failures_api(request: Request) -> Response:
         return JSONResponse({"error": "HTTP Basic credentials of a client (or admin) required"}, status_code=401,
                             headers={"WWW-Authenticate": 'Basic realm="aftm-gateway"'})
     try:
-        limit = min(max(1, int(request.query_params.get("limit") or 100)), 1000)
+        limit = bounded_int(request.query_params.get("limit") or "100", name="limit", low=1, high=1000)
         query = query_from(request, viewer, limit=limit, now=time.time())
-    except (BadFilter, ValueError) as exc:
+    except BadFilter as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     store = _runtime(request).require_store()
     records = await store.failures(query)

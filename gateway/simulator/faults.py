@@ -38,6 +38,9 @@ class FaultGate:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        # The target exactly as it was on the request line (uvicorn keeps the raw bytes apart).
+        query = scope.get("query_string", b"")
+        self._state.note_received(scope["method"], scope.get("raw_path", b"") + (b"?" + query if query else b""))
         # The mode is changed from other threads (tests, the control loop); a lock-guarded value polled
         # here is the one signal every caller can reach.
         if self._state.mode is Mode.HANG:

@@ -281,6 +281,10 @@ class SimulatedAccount:
     def deliveries(self) -> list[Delivery]:
         return self.state.deliveries()
 
+    def received(self) -> list[tuple[str, bytes]]:
+        """(method, raw request target) of every API request the account received."""
+        return self.state.received()
+
     def clear_deliveries(self) -> None:
         self.state.clear_deliveries()
 

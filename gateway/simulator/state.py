@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -100,6 +100,8 @@ class AccountState:
         self._faults = _Faults()
         self._stats = _Stats()
         self._deliveries: list[Delivery] = []
+        # Every API request's method and raw request target, as it arrived on the request line.
+        self._received: deque[tuple[str, bytes]] = deque(maxlen=10_000)
         self._members: dict[int, dict[str, str]] = {}
 
     # --- credentials and REST tokens ------------------------------------------------------------
@@ -258,6 +260,7 @@ class AccountState:
             self._tokens.clear()
             self._sessions.clear()
             self._deliveries.clear()
+            self._received.clear()
             self._members.clear()
 
     # --- recording -------------------------------------------------------------------------------
@@ -269,6 +272,15 @@ class AccountState:
                             at=self._wall_clock(), traceparent=traceparent)
         with self._lock:
             self._deliveries.append(delivery)
+
+    def note_received(self, method: str, target: bytes) -> None:
+        with self._lock:
+            self._received.append((method, target))
+
+    def received(self) -> list[tuple[str, bytes]]:
+        """(method, raw target) of every API request so far, oldest first (the last 10,000)."""
+        with self._lock:
+            return list(self._received)
 
     def deliveries(self) -> list[Delivery]:
         with self._lock:
