@@ -185,7 +185,7 @@ class Callbacks:
     """POSTs to the apps' callback URLs (SMS delivery receipts)."""
 
     allow_networks: list[str] = field(default_factory=list)  # CIDRs allowed despite the default deny
-    timeout: float = 5.0  # seconds for one callback POST
+    timeout: float = 5.0  # seconds for one callback POST in total, connect to the answer's last byte
     max_age: float = 86_400.0  # a callback not accepted within this long is recorded as failed (post-out)
 
 
@@ -194,6 +194,7 @@ class Reporting:
     post_interval: float = 120.0  # seconds between FDXML posts to each client's failure_post_url
     retention_days: float = 31.0  # failure entries older than this are purged
     batch: int = 100  # entries per POST at most
+    post_timeout: float = 30.0  # seconds for one FDXML POST in total, connect to the answer's last byte
 
 
 @dataclass(frozen=True)
@@ -289,8 +290,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
         if client.user_name == "admin" and config.admin.token is not None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
-    if config.reporting.post_interval <= 0 or config.reporting.batch <= 0 or config.reporting.retention_days <= 0:
-        problems.append("reporting: post_interval, batch and retention_days must be positive")
+    reporting = config.reporting
+    if min(reporting.post_interval, reporting.batch, reporting.retention_days, reporting.post_timeout) <= 0:
+        problems.append("reporting: post_interval, batch, retention_days and post_timeout must be positive")
     if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:
         problems.append("listen.port: must be between 0 and 65535")
     _check_sms(config, problems)

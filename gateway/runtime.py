@@ -24,6 +24,7 @@ from gateway.clients import Credentials
 from gateway.config import Account, Config
 from gateway.delivery.service import SmsService
 from gateway.errors import UpstreamError
+from gateway.outbound import OutboundPoster
 from gateway.outbox import (
     Delivered,
     DeliveryResult,
@@ -47,6 +48,7 @@ from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, Stor
 from gateway.telemetry import Telemetry
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
+from policies.callbacks import CallbackPolicy
 from policies.failover import (
     FailoverEvent,
     FailoverPolicy,
@@ -149,9 +151,12 @@ class Runtime:
                                               store=self._store, replica=self.replica, what="SMS traffic")
             self.shared.append(self._sms_shared)
         await self.outbox.start()
+        outbound = OutboundPoster(policy=CallbackPolicy.from_config(self.config.callbacks.allow_networks),
+                                  resolver=self.resolver, upstream=self.upstream)
         self.poster = FailurePoster(
-            store=self.store, clients=self.config.clients, http=self.upstream.client(), owner=self.replica,
+            store=self.store, clients=self.config.clients, outbound=outbound, owner=self.replica,
             interval=self.config.reporting.post_interval, batch=self.config.reporting.batch,
+            timeout=self.config.reporting.post_timeout,
             on_result=lambda result: self.telemetry.metrics.fdxml_posts.labels(result).inc())
         self.poster.start()
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -52,6 +52,28 @@ class _StreamInfo:
         return self._extra.get(name)
 
 
+class _AnswerStream(httpx.AsyncByteStream):
+    """An aiohttp answer's body as it arrives (raw: aiohttp decompresses nothing here).
+
+    Closing it before the end closes the connection: an unread rest (an endless or hostile body) is
+    never drained, and a connection with bytes pending is never pooled again.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response, self._request = response, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # read whole: the connection goes back to the pool
+        else:
+            self._response.close()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests with one aiohttp session (its own connection pool); no redirects, no cookies."""
 
@@ -70,6 +92,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; the answer's body streams (the caller bounds how much of it is read)."""
         timeout = request.extensions.get("timeout", {})
         client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
                                                sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
@@ -79,15 +102,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         token = _CONNECTION.set(extra)
         try:
             with _as_httpx_errors(request):
-                async with self._client().request(
+                response = await self._client().request(
                     request.method, str(request.url), headers=list(request.headers.multi_items()),
                     data=body or None, allow_redirects=False, timeout=client_timeout, server_hostname=sni,
                     ssl=self._ssl_context,
-                ) as response:
-                    content = await response.read()
+                )
         finally:
             _CONNECTION.reset(token)
-        return httpx.Response(response.status, headers=list(response.raw_headers), content=content,
+        return httpx.Response(response.status, headers=list(response.raw_headers),
+                              stream=_AnswerStream(response, request),
                               extensions={"network_stream": _StreamInfo(extra), "http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:
