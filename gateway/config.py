@@ -109,6 +109,7 @@ class Outbox:
     max_age: float = 86_400.0  # a queued send older than this is dead (recorded as a failure)
     lease_seconds: float = 30.0
     batch: int = 20
+    callback_concurrency: int = 16  # app callback POSTs in flight at once, apart from the sends' 8 slots
     retention_days: float = 31.0  # delivered and dead items are purged after this (never before the
     purge_interval: float = 3600.0  # idempotency window, which their keys must outlive)
 
@@ -290,6 +291,8 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
         if client.user_name == "admin" and config.admin.token is not None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
+    if config.outbox.callback_concurrency <= 0:
+        problems.append("outbox.callback_concurrency: must be positive")
     reporting = config.reporting
     if min(reporting.post_interval, reporting.batch, reporting.retention_days, reporting.post_timeout) <= 0:
         problems.append("reporting: post_interval, batch, retention_days and post_timeout must be positive")

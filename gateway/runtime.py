@@ -139,7 +139,7 @@ class Runtime:
             store=self.store, deliver=self._deliver, lease_seconds=self.config.outbox.lease_seconds,
             batch=self.config.outbox.batch,
             next_delay=lambda attempts: backoff_delay(self._outbox_retry, attempts, self._rng),
-            on_dead=self._on_dead,
+            on_dead=self._on_dead, lanes={"callback": self.config.outbox.callback_concurrency},
         )
         if self.config.sms.upstreams:
             outbox = self.outbox
