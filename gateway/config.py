@@ -78,6 +78,7 @@ class Upstream:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_connections_per_host: int = 100
+    wsdl_refresh: float = 900.0  # seconds between background refreshes of the vendor's WSDL (served cached)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,8 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
         if client.user_name == "admin" and config.admin.token is not None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
+    if config.upstream.wsdl_refresh <= 0:
+        problems.append("upstream.wsdl_refresh: must be positive")
     if config.outbox.callback_concurrency <= 0:
         problems.append("outbox.callback_concurrency: must be positive")
     reporting = config.reporting

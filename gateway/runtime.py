@@ -23,6 +23,7 @@ from starlette.requests import Request
 from gateway.clients import Credentials
 from gateway.config import Account, Config
 from gateway.delivery.service import SmsService
+from gateway.documents import DocumentCache
 from gateway.errors import UpstreamError
 from gateway.outbound import OutboundPoster
 from gateway.outbox import (
@@ -43,7 +44,7 @@ from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.shared_failover import SharedFailover
-from gateway.soap_api import SoapDialect
+from gateway.soap_api import DOCUMENTS, SoapDialect, fetch_document
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store
 from gateway.telemetry import Telemetry
 from gateway.upstream import Upstream
@@ -104,6 +105,9 @@ class Runtime:
         )
         self.rest_sessions = RestSessions(upstream=self.upstream)
         self.soap_sessions = SoapSessions(accounts=self.accounts, upstream=self.upstream)
+        self.documents = DocumentCache(
+            paths=DOCUMENTS if any(a.soap_url for a in self.accounts) else (),
+            fetch=lambda path: fetch_document(self, path), refresh_interval=config.upstream.wsdl_refresh)
         self.rest_dialect: Dialect = RestDialect(self.rest_sessions)
         self.soap_dialect: Dialect = SoapDialect(self.soap_sessions)
         buckets = {
@@ -159,6 +163,7 @@ class Runtime:
             timeout=self.config.reporting.post_timeout,
             on_result=lambda result: self.telemetry.metrics.fdxml_posts.labels(result).inc())
         self.poster.start()
+        self.documents.start()
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
         self._tasks.append(asyncio.create_task(self._follow_loop(), name="shared-failover-state"))
@@ -174,6 +179,7 @@ class Runtime:
                 await task
         if self.poster is not None:
             await self.poster.stop()
+        await self.documents.stop()
         for task in list(self._background):  # failure records still being written
             with contextlib.suppress(Exception):
                 await task
