@@ -4,6 +4,8 @@ Measured on this 2-core machine (32 concurrent callers, small POSTs to a TLS ngi
 httpx's default transport (httpcore's pool, encode/httpx#3215) served about 210 req/s; aiohttp's
 client about 2,400 req/s. `ResolvingTransport` still resolves and pins each request; this transport
 only carries the pinned request (URL with the answered address, `sni_hostname` with the name).
+The answer's body streams as it arrives, raw (aiohttp decompresses nothing), so the caller decides how
+much of it to read (`Upstream.send`'s `max_answer_bytes`); closing it early closes the connection.
 
 aiohttp's errors are re-raised as the httpx errors they mean, chained to the original (and to the
 ssl error behind it), so `gateway.upstream.map_upstream_errors` stays the one translation boundary.
