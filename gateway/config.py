@@ -78,6 +78,7 @@ class Upstream:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_connections_per_host: int = 100
+    wsdl_refresh: float = 900.0  # seconds between background refreshes of the vendor's WSDL (served cached)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Outbox:
     max_age: float = 86_400.0  # a queued send older than this is dead (recorded as a failure)
     lease_seconds: float = 30.0
     batch: int = 20
+    callback_concurrency: int = 16  # app callback POSTs in flight at once, apart from the sends' 8 slots
     retention_days: float = 31.0  # delivered and dead items are purged after this (never before the
     purge_interval: float = 3600.0  # idempotency window, which their keys must outlive)
 
@@ -186,7 +188,7 @@ class Callbacks:
     """POSTs to the apps' callback URLs (SMS delivery receipts)."""
 
     allow_networks: list[str] = field(default_factory=list)  # CIDRs allowed despite the default deny
-    timeout: float = 5.0  # seconds for one callback POST
+    timeout: float = 5.0  # seconds for one callback POST in total, connect to the answer's last byte
     max_age: float = 86_400.0  # a callback not accepted within this long is recorded as failed (post-out)
 
 
@@ -195,6 +197,7 @@ class Reporting:
     post_interval: float = 120.0  # seconds between FDXML posts to each client's failure_post_url
     retention_days: float = 31.0  # failure entries older than this are purged
     batch: int = 100  # entries per POST at most
+    post_timeout: float = 30.0  # seconds for one FDXML POST in total, connect to the answer's last byte
 
 
 @dataclass(frozen=True)
@@ -290,8 +293,13 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
         if client.user_name == "admin" and config.admin.token is not None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
-    if config.reporting.post_interval <= 0 or config.reporting.batch <= 0 or config.reporting.retention_days <= 0:
-        problems.append("reporting: post_interval, batch and retention_days must be positive")
+    if config.upstream.wsdl_refresh <= 0:
+        problems.append("upstream.wsdl_refresh: must be positive")
+    if config.outbox.callback_concurrency <= 0:
+        problems.append("outbox.callback_concurrency: must be positive")
+    reporting = config.reporting
+    if min(reporting.post_interval, reporting.batch, reporting.retention_days, reporting.post_timeout) <= 0:
+        problems.append("reporting: post_interval, batch, retention_days and post_timeout must be positive")
     if config.requests.max_body_bytes <= 0 or config.requests.body_timeout <= 0:
         problems.append("requests: max_body_bytes and body_timeout must be positive")
     if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:

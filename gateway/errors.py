@@ -8,6 +8,7 @@
         ├── UpstreamAmbiguous         request sent, answer lost (read timeout, reset mid-answer)
         └── LoginRefused              the account's upstream login was refused or unreadable
             └── LoginThrottled        the login itself was throttled (wait, do not fail over)
+    └── OutboundRefused               a URL an app or customer chose leads only to refused addresses
 
 Library errors (httpx, httpcore, ssl, dnspython) are translated to these at one boundary,
 `gateway.upstream`. Each carries the `policies.outcome.Failure` it means, so callers branch on
@@ -47,6 +48,10 @@ class TLSRefused(UpstreamUnreachable):
 
 class UpstreamAmbiguous(UpstreamError):
     failure = Failure.READ_TIMEOUT
+
+
+class OutboundRefused(GatewayError):
+    """Every address of an app's or customer's URL is one `policies.callbacks` refuses; nothing was sent."""
 
 
 class LoginRefused(UpstreamError):

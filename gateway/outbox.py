@@ -11,22 +11,28 @@ item's fate after a try is decided by `next_step`, a pure function:
 A retry that would fall past the item's `expires_at` makes it dead instead. Several workers (one per
 replica) may share a store: leases keep them off each other's items, and a worker that dies loses
 its leases when they expire.
+
+Lanes: items of a protocol named in `lanes` (the runtime names "callback") are leased and run within
+their own concurrency, the rest within `concurrency`. A thousand app callback receivers that answer
+slowly then fill only the callback lane; queued sends keep their slots. Each lane leases from the
+store with its own filter, so a full lane neither leases items it cannot start nor blocks the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
-from gateway.store import Delivered, ItemNotFound, LeaseLost, OutboxItem, Store
+from gateway.store import Delivered, ItemNotFound, Lane, LeaseLost, OutboxItem, OutboxProtocol, Store
 
 __all__ = [
     "Dead", "Deliver", "Delivered", "DeliveryResult", "FailedPermanently", "OnDead", "OutboxWorker", "Reschedule",
@@ -109,6 +115,17 @@ def next_step(item: OutboxItem, result: DeliveryResult, *, now: float,
     return Reschedule(at, error)
 
 
+@dataclass(eq=False)
+class _LaneSlots:
+    lane: Lane
+    concurrency: int
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.in_flight)
+
+
 def default_owner() -> str:
     """A lease owner name unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -121,7 +138,8 @@ class OutboxWorker:
     enqueued), never spinning. Call `kick()` after an enqueue to deliver without waiting. `clock`
     is epoch seconds. A delivery taking longer than `delivery_timeout` (default: 80% of the lease)
     is abandoned and retried, so no other worker takes the item over while it is still being sent.
-    `on_dead(item, reason)`, when given, is awaited after an item is recorded dead.
+    `on_dead(item, reason)`, when given, is awaited after an item is recorded dead. `lanes` maps a
+    protocol to its own concurrency (see the module docstring); other items share `concurrency`.
     """
 
     def __init__(
@@ -131,9 +149,11 @@ class OutboxWorker:
         stop_grace: float = 10.0, delivery_timeout: float | None = None,
         next_delay: Callable[[int], float] | None = None, backoff_initial: float = 1.0,
         backoff_max: float = 300.0, on_dead: OnDead | None = None,
+        lanes: Mapping[OutboxProtocol, int] | None = None,
     ) -> None:
-        if lease_seconds <= 0 or batch <= 0 or concurrency <= 0 or poll_interval <= 0:
-            raise ValueError("lease_seconds, batch, concurrency and poll_interval must be positive")
+        lanes = dict(lanes or {})
+        if lease_seconds <= 0 or batch <= 0 or poll_interval <= 0 or min([concurrency, *lanes.values()]) <= 0:
+            raise ValueError("lease_seconds, batch, concurrency (of each lane) and poll_interval must be positive")
         self.owner = owner or default_owner()
         self._store = store
         self._deliver = deliver
@@ -141,7 +161,8 @@ class OutboxWorker:
         self._wake = wake or asyncio.Event()
         self._lease_seconds = lease_seconds
         self._batch = batch
-        self._concurrency = concurrency
+        self._lanes = [_LaneSlots(Lane(excluding=tuple(lanes)), concurrency)] + [
+            _LaneSlots(Lane(only=(protocol,)), limit) for protocol, limit in lanes.items()]
         self._poll_interval = poll_interval
         self._stop_grace = stop_grace
         self._delivery_timeout = delivery_timeout if delivery_timeout is not None else 0.8 * lease_seconds
@@ -210,28 +231,35 @@ class OutboxWorker:
                 await asyncio.sleep(0)  # let the deliveries just started run before the next batch
 
     async def _lease_and_start(self) -> bool:
-        """Lease what fits in the free delivery slots; True when a full lease suggests more is due."""
-        free = self._concurrency - len(self._in_flight)
-        if free <= 0:
-            return False
-        limit = min(self._batch, free)
-        items = await self._store.lease_due(self.owner, self._clock(), self._lease_seconds, limit)
-        for item in items:
-            task = asyncio.create_task(self._attempt(item), name=f"outbox-delivery {item.id}")
-            self._in_flight.add(task)
-            task.add_done_callback(self._delivery_done)
-        return len(items) == limit and len(self._in_flight) < self._concurrency
+        """Lease what fits in each lane's free slots; True when a full lease suggests more is due."""
+        more_due = False
+        for slots in self._lanes:
+            if slots.free <= 0:
+                continue
+            limit = min(self._batch, slots.free)
+            items = await self._store.lease_due(self.owner, self._clock(), self._lease_seconds, limit, slots.lane)
+            for item in items:
+                task = asyncio.create_task(self._attempt(item), name=f"outbox-delivery {item.id}")
+                self._in_flight.add(task)
+                slots.in_flight.add(task)
+                task.add_done_callback(functools.partial(self._delivery_done, slots))
+            more_due = more_due or (len(items) == limit and slots.free > 0)
+        return more_due
 
     async def _idle_wait(self) -> float:
-        if len(self._in_flight) >= self._concurrency:
-            return self._poll_interval  # a finishing delivery kicks the loop
-        due = await self._store.next_due()
-        if due is None:
-            return self._poll_interval
-        return min(self._poll_interval, max(due - self._clock(), _MIN_WAIT))
+        """Until the next item of a lane with a free slot is due (a finishing delivery kicks the loop)."""
+        wait = self._poll_interval
+        for slots in self._lanes:
+            if slots.free <= 0:
+                continue
+            due = await self._store.next_due(slots.lane)
+            if due is not None:
+                wait = min(wait, max(due - self._clock(), _MIN_WAIT))
+        return wait
 
-    def _delivery_done(self, task: asyncio.Task[None]) -> None:
+    def _delivery_done(self, slots: _LaneSlots, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        slots.in_flight.discard(task)
         self._wake.set()  # a slot is free, and a rescheduled item may be due sooner
 
     async def _attempt(self, item: OutboxItem) -> None:

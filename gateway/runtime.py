@@ -25,7 +25,9 @@ from gateway.bodies import read_body
 from gateway.clients import Credentials
 from gateway.config import Account, Config
 from gateway.delivery.service import SmsService
+from gateway.documents import DocumentCache
 from gateway.errors import UpstreamError
+from gateway.outbound import OutboundPoster
 from gateway.outbox import (
     Delivered,
     DeliveryResult,
@@ -44,11 +46,12 @@ from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.shared_failover import SharedFailover
-from gateway.soap_api import SoapDialect
+from gateway.soap_api import DOCUMENTS, SoapDialect, fetch_document
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store, scoped_key
 from gateway.telemetry import Telemetry
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
+from policies.callbacks import CallbackPolicy
 from policies.failover import (
     FailoverEvent,
     FailoverPolicy,
@@ -104,6 +107,9 @@ class Runtime:
         )
         self.rest_sessions = RestSessions(upstream=self.upstream)
         self.soap_sessions = SoapSessions(accounts=self.accounts, upstream=self.upstream)
+        self.documents = DocumentCache(
+            paths=DOCUMENTS if any(a.soap_url for a in self.accounts) else (),
+            fetch=lambda path: fetch_document(self, path), refresh_interval=config.upstream.wsdl_refresh)
         self.rest_dialect: Dialect = RestDialect(self.rest_sessions)
         self.soap_dialect: Dialect = SoapDialect(self.soap_sessions)
         buckets = {
@@ -139,7 +145,7 @@ class Runtime:
             store=self.store, deliver=self._deliver, lease_seconds=self.config.outbox.lease_seconds,
             batch=self.config.outbox.batch,
             next_delay=lambda attempts: backoff_delay(self._outbox_retry, attempts, self._rng),
-            on_dead=self._on_dead,
+            on_dead=self._on_dead, lanes={"callback": self.config.outbox.callback_concurrency},
         )
         if self.config.sms.upstreams:
             outbox = self.outbox
@@ -151,11 +157,15 @@ class Runtime:
                                               store=self._store, replica=self.replica, what="SMS traffic")
             self.shared.append(self._sms_shared)
         await self.outbox.start()
+        outbound = OutboundPoster(policy=CallbackPolicy.from_config(self.config.callbacks.allow_networks),
+                                  resolver=self.resolver, upstream=self.upstream)
         self.poster = FailurePoster(
-            store=self.store, clients=self.config.clients, http=self.upstream.client(), owner=self.replica,
+            store=self.store, clients=self.config.clients, outbound=outbound, owner=self.replica,
             interval=self.config.reporting.post_interval, batch=self.config.reporting.batch,
+            timeout=self.config.reporting.post_timeout,
             on_result=lambda result: self.telemetry.metrics.fdxml_posts.labels(result).inc())
         self.poster.start()
+        self.documents.start()
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
         self._tasks.append(asyncio.create_task(self._follow_loop(), name="shared-failover-state"))
@@ -171,6 +181,7 @@ class Runtime:
                 await task
         if self.poster is not None:
             await self.poster.stop()
+        await self.documents.stop()
         for task in list(self._background):  # failure records still being written
             with contextlib.suppress(Exception):
                 await task

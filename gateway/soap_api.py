@@ -1,13 +1,14 @@
 """The SOAP surface: `login`/`logout` answered by the gateway, every other operation forwarded.
 
 The app's `SessionHeader` carries a gateway session id; upstream, the gateway puts in one of the
-account's own pooled sessions. The WSDL is proxied with every `soap:address` pointing at the gateway.
+account's own pooled sessions. The WSDL is served from the runtime's `DocumentCache` (fetched from
+the first account that answers, every `soap:address` pointing at the gateway), never fetched per GET.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -139,20 +140,36 @@ def render(result: Result, *, correlation_id: str) -> Response:
 
 
 async def wsdl(request: Request) -> Response:
-    """The account's WSDL with every `soap:address location` rewritten to the gateway."""
+    """The account's WSDL with every `soap:address location` rewritten to the gateway, from the cache."""
     runtime: Runtime = request.app.state.runtime
-    service_url = runtime.config.public_url.rstrip("/") + soap.SERVICE_PATH
+    document = await runtime.documents.get(soap.WSDL_PATH)
+    if document is None:
+        return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the WSDL")
+    return Response(document, media_type=XML)
+
+
+def _rewritten_wsdl(runtime: Runtime, wsdl: bytes) -> bytes:
+    return soap.rewrite_wsdl(wsdl, runtime.config.public_url.rstrip("/") + soap.SERVICE_PATH)
+
+
+# The vendor documents the gateway serves, by path: how each is made fit to serve (the WSDL's
+# addresses point at the gateway). The XSDs the vendor's WSDL imports would join with no rewriting.
+DOCUMENTS: dict[str, Callable[[Runtime, bytes], bytes]] = {soap.WSDL_PATH: _rewritten_wsdl}
+
+
+async def fetch_document(runtime: Runtime, path: str) -> bytes | None:
+    """The document at `path` from the first account that serves it, made fit to serve; None if none does."""
     for account in runtime.candidate_accounts():
         if account.soap_url is None:
             continue
-        url = httpx.URL(account.soap_url).copy_with(path=soap.WSDL_PATH, query=None)
+        url = httpx.URL(account.soap_url).copy_with(path=path, query=None)
         try:
             response = await runtime.upstream.send(httpx.Request("GET", url))
         except UpstreamError:
             continue
         if response.status_code == 200:
             try:
-                return Response(soap.rewrite_wsdl(response.content, service_url), media_type=XML)
+                return DOCUMENTS[path](runtime, response.content)
             except soap.BadEnvelope:
                 continue
-    return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the WSDL")
+    return None

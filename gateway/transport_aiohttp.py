@@ -4,6 +4,8 @@ Measured on this 2-core machine (32 concurrent callers, small POSTs to a TLS ngi
 httpx's default transport (httpcore's pool, encode/httpx#3215) served about 210 req/s; aiohttp's
 client about 2,400 req/s. `ResolvingTransport` still resolves and pins each request; this transport
 only carries the pinned request (URL with the answered address, `sni_hostname` with the name).
+The answer's body streams as it arrives, raw (aiohttp decompresses nothing), so the caller decides how
+much of it to read (`Upstream.send`'s `max_answer_bytes`); closing it early closes the connection.
 
 aiohttp's errors are re-raised as the httpx errors they mean, chained to the original (and to the
 ssl error behind it), so `gateway.upstream.map_upstream_errors` stays the one translation boundary.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -52,6 +54,28 @@ class _StreamInfo:
         return self._extra.get(name)
 
 
+class _AnswerStream(httpx.AsyncByteStream):
+    """An aiohttp answer's body as it arrives (raw: aiohttp decompresses nothing here).
+
+    Closing it before the end closes the connection: an unread rest (an endless or hostile body) is
+    never drained, and a connection with bytes pending is never pooled again.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response, self._request = response, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # read whole: the connection goes back to the pool
+        else:
+            self._response.close()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Sends httpx requests with one aiohttp session (its own connection pool); no redirects, no cookies."""
 
@@ -70,6 +94,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; the answer's body streams (the caller bounds how much of it is read)."""
         timeout = request.extensions.get("timeout", {})
         client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout.get("pool"),
                                                sock_connect=timeout.get("connect"), sock_read=timeout.get("read"))
@@ -79,15 +104,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         token = _CONNECTION.set(extra)
         try:
             with _as_httpx_errors(request):
-                async with self._client().request(
+                response = await self._client().request(
                     request.method, str(request.url), headers=list(request.headers.multi_items()),
                     data=body or None, allow_redirects=False, timeout=client_timeout, server_hostname=sni,
                     ssl=self._ssl_context,
-                ) as response:
-                    content = await response.read()
+                )
         finally:
             _CONNECTION.reset(token)
-        return httpx.Response(response.status, headers=list(response.raw_headers), content=content,
+        return httpx.Response(response.status, headers=list(response.raw_headers),
+                              stream=_AnswerStream(response, request),
                               extensions={"network_stream": _StreamInfo(extra), "http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:

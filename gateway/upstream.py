@@ -32,10 +32,11 @@ encode (unknown URL scheme, invalid header) is a plain `UpstreamError`: nothing 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Any, Protocol, cast
 
 import httpx
 
@@ -242,6 +243,29 @@ class ResolvingTransport(httpx.AsyncBaseTransport):
             await transport.aclose()
 
 
+async def _read_at_most(response: httpx.Response, limit: int) -> httpx.Response:
+    """A copy of `response` holding at most `limit` raw bytes of its body; the original is closed."""
+    chunks: list[bytes] = []
+    size, truncated = 0, False
+    raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    async with contextlib.aclosing(raw):
+        async for chunk in raw:
+            if size + len(chunk) > limit:
+                chunks.append(chunk[:limit - size])
+                truncated = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    await response.aclose()  # before the end: closes the connection instead of draining the rest
+    encoding = response.headers.get("content-encoding")
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() != "content-encoding"]
+    bounded = httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
+                             extensions={**response.extensions, "answer_truncated": truncated,
+                                         "raw_content_encoding": encoding})
+    bounded.request = response.request
+    return bounded
+
+
 def _pinned(request: httpx.Request, host: str, address: str) -> httpx.Request:
     """The same request sent to `address`: Host header, SNI and certificate checks keep the name."""
     extensions = {**request.extensions, "sni_hostname": host}
@@ -284,23 +308,48 @@ class Upstream:
         read = self.read_timeout if read_timeout is None else read_timeout
         return httpx.Timeout(connect=self.connect_timeout, pool=self.connect_timeout, read=read, write=read)
 
-    async def send(self, request: httpx.Request, *, read_timeout: float | None = None) -> httpx.Response:
-        """Send `request` (no redirects, no cookies) and read the whole body.
+    async def send(self, request: httpx.Request, *, read_timeout: float | None = None,
+                   max_answer_bytes: int | None = None, total_timeout: float | None = None) -> httpx.Response:
+        """Send `request` (no redirects, no cookies) and read the body: whole, or bounded for URLs others chose.
 
         Raises only `UpstreamError` subclasses. `response.extensions` holds "peer_address" and
         "tls_version" for tracing; `response.request` is the caller's request, with the name.
+
+        For a URL an app or a customer chose (callbacks, FDXML posts), pass both bounds:
+        `max_answer_bytes` asks for `Accept-Encoding: identity` and reads at most that many bytes of
+        the body, raw: an encoded answer is never inflated (its Content-Encoding moves from the headers
+        to `extensions["raw_content_encoding"]` so nothing downstream decodes it), and the connection is
+        closed on the rest rather than drained (`extensions["answer_truncated"]` says there was more).
+        `total_timeout` bounds the whole exchange, connect to last byte, so a receiver that drips its
+        answer cannot hold the caller longer; past it, `UpstreamAmbiguous` (Failure.READ_TIMEOUT).
         """
+        if max_answer_bytes is not None:
+            request.headers["Accept-Encoding"] = "identity"
+        if total_timeout is not None:
+            read_timeout = min(self.read_timeout if read_timeout is None else read_timeout, total_timeout)
         request.extensions["timeout"] = self.timeout(read_timeout).as_dict()
+        if total_timeout is None:
+            return await self._exchange(request, max_answer_bytes)
+        try:
+            async with asyncio.timeout(total_timeout):
+                return await self._exchange(request, max_answer_bytes)
+        except TimeoutError:
+            raise UpstreamAmbiguous(f"no whole answer from {request.url.host} within {total_timeout:g}s",
+                                    failure=Failure.READ_TIMEOUT) from None
+
+    async def _exchange(self, request: httpx.Request, max_answer_bytes: int | None) -> httpx.Response:
         response = await self.transport.handle_async_request(request)
         response.request = request
         try:
             with map_upstream_errors(request.url.host, response.extensions["peer_address"]):
-                await response.aread()  # decoding errors surface here, outside the stream
+                if max_answer_bytes is None:
+                    await response.aread()  # decoding errors surface here, outside the stream
+                    return response
+                return await _read_at_most(response, max_answer_bytes)
         except BaseException:
             with contextlib.suppress(UpstreamError):
                 await response.aclose()
             raise
-        return response
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
         """An AsyncClient on this seam (same DNS, TLS, pools, errors); closing it leaves the seam open."""

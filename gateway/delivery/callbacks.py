@@ -1,10 +1,10 @@
 """Delivery receipts for the apps: the callback documents, and their POSTs under the callback-URL rule.
 
 A callback is an outbox item (`protocol="callback"`) made in the same transaction as the status change
-it reports, so a crash never loses one, and the outbox retries it with backoff. Each POST resolves the
-URL's host afresh and connects only to an address `policies.callbacks` allows (the name is pinned to
-that address, as the upstream seam pins upstream names, so a second lookup cannot swap it); the
-request goes through the upstream seam (TLS 1.2 floor, typed errors), redirects are not followed.
+it reports, so a crash never loses one, and the outbox retries it with backoff (in its own lane, so
+slow receivers never take the slots of sends). Each POST goes through `gateway.outbound`: the host
+resolved afresh, only addresses `policies.callbacks` allows connected to (pinned), the answer read at
+most a few KB and never inflated, the whole POST bounded by `callbacks.timeout`.
 
     2xx                      delivered
     408, 425, 429, 5xx       tried again later (Retry-After honoured)
@@ -21,14 +21,15 @@ import uuid
 
 import httpx
 
-from gateway.errors import UpstreamError
+from gateway.errors import OutboundRefused, UpstreamError
+from gateway.outbound import OutboundPoster
 from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.protocols import sms
 from gateway.resolver import Resolver
 from gateway.store import MessageRecord, OutboxItem
 from gateway.upstream import Upstream
 from policies.backoff import parse_retry_after
-from policies.callbacks import CallbackPolicy, is_address
+from policies.callbacks import CallbackPolicy
 
 MESSAGE_ID_HEADER = "x-aftm-message-id"
 _RETRYABLE = frozenset({408, 425, 429})
@@ -62,23 +63,16 @@ class CallbackPoster:
 
     def __init__(self, *, policy: CallbackPolicy, resolver: Resolver, upstream: Upstream, timeout: float) -> None:
         self.policy = policy
-        self._resolver = resolver
-        self._upstream = upstream
+        self._outbound = OutboundPoster(policy=policy, resolver=resolver, upstream=upstream)
         self._timeout = timeout
 
     async def post(self, item: OutboxItem) -> DeliveryResult:
-        url = httpx.URL(item.path)
-        host = url.host
+        host = httpx.URL(item.path).host
         try:
-            answer = [host] if is_address(host) else await self._resolver.resolve(host)
-        except UpstreamError as exc:
-            return Retry(f"callback host {host}: {exc}")
-        allowed = self.policy.allowed_addresses(answer)
-        if not allowed:
-            return FailedPermanently(f"callback host {host} resolves only to refused addresses "
-                                     f"({', '.join(answer)}: loopback, link-local, private or metadata)")
-        try:
-            response = await self._upstream.send(_pinned(item, url, allowed[0]), read_timeout=self._timeout)
+            response = await self._outbound.post(item.path, headers=item.headers, content=item.body,
+                                                 total_timeout=self._timeout)
+        except OutboundRefused as exc:
+            return FailedPermanently(f"callback host {exc}")
         except UpstreamError as exc:
             return Retry(f"callback to {host}: {exc}")
         status = response.status_code
@@ -89,14 +83,3 @@ class CallbackPoster:
             reason = f"callback to {host} answered HTTP {status}"
             return RetryAfter(retry_after, error=reason) if retry_after is not None else Retry(reason)
         return FailedPermanently(f"callback to {host} answered HTTP {status}")
-
-
-def _pinned(item: OutboxItem, url: httpx.URL, address: str) -> httpx.Request:
-    """The POST sent to `address`; Host, SNI and the certificate check keep the URL's name."""
-    host_header = url.netloc.decode("ascii")
-    headers = [(name, value) for name, value in item.headers if name != "host"]
-    request = httpx.Request("POST", url.copy_with(host=address), headers=[("Host", host_header), *headers],
-                            content=item.body)
-    if not is_address(url.host):
-        request.extensions["sni_hostname"] = url.host
-    return request

@@ -8,6 +8,12 @@ after the server answered 2xx, and only in the revision that was posted: an entr
 backlog later; nothing is skipped and nothing posted twice (unless the server took a POST and the
 answer was lost, which no HTTP poster can tell from a failure).
 
+Each POST goes through `gateway.outbound`, like the apps' callbacks: the customer's URL is connected
+to only at addresses `policies.callbacks` allows (the operator's `callbacks.allow_networks` opens
+private ones), pinned, its answer read at most a few KB and never inflated, the whole POST bounded by
+`reporting.post_timeout` (a batch is larger than a callback and the customer's server may parse it
+before answering, hence a separate, longer default than `callbacks.timeout`).
+
 With `failure_post_secret` set, each POST carries `X-AFTM-Signature: t=<unix time>,v1=<hex>` where
 hex is HMAC-SHA256(secret, "<t>.<body>"), so the receiver can check origin and freshness.
 """
@@ -23,9 +29,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import httpx
-
 from gateway.config import Client
+from gateway.errors import GatewayError
+from gateway.outbound import OutboundPoster
 from gateway.reporting.fdxml import FailEntry, form_body
 from gateway.store import FailureRecord, Store
 
@@ -54,12 +60,13 @@ def signature(secret: str, body: bytes, timestamp: int) -> str:
 
 
 class FailurePoster:
-    def __init__(self, *, store: Store, clients: Sequence[Client], http: httpx.AsyncClient, owner: str,
-                 interval: float = 120.0, batch: int = 100, on_result: Callable[[str], None] = lambda r: None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, store: Store, clients: Sequence[Client], outbound: OutboundPoster, owner: str,
+                 interval: float = 120.0, batch: int = 100, timeout: float = 30.0,
+                 on_result: Callable[[str], None] = lambda r: None, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clients = [c for c in clients if c.failure_post_url]
-        self._http = http
+        self._outbound = outbound
+        self._timeout = timeout
         self._owner = owner
         self._interval = interval
         self._batch = batch
@@ -124,8 +131,9 @@ class FailurePoster:
         if client.failure_post_secret is not None:
             headers[SIGNATURE_HEADER] = signature(client.failure_post_secret.reveal(), body, int(self._clock()))
         try:
-            response = await self._http.post(client.failure_post_url, content=body, headers=headers)
-        except Exception as exc:  # connect errors, timeouts, TLS: the backlog waits for the next round
+            response = await self._outbound.post(client.failure_post_url, headers=headers.items(), content=body,
+                                                 total_timeout=self._timeout)
+        except GatewayError as exc:  # refused address, DNS, connect, TLS, timeout: the backlog waits
             return f"{type(exc).__name__}: {exc}"[:300]
         if 200 <= response.status_code < 300:
             return None

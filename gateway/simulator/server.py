@@ -291,6 +291,9 @@ class SimulatedAccount:
     def stats(self) -> dict[str, Any]:
         return self.state.stats()
 
+    def set_wsdl(self, template: bytes | None) -> None:
+        self.state.set_wsdl(template)
+
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         loop = self._loop
         if loop is None or not loop.is_running():

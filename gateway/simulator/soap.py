@@ -104,7 +104,8 @@ class _SoapApi:
 
     async def wsdl(self, request: Request) -> Response:
         origin = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
-        return Response(render_wsdl(self._wsdl, origin + SERVICE_PATH), media_type=wire.XML_TYPE)
+        template = self._state.fetch_wsdl(self._wsdl)
+        return Response(render_wsdl(template, origin + SERVICE_PATH), media_type=wire.XML_TYPE)
 
     async def service(self, request: Request) -> Response:
         if request.method == "GET":

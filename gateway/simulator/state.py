@@ -73,6 +73,7 @@ class _Faults:
 class _Stats:
     rest_logins: int = 0
     soap_logins: int = 0
+    wsdl_fetches: int = 0
     calls_by_status: Counter[int] = field(default_factory=Counter)
 
 
@@ -103,6 +104,7 @@ class AccountState:
         # Every API request's method and raw request target, as it arrived on the request line.
         self._received: deque[tuple[str, bytes]] = deque(maxlen=10_000)
         self._members: dict[int, dict[str, str]] = {}
+        self._wsdl: bytes | None = None  # a test's replacement for the packaged WSDL
 
     # --- credentials and REST tokens ------------------------------------------------------------
 
@@ -290,6 +292,17 @@ class AccountState:
         with self._lock:
             self._deliveries.clear()
 
+    def fetch_wsdl(self, packaged: bytes) -> bytes:
+        """Count a WSDL fetch; the WSDL template to serve (a test's replacement, else `packaged`)."""
+        with self._lock:
+            self._stats.wsdl_fetches += 1
+            return self._wsdl if self._wsdl is not None else packaged
+
+    def set_wsdl(self, template: bytes | None) -> None:
+        """Serve `template` as the WSDL from now on (None: the packaged one again)."""
+        with self._lock:
+            self._wsdl = template
+
     def count_status(self, status: int) -> None:
         with self._lock:
             self._stats.calls_by_status[status] += 1
@@ -301,6 +314,7 @@ class AccountState:
                 "mode": self._faults.mode.value,
                 "rest_logins": self._stats.rest_logins,
                 "soap_logins": self._stats.soap_logins,
+                "wsdl_fetches": self._stats.wsdl_fetches,
                 "calls_by_status": {str(k): v for k, v in sorted(self._stats.calls_by_status.items())},
                 "live_tokens": len(self._tokens),
                 "live_sessions": len(self._sessions),

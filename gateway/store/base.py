@@ -82,6 +82,24 @@ class Delivered:
     account: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """Which outbox items a lease may take: those of the `only` protocols, else any protocol but `excluding`.
+
+    A worker leases each lane within its own concurrency, so slow kinds of items (app callbacks)
+    cannot take the delivery slots of the others. `Lane()` is every item.
+    """
+
+    only: tuple[OutboxProtocol, ...] | None = None
+    excluding: tuple[OutboxProtocol, ...] = ()
+
+    def admits(self, protocol: str) -> bool:
+        return (self.only is None or protocol in self.only) and protocol not in self.excluding
+
+
+ALL_ITEMS = Lane()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxItem:
     """A send accepted with 202 and not yet given up on.
@@ -277,9 +295,9 @@ class Store(Protocol):
     async def enqueue(self, item: OutboxItem) -> str:
         """Store `item` as pending; return its id, or the live item's id if its key is taken."""
 
-    async def lease_due(self, owner: str, now: float, lease_seconds: float,
-                        limit: int) -> builtins.list[OutboxItem]:
-        """Atomically lease up to `limit` due items: pending ones and those whose lease expired.
+    async def lease_due(self, owner: str, now: float, lease_seconds: float, limit: int,
+                        lane: Lane = ALL_ITEMS) -> builtins.list[OutboxItem]:
+        """Atomically lease up to `limit` due items of `lane`: pending ones and those whose lease expired.
 
         Each leased item's `attempts` is incremented. Concurrent callers never get the same item.
         """
@@ -323,8 +341,8 @@ class Store(Protocol):
     async def oldest_pending_age(self, now: float) -> float | None:
         """Seconds since the oldest pending or leased item was accepted; None when there is none."""
 
-    async def next_due(self) -> float | None:
-        """When the next item may be leased (a pending item's time or an expiring lease), or None."""
+    async def next_due(self, lane: Lane = ALL_ITEMS) -> float | None:
+        """When the next item of `lane` may be leased (a pending item's time or an expiring lease), or None."""
 
     # --- idempotency --------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ import asyncpg
 
 from gateway.store import redact_url
 from gateway.store.base import (
+    ALL_ITEMS,
     MESSAGE_COLUMNS,
     RESULT_SNIPPET_BYTES,
     SECRET_BODY_PROTOCOLS,
@@ -43,6 +44,7 @@ from gateway.store.base import (
     Headers,
     IdempotencyRecord,
     ItemNotFound,
+    Lane,
     LeaseLost,
     MessageChange,
     MessageEvent,
@@ -179,8 +181,8 @@ class PostgresStore:
                     return item.id
         raise StoreError(f"outbox item {item.id}: its idempotency key kept changing hands; try again")
 
-    async def lease_due(self, owner: str, now: float, lease_seconds: float,
-                        limit: int) -> builtins.list[OutboxItem]:
+    async def lease_due(self, owner: str, now: float, lease_seconds: float, limit: int,
+                        lane: Lane = ALL_ITEMS) -> builtins.list[OutboxItem]:
         if limit <= 0:
             return []
         # A lease past `lease_until` belongs to a worker that died or stalled, and is taken over.
@@ -188,15 +190,17 @@ class PostgresStore:
             rows = await db.fetch(
                 """WITH due AS (
                        SELECT id FROM outbox
-                       WHERE (status = 'pending' AND next_attempt_at <= $3)
-                          OR (status = 'leased' AND lease_until <= $3)
+                       WHERE ((status = 'pending' AND next_attempt_at <= $3)
+                              OR (status = 'leased' AND lease_until <= $3))
+                         AND ($5::text[] IS NULL OR protocol = ANY($5::text[]))
+                         AND NOT (protocol = ANY($6::text[]))
                        ORDER BY next_attempt_at, created_at LIMIT $4
                        FOR UPDATE SKIP LOCKED)
                    UPDATE outbox SET status = 'leased', lease_owner = $1, lease_until = $2,
                           attempts = outbox.attempts + 1, updated_at = $3
                    FROM due WHERE outbox.id = due.id
                    RETURNING outbox.*""",
-                owner, now + lease_seconds, now, limit)
+                owner, now + lease_seconds, now, limit, _only(lane), list(lane.excluding))
         items = [item_from_row(row) for row in rows]
         items.sort(key=lambda i: (i.next_attempt_at, i.created_at))
         return items
@@ -272,11 +276,17 @@ class PostgresStore:
             oldest = await db.fetchval("SELECT min(created_at) FROM outbox WHERE status IN ('pending', 'leased')")
         return None if oldest is None else max(0.0, now - float(oldest))
 
-    async def next_due(self) -> float | None:
+    async def next_due(self, lane: Lane = ALL_ITEMS) -> float | None:
         async with self._connection() as db:
             due = await db.fetchval("""
-                SELECT least((SELECT min(next_attempt_at) FROM outbox WHERE status = 'pending'),
-                             (SELECT min(lease_until) FROM outbox WHERE status = 'leased'))""")
+                SELECT least(
+                    (SELECT min(next_attempt_at) FROM outbox WHERE status = 'pending'
+                        AND ($1::text[] IS NULL OR protocol = ANY($1::text[]))
+                        AND NOT (protocol = ANY($2::text[]))),
+                    (SELECT min(lease_until) FROM outbox WHERE status = 'leased'
+                        AND ($1::text[] IS NULL OR protocol = ANY($1::text[]))
+                        AND NOT (protocol = ANY($2::text[]))))""",
+                                    _only(lane), list(lane.excluding))
         return None if due is None else float(due)
 
     # --- idempotency --------------------------------------------------------------------------
@@ -610,6 +620,10 @@ async def _explain_miss(db: Connection, item_id: str, owner: str, ok_if: OutboxS
         return
     raise LeaseLost(f"outbox item {item_id} is {row['status']} (lease owner {row['lease_owner']}), "
                     f"no longer leased by {owner}")
+
+
+def _only(lane: Lane) -> list[str] | None:
+    return None if lane.only is None else list(lane.only)
 
 
 def _row_count(command_status: str) -> int:

@@ -30,6 +30,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import aiosqlite
 
 from gateway.store.base import (
+    ALL_ITEMS,
     MESSAGE_COLUMNS,
     RESULT_SNIPPET_BYTES,
     SECRET_BODY_PROTOCOLS,
@@ -37,6 +38,7 @@ from gateway.store.base import (
     Headers,
     IdempotencyRecord,
     ItemNotFound,
+    Lane,
     LeaseLost,
     MessageChange,
     MessageEvent,
@@ -172,23 +174,24 @@ class SQLiteStore:
         return item.id
 
     @_translated
-    async def lease_due(self, owner: str, now: float, lease_seconds: float,
-                        limit: int) -> builtins.list[OutboxItem]:
+    async def lease_due(self, owner: str, now: float, lease_seconds: float, limit: int,
+                        lane: Lane = ALL_ITEMS) -> builtins.list[OutboxItem]:
         if limit <= 0:
             return []
+        in_lane, lane_params = _lane_sql(lane)
         # One statement selects and claims, so no other writer can claim the same rows in between;
         # a lease past `lease_until` belongs to a worker that died or stalled, and is taken over.
         async with self._transaction() as db:
             rows = await db.execute_fetchall(
-                """UPDATE outbox SET status = 'leased', lease_owner = ?, lease_until = ?,
+                f"""UPDATE outbox SET status = 'leased', lease_owner = ?, lease_until = ?,
                           attempts = attempts + 1, updated_at = ?
                    WHERE id IN (
                        SELECT id FROM outbox
-                       WHERE (status = 'pending' AND next_attempt_at <= ?)
-                          OR (status = 'leased' AND lease_until <= ?)
+                       WHERE ((status = 'pending' AND next_attempt_at <= ?)
+                              OR (status = 'leased' AND lease_until <= ?)){in_lane}
                        ORDER BY next_attempt_at, created_at LIMIT ?)
-                   RETURNING *""",
-                (owner, now + lease_seconds, now, now, now, limit))
+                   RETURNING *""",  # noqa: S608 (the lane adds placeholders only)
+                (owner, now + lease_seconds, now, now, now, *lane_params, limit))
         items = [item_from_row(row) for row in rows]
         items.sort(key=lambda i: (i.next_attempt_at, i.created_at))
         return items
@@ -278,11 +281,12 @@ class SQLiteStore:
         return None if oldest is None else max(0.0, now - float(oldest))
 
     @_translated
-    async def next_due(self) -> float | None:
-        due = await _scalar(self._reader, """
-            SELECT min(t) FROM (
-                SELECT min(next_attempt_at) AS t FROM outbox WHERE status = 'pending'
-                UNION ALL SELECT min(lease_until) FROM outbox WHERE status = 'leased')""")
+    async def next_due(self, lane: Lane = ALL_ITEMS) -> float | None:
+        in_lane, params = _lane_sql(lane)
+        sql = f"""SELECT min(t) FROM (
+                     SELECT min(next_attempt_at) AS t FROM outbox WHERE status = 'pending'{in_lane}
+                     UNION ALL SELECT min(lease_until) FROM outbox WHERE status = 'leased'{in_lane})"""  # noqa: S608
+        due = await _scalar(self._reader, sql, (*params, *params))  # the lane adds placeholders only
         return None if due is None else float(due)
 
     # --- idempotency --------------------------------------------------------------------------
@@ -639,6 +643,18 @@ async def _connect(path: Path) -> aiosqlite.Connection:
         await db.close()
         raise
     return db
+
+
+def _lane_sql(lane: Lane) -> tuple[str, tuple[str, ...]]:
+    """` AND protocol ...` conditions (placeholders only) keeping a query to `lane`, and their values."""
+    sql, params = "", tuple[str, ...]()
+    if lane.only is not None:
+        sql += f" AND protocol IN ({', '.join('?' for _ in lane.only)})"
+        params += lane.only
+    if lane.excluding:
+        sql += f" AND protocol NOT IN ({', '.join('?' for _ in lane.excluding)})"
+        params += lane.excluding
+    return sql, params
 
 
 async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:

@@ -292,3 +292,20 @@ def test_the_portal_and_the_api_show_each_client_only_its_own_failures(reporting
         assert browser.post("/portal/logout").status_code == 303
         browser.cookies.clear()
         assert browser.get("/portal/failures").status_code == 303
+
+
+def test_an_fdxml_post_url_at_a_refused_address_is_never_connected_to(
+        make_sms: Callable[..., SmsDeployment], receiver: FdxmlReceiver) -> None:
+    deployment = make_sms(  # the customer's URL names loopback, which the operator's list does not allow
+        clients=[{"user_name": APP_USER, "password": APP_PASSWORD, "failure_post_url": receiver.url}],
+        reporting={"post_interval": 0.2}, callbacks={"allow_networks": []})
+    assert rest_send(deployment, rest_token(deployment), body=b"{broken").status_code == 400
+
+    def refused_posts() -> int:
+        with httpx.Client(base_url=deployment.url, trust_env=False) as client:
+            found = re.search(r'^aftm_fdxml_posts_total\{result="error"\} (\d+)', client.get("/metrics").text,
+                              flags=re.MULTILINE)
+        return int(found.group(1)) if found else 0
+
+    wait_until(lambda: refused_posts() >= 2, timeout=10, message="the poster refused twice")
+    assert receiver.attempts == 0

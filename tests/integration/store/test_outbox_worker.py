@@ -250,3 +250,34 @@ async def test_deliveries_run_with_bounded_concurrency(
     await async_wait_until(lambda: done == 7 and worker.in_flight == 0, message="all deliveries done")
     assert await store.depth() == 0
     assert peak == 3
+
+
+async def test_callbacks_run_in_their_own_lane_and_never_take_the_slots_of_sends(
+        store: Store, clock: FakeClock, workers: Callable[..., OutboxWorker]) -> None:
+    release = asyncio.Event()
+    started: list[str] = []
+    delivered: list[str] = []
+
+    async def deliver(item: OutboxItem) -> DeliveryResult:
+        started.append(item.protocol)
+        if item.protocol == "callback":
+            await release.wait()  # a receiver that does not answer
+        delivered.append(item.protocol)
+        return Delivered(200)
+
+    callbacks = [dataclasses.replace(make_item(clock() - 10 + n), id=f"cb-{n}", protocol="callback")
+                 for n in range(5)]  # older than the send, so a shared lane would lease them first
+    for item in callbacks:
+        await store.enqueue(item)
+    send_id = await store.enqueue(make_item(clock()))
+    worker = workers(deliver, concurrency=1, lanes={"callback": 2})
+    await worker.start()
+
+    await wait_for_item(store, send_id, lambda item: item.status is OutboxStatus.DELIVERED,
+                        message="the send delivered while callbacks hang")
+    assert started.count("callback") == 2  # the callback lane's limit, not the send's slot
+    assert delivered == ["rest"]
+    release.set()
+    for item in callbacks:
+        await wait_for_item(store, item.id, lambda i: i.status is OutboxStatus.DELIVERED,
+                            message="every callback delivered once its receiver answers")
