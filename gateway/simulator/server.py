@@ -285,6 +285,11 @@ class SimulatedAccount:
         """(method, raw request target) of every API request the account received."""
         return self.state.received()
 
+    def forwarded(self) -> list[bytes]:
+        """Raw targets of every request but its logins, login probes and WSDL fetches (the gateway's own)."""
+        return [target for _method, target in self.state.received()
+                if not target.endswith(b"/auth/token") and target != b"/webservices/wsdl/ResponsysWS_Level1.wsdl"]
+
     def clear_deliveries(self) -> None:
         self.state.clear_deliveries()
 
