@@ -289,11 +289,33 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
         if client.user_name == "admin" and config.admin.token is not None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
+        _check_secret_strength(f"clients[{i}].failure_post_secret", client.failure_post_secret, problems)
+    _check_secret_strength("session_secret", config.session_secret, problems)
+    if config.admin is not None:
+        _check_secret_strength("admin.token", config.admin.token, problems)
     if config.reporting.post_interval <= 0 or config.reporting.batch <= 0 or config.reporting.retention_days <= 0:
         problems.append("reporting: post_interval, batch and retention_days must be positive")
     if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:
         problems.append("listen.port: must be between 0 and 65535")
     _check_sms(config, problems)
+
+
+MIN_SECRET_BYTES = 32
+
+
+def _check_secret_strength(key: str, secret: Secret | None, problems: list[str]) -> None:
+    """Keys that sign or authorise must not be guessable offline.
+
+    One gateway token (or one signed FDXML POST) is enough to brute-force a short HMAC key, and the
+    admin token is the operator's password. The rule counts bytes of the configured text (UTF-8), as
+    an operator sees it: `openssl rand -hex 32` gives 64; `secrets.token_hex(16)` gives exactly 32.
+    """
+    if secret is None:
+        return
+    size = len(secret.reveal().encode("utf-8", "surrogatepass"))
+    if size < MIN_SECRET_BYTES:
+        problems.append(f"{key}: must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`); "
+                        f"got {size}")
 
 
 _SHORT_CODE_RE = re.compile(r"[0-9]{3,8}")

@@ -364,8 +364,9 @@ def _check_config(rendered: Rendered, tmp_path: Path, environ: dict[str, str]) -
 
 def test_rendered_config_passes_check_config_with_the_secret_variables_set(rendered: Rendered,
                                                                             tmp_path: Path) -> None:
-    environ = {name: hash_password("app-secret", iterations=1) if name.endswith("_HASH") else f"value-of-{key}"
-               for name, key in _secret_env(rendered).items()}
+    # every value at least 32 bytes: check-config refuses shorter signing keys and admin tokens
+    environ = {name: hash_password("app-secret", iterations=1) if name.endswith("_HASH")
+               else f"value-of-{key}-{'0' * 32}" for name, key in _secret_env(rendered).items()}
     result = _check_config(rendered, tmp_path, environ)
     assert result.returncode == 0, result.stderr
     accounts, clients = len(rendered.values["accounts"]), len(rendered.values["clients"])
