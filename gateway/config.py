@@ -57,6 +57,13 @@ class Listen:
     port: int = 8080
     tls_cert: str | None = None  # when set with tls_key, the gateway serves HTTPS (TLS 1.2 floor)
     tls_key: str | None = None
+    # Bounds on what a client may make the listener hold before any route or authentication runs
+    # (gateway/listener.py): request line plus headers, header count, seconds for the head to arrive,
+    # and connections or requests open at once per process (beyond it: 503).
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    limit_concurrency: int = 1000
 
 
 @dataclass(frozen=True)
@@ -297,6 +304,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("reporting: post_interval, batch and retention_days must be positive")
     if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:
         problems.append("listen.port: must be between 0 and 65535")
+    for key in ("max_header_bytes", "max_headers", "header_timeout", "limit_concurrency"):
+        if not getattr(config.listen, key) > 0:
+            problems.append(f"listen.{key}: must be positive")
     _check_sms(config, problems)
 
 
