@@ -19,6 +19,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.clients import LoginThrottled, source_of
 from gateway.config import Account
 from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Lease, Result
@@ -87,7 +88,12 @@ async def login(request: Request) -> Response:
     auth_type = form.get("auth_type")
     if auth_type == "password":
         user, password = form.get("user_name", ""), form.get("password", "")
-        if not runtime.credentials.login(user, password):
+        try:
+            ok = await runtime.credentials.login(user, password, source=source_of(request))
+        except LoginThrottled as exc:
+            return error(429, "Too many requests", "API_LIMIT_EXCEEDED", "Too many failed logins; retry later",
+                         {"Retry-After": exc.retry_after_header})
+        if not ok:
             runtime.telemetry.metrics.credential_failures.labels("rest").inc()  # never a client's failure entry
             return error(401, "Authentication failed", "AUTHENTICATION_FAILED", "Invalid user name or password")
         client = user
