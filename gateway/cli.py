@@ -126,20 +126,14 @@ def serve_config(config: Config, *, host: str | None = None, port: int | None = 
                  sock: socket.socket | None = None) -> None:
     """Serve the gateway in this process (on `sock` when given, e.g. shared by worker processes)."""
     from gateway.app import build_app
+    from gateway.listener import server_config
     from policies.tls import server_context
 
     listen = config.listen
-    server_config = uvicorn.Config(
-        build_app(config), host=host or listen.host, port=listen.port if port is None else port,
-        log_config=None, access_log=False, proxy_headers=False, server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    if listen.tls_cert and listen.tls_key:
-        # uvicorn builds its SSLContext from files without a floor; hand it one with TLS 1.2 minimum.
-        server_config.load()
-        server_config.ssl = server_context(cert_file=listen.tls_cert, key_file=listen.tls_key)
-        server_config.loaded = True
-    uvicorn.Server(server_config).run(sockets=None if sock is None else [sock])
+    tls = (server_context(cert_file=listen.tls_cert, key_file=listen.tls_key)
+           if listen.tls_cert and listen.tls_key else None)
+    settings = server_config(build_app(config), config, host=host, port=port, tls=tls)
+    uvicorn.Server(settings).run(sockets=None if sock is None else [sock])
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -13,23 +13,31 @@ in the vendor's API, so verifying them never touches the store). A revocation th
 of is refused without asking. When the store cannot answer, `verify` and `revoke` raise StoreError:
 the caller fails closed (refuses the call, with the vendor's "try again" answer rather than
 "invalid session", which would send the app into a login loop).
+
+Checking a password costs a PBKDF2 run (45-85 ms): `login` does it in a small thread pool of its own,
+never on the event loop, spends the same run on an unknown user name (no enumeration by timing),
+remembers successes briefly and refuses a source that keeps failing (`policies.login_throttle`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 from cachetools import TTLCache
+from starlette.requests import HTTPConnection
 
-from gateway.config import Config
+from gateway.config import Client, Config, verify_password_hash
 from gateway.store import Store
+from policies.login_throttle import LoginThrottle
 
 Kind = Literal["rest", "soap", "portal"]
 REVOCABLE: frozenset[Kind] = frozenset({"soap", "portal"})  # the kinds with a logout
@@ -39,6 +47,26 @@ ADMIN_PRINCIPAL = "@admin"  # the portal identity of the operator who logged in 
 REST_TOKEN_LIFETIME = 7200.0  # as Responsys: about two hours, then the app refreshes or logs in again
 SOAP_SESSION_IDLE = 7200.0  # signed sessions carry their issue time; idle tracking is per replica
 VERIFIED_TTL = 60.0  # seconds a checked credential is trusted without re-checking its signature
+LOGIN_TTL = 300.0  # seconds a verified user name and password are trusted without another PBKDF2 run
+LOGIN_CACHE_SIZE = 1000
+# PBKDF2 releases the GIL, so two threads use both cores of a small pod; at most this many logins wait
+# for one: past it a login is refused as throttled at once, so a storm cannot queue unbounded work.
+VERIFY_THREADS = 2
+VERIFY_QUEUE = 32
+DEFAULT_ITERATIONS = 200_000  # of the dummy hash when no client has one (config.hash_password's default)
+BUSY_RETRY_AFTER = 1.0
+
+
+class TooManyFailedLogins(Exception):
+    """Too many failed logins from this source for this name (or too many logins waiting): retry later."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"login throttled; retry after {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, round(self.retry_after)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +92,73 @@ class Credentials:
         # Every app request presents its credential: remember good ones briefly instead of re-checking
         # the HMAC and decoding each time. Expiry and revocation are still checked on every hit.
         self._verified: TTLCache[str, Identity] = TTLCache(maxsize=10_000, ttl=VERIFIED_TTL, timer=clock)
+        # Successes only, keyed by a keyed hash of name and password (never the password); per process
+        # and per config, so a changed config (a restart) starts empty.
+        self._logins: TTLCache[bytes, bool] = TTLCache(maxsize=LOGIN_CACHE_SIZE, ttl=LOGIN_TTL, timer=clock)
+        self._login_key = secrets.token_bytes(32)
+        self._throttle = LoginThrottle()
+        self._pool: ThreadPoolExecutor | None = None
+        self._waiting = 0
+        self._dummy_hash = _dummy_hash(config)
 
-    def login(self, user_name: str, password: str) -> bool:
-        client = self._config.client(user_name)
-        return client is not None and client.check_password(password)
+    async def login(self, user_name: str, password: str, *, source: str | None = None) -> bool:
+        """Whether `password` is the client's; raises TooManyFailedLogins when the source must wait.
 
-    def admin_login(self, user_name: str, password: str) -> bool:
-        """The operator: user `admin` with the admin token as password (never when admin.token is unset)."""
+        `source` is the caller's address: failures count per (name, source), so guesses from one
+        address never lock out the app logging in from another. A success cached from earlier is
+        accepted even while its key is throttled (only the right password can hit the cache).
+        """
+        remembered = hmac.new(self._login_key, f"{user_name}\0{password}".encode("utf-8", "surrogatepass"),
+                              hashlib.sha256).digest()
+        if remembered in self._logins:
+            return True
+        key = (user_name, source)
+        wait = self._throttle.retry_after(key)
+        if wait is not None:
+            raise TooManyFailedLogins(wait)
+        if self._waiting >= VERIFY_THREADS + VERIFY_QUEUE:
+            raise TooManyFailedLogins(BUSY_RETRY_AFTER)
+        self._waiting += 1
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._executor(), _check, self._config.client(user_name), password, self._dummy_hash)
+        finally:
+            self._waiting -= 1
+        if not ok:
+            self._throttle.failed(key)
+            return False
+        self._throttle.succeeded(key)
+        self._logins[remembered] = True
+        return True
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="aftm-login")
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def admin_login(self, user_name: str, password: str, *, source: str | None = None) -> bool:
+        """The operator: user `admin` with the admin token as password (never when admin.token is unset).
+
+        Throttled like `login` (raises TooManyFailedLogins), per source address.
+        """
         token = self._config.admin.token
-        return (user_name == "admin" and token is not None
-                and hmac.compare_digest(token.reveal().encode(), password.encode()))
+        if user_name != "admin" or token is None:
+            return False
+        key = (ADMIN_PRINCIPAL, source)
+        wait = self._throttle.retry_after(key)
+        if wait is not None:
+            raise TooManyFailedLogins(wait)
+        ok = hmac.compare_digest(token.reveal().encode(), password.encode("utf-8", "surrogatepass"))
+        if ok:
+            self._throttle.succeeded(key)
+        else:
+            self._throttle.failed(key)
+        return ok
 
     def issue(self, client: str, kind: Kind) -> str:
         issued = f"{self._clock():.3f}"
@@ -156,3 +241,23 @@ def _lifetime(kind: Kind) -> float:
 def _digest(credential: str) -> str:
     """What the store keeps of a revoked credential: its SHA-256, useless to anyone who reads the store."""
     return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def source_of(connection: HTTPConnection) -> str | None:
+    """The address failed logins are counted against: the TCP peer (the listener trusts no proxy header)."""
+    return connection.client.host if connection.client is not None else None
+
+
+def _check(client: Client | None, password: str, dummy_hash: str) -> bool:
+    """One PBKDF2 run whatever the outcome: an unknown name or a plain-text password costs as much as a hash."""
+    if client is not None and client.password_hash is not None:
+        return verify_password_hash(client.password_hash, password)
+    verify_password_hash(dummy_hash, password)
+    return client is not None and client.check_password(password)
+
+
+def _dummy_hash(config: Config) -> str:
+    """A hash no password matches, as costly as the dearest configured one."""
+    iterations = max((int(c.password_hash.split("$")[1]) for c in config.clients
+                      if c is not None and c.password_hash is not None), default=DEFAULT_ITERATIONS)
+    return f"pbkdf2_sha256${iterations}${secrets.token_hex(16)}${'0' * 64}"

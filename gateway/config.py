@@ -57,6 +57,13 @@ class Listen:
     port: int = 8080
     tls_cert: str | None = None  # when set with tls_key, the gateway serves HTTPS (TLS 1.2 floor)
     tls_key: str | None = None
+    # Bounds on what a client may make the listener hold before any route or authentication runs
+    # (gateway/listener.py): request line plus headers, header count, seconds for the head to arrive,
+    # and connections or requests open at once per process (beyond it: 503).
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    limit_concurrency: int = 1000
 
 
 @dataclass(frozen=True)
@@ -293,6 +300,10 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
         if client.user_name == "admin" and config.admin.token is not None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
+        _check_secret_strength(f"clients[{i}].failure_post_secret", client.failure_post_secret, problems)
+    _check_secret_strength("session_secret", config.session_secret, problems)
+    if config.admin is not None:
+        _check_secret_strength("admin.token", config.admin.token, problems)
     if config.upstream.wsdl_refresh <= 0:
         problems.append("upstream.wsdl_refresh: must be positive")
     if config.outbox.callback_concurrency <= 0:
@@ -304,7 +315,28 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         problems.append("requests: max_body_bytes and body_timeout must be positive")
     if not 1 <= config.listen.port <= 65535 and config.listen.port != 0:
         problems.append("listen.port: must be between 0 and 65535")
+    for key in ("max_header_bytes", "max_headers", "header_timeout", "limit_concurrency"):
+        if not getattr(config.listen, key) > 0:
+            problems.append(f"listen.{key}: must be positive")
     _check_sms(config, problems)
+
+
+MIN_SECRET_BYTES = 32
+
+
+def _check_secret_strength(key: str, secret: Secret | None, problems: list[str]) -> None:
+    """Keys that sign or authorise must not be guessable offline.
+
+    One gateway token (or one signed FDXML POST) is enough to brute-force a short HMAC key, and the
+    admin token is the operator's password. The rule counts bytes of the configured text (UTF-8), as
+    an operator sees it: `openssl rand -hex 32` gives 64; `secrets.token_hex(16)` gives exactly 32.
+    """
+    if secret is None:
+        return
+    size = len(secret.reveal().encode("utf-8", "surrogatepass"))
+    if size < MIN_SECRET_BYTES:
+        problems.append(f"{key}: must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`); "
+                        f"got {size}")
 
 
 _SHORT_CODE_RE = re.compile(r"[0-9]{3,8}")

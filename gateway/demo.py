@@ -27,10 +27,12 @@ DEMO_CLIENT = ("demo-app", "demo-password")
 
 
 def demo_config(*, port: int, data_dir: Path, primary: SimulatedAccount, failover: SimulatedAccount,
-                primary_password: str, failover_password: str, sms: SimulatedSmsAggregator | None = None,
+                primary_password: str, failover_password: str, admin_token: str,
+                sms: SimulatedSmsAggregator | None = None,
                 sms_password: str = "") -> dict[str, object]:
     config = _responsys_config(port=port, data_dir=data_dir, primary=primary, failover=failover,
-                               primary_password=primary_password, failover_password=failover_password)
+                               primary_password=primary_password, failover_password=failover_password,
+                               admin_token=admin_token)
     if sms is not None:
         config["sms"] = {"upstreams": [{"name": "sms1", "url": sms.url, "user_name": sms.state.user_name,
                                         "password": sms_password}],
@@ -41,13 +43,13 @@ def demo_config(*, port: int, data_dir: Path, primary: SimulatedAccount, failove
 
 
 def _responsys_config(*, port: int, data_dir: Path, primary: SimulatedAccount, failover: SimulatedAccount,
-                      primary_password: str, failover_password: str) -> dict[str, object]:
+                      primary_password: str, failover_password: str, admin_token: str) -> dict[str, object]:
     return {
         "listen": {"host": "127.0.0.1", "port": port},
         "public_url": f"http://127.0.0.1:{port}",
         "store": f"sqlite:///{data_dir / 'gateway.db'}",
-        "session_secret": secrets.token_hex(16),
-        "admin": {"token": "demo-admin-token"},
+        "session_secret": secrets.token_hex(32),
+        "admin": {"token": admin_token},
         "requests": {"deadline": 5.0},
         "failover": {"hold_time": 10.0, "probe_interval": 1.0},
         "clients": [{"user_name": DEMO_CLIENT[0], "password": DEMO_CLIENT[1]}],
@@ -73,6 +75,7 @@ def _free_port() -> int:
 async def run_demo(*, port: int, data_dir: Path) -> None:
     port = port or _free_port()
     passwords = {name: secrets.token_urlsafe(12) for name in ("primary", "failover", "sms")}
+    admin_token = secrets.token_hex(32)  # a fixed demo token would be a known admin password on any host
     primary = SimulatedAccount(name="primary", user_name="api_primary", password=passwords["primary"])
     failover = SimulatedAccount(name="failover", user_name="api_failover", password=passwords["failover"],
                                 secondary=True)
@@ -80,7 +83,7 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
     with primary, failover, sms:
         raw = demo_config(port=port, data_dir=data_dir, primary=primary, failover=failover,
                           primary_password=passwords["primary"], failover_password=passwords["failover"],
-                          sms=sms, sms_password=passwords["sms"])
+                          admin_token=admin_token, sms=sms, sms_password=passwords["sms"])
         config = parse_config(raw, environ={})
         server = _ReadyServer(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, log_config=None,
                                              access_log=False))
@@ -89,7 +92,7 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         if server.started:
-            print(_banner(port, primary, failover, sms), flush=True)
+            print(_banner(port, primary, failover, sms, admin_token), flush=True)
         with contextlib.suppress(asyncio.CancelledError):
             await serving
 
@@ -107,7 +110,8 @@ class _ReadyServer(uvicorn.Server):
             self.ready.set()
 
 
-def _banner(port: int, primary: SimulatedAccount, failover: SimulatedAccount, sms: SimulatedSmsAggregator) -> str:
+def _banner(port: int, primary: SimulatedAccount, failover: SimulatedAccount, sms: SimulatedSmsAggregator,
+            admin_token: str) -> str:
     base = f"http://127.0.0.1:{port}"
     user, password = DEMO_CLIENT
     return f"""
@@ -116,7 +120,7 @@ aftm-gateway demo is running.
   app login: user_name={user} password={password}
   REST:      curl -s -d 'user_name={user}&password={password}&auth_type=password' {base}/rest/api/v1.3/auth/token
   SOAP WSDL: {base}/webservices/wsdl/ResponsysWS_Level1.wsdl
-  status:    curl -s -H 'Authorization: Bearer demo-admin-token' {base}/admin/status
+  status:    curl -s -H 'Authorization: Bearer {admin_token}' {base}/admin/status
   primary account  {primary.url}   faults: curl -s -X POST {primary.control_url}/mode -d '{{"mode":"refuse"}}'
   failover account {failover.url}
   SMS:       curl -s -u {user}:{password} -H 'Content-Type: application/xml' {base}/sms/v1/messages \\
@@ -124,6 +128,6 @@ aftm-gateway demo is running.
 '<source address="{SHORT_CODE}"/><text>PIN 1234</text></mtMessage>'
   SMS aggregator {sms.url}   make the carrier fail the short code: curl -s -X POST {sms.control_url}/sms/rules \\
                -d '{{"action":"fail","source":"{SHORT_CODE}"}}'
-  failures:  {base}/portal/failures (log in as admin / demo-admin-token, or as {user})
+  failures:  {base}/portal/failures (log in as admin / {admin_token}, or as {user})
 Ready: {base}
 """.strip()

@@ -170,7 +170,7 @@ async def deploy(data_dir: Path, scale: float) -> AsyncIterator[Deployment]:
         sms = await stack.enter_async_context(sms_listeners(password=passwords["sms"], ssl_context=listener_tls))
         dns.set(SMS_NAME, [SMS_ADDRESS])
         sock = bind_loopback()
-        admin_token = secrets.token_urlsafe(16)
+        admin_token = secrets.token_urlsafe(32)
         raw = _gateway_config(port=sock.getsockname()[1], data_dir=data_dir, dns=dns, ca_file=ca_file,
                               scheme="https" if tls else "http", primary=primary, failover=failover,
                               passwords=passwords, admin_token=admin_token, scale=scale)

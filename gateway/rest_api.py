@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from gateway import inputs, targets
 from gateway.bodies import FORM_LIMIT, BodyRefused
+from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
 from gateway.correlation import HEADER, forwarded_headers, request_ids
 from gateway.inputs import BadInput
@@ -89,7 +90,12 @@ async def login(request: Request) -> Response:
     auth_type = form.get("auth_type")
     if auth_type == "password":
         user, password = form.get("user_name", ""), form.get("password", "")
-        if not runtime.credentials.login(user, password):
+        try:
+            ok = await runtime.credentials.login(user, password, source=source_of(request))
+        except TooManyFailedLogins as exc:
+            return error(429, "Too many requests", "API_LIMIT_EXCEEDED", "Too many failed logins; retry later",
+                         {"Retry-After": exc.retry_after_header})
+        if not ok:
             runtime.telemetry.metrics.credential_failures.labels("rest").inc()  # never a client's failure entry
             return error(401, "Authentication failed", "AUTHENTICATION_FAILED", "Invalid user name or password")
         client = user

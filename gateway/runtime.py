@@ -190,6 +190,7 @@ class Runtime:
         if self.outbox is not None:
             await self.outbox.stop()
         await self.upstream.aclose()
+        self.credentials.close()
         await self.resolver.close()
         if self.store is not None:
             await self.store.close()

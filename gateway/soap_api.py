@@ -15,6 +15,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
 from gateway.correlation import HEADER, forwarded_headers, request_ids
 from gateway.errors import UpstreamError
@@ -85,7 +86,12 @@ async def service(request: Request) -> Response:
         # mistake: 400 with a Client fault, as SOAP 1.2 and most stacks do for sender faults.
         return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
     if envelope.operation == "login":
-        if not runtime.credentials.login(user, password):
+        try:
+            ok = await runtime.credentials.login(user, password, source=source_of(request))
+        except TooManyFailedLogins as exc:
+            return fault_response(500, code="API_LIMIT_EXCEEDED", message="Too many failed logins; retry later",
+                                  headers={"Retry-After": exc.retry_after_header})
+        if not ok:
             runtime.telemetry.metrics.credential_failures.labels("soap").inc()  # never a client's failure entry
             # The vendor's AccountFault; one code for unknown user and wrong password (no user enumeration).
             return fault_response(500, code="INVALID_PASSWORD", fault_type="AccountFault",

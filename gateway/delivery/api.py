@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.bodies import BodyRefused
+from gateway.clients import TooManyFailedLogins, source_of
 from gateway.delivery.service import InvalidMessage, ReceiptRefused, SmsService
 from gateway.inputs import loads_json
 from gateway.protocols import sms
@@ -66,8 +67,8 @@ def _service(request: Request, *, as_json: bool) -> tuple[Runtime, SmsService] |
     return runtime, runtime.sms
 
 
-def _client(request: Request, runtime: Runtime, service: SmsService, *, as_json: bool) -> str | Response:
-    """The app's client name from HTTP Basic, or the 401 answer."""
+async def _client(request: Request, runtime: Runtime, service: SmsService, *, as_json: bool) -> str | Response:
+    """The app's client name from HTTP Basic, or the 401 (429 while throttled) answer."""
     scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
     user = password = None
     if scheme.lower() == "basic":
@@ -75,19 +76,25 @@ def _client(request: Request, runtime: Runtime, service: SmsService, *, as_json:
             user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             user = None
-    if user is None or password is None or not service.authenticate(runtime.credentials, user, password):
+    try:
+        ok = user is not None and password is not None and await service.authenticate(
+            runtime.credentials, user, password, source=source_of(request))
+    except TooManyFailedLogins as exc:
+        return _error(429, "too many failed logins: retry later", as_json=as_json,
+                      headers={"Retry-After": exc.retry_after_header})
+    if not ok or user is None:
         return _error(401, "authentication failed: send HTTP Basic credentials of a configured client",
                       as_json=as_json, headers={"WWW-Authenticate": 'Basic realm="aftm-gateway sms"'})
     return user
 
 
-def _caller(request: Request, *, as_json: bool) -> tuple[Runtime, SmsService, str] | Response:
+async def _caller(request: Request, *, as_json: bool) -> tuple[Runtime, SmsService, str] | Response:
     """The SMS service and the authenticated app's client name, or the answer that refuses the call."""
     found = _service(request, as_json=as_json)
     if isinstance(found, Response):
         return found
     runtime, service = found
-    client = _client(request, runtime, service, as_json=as_json)
+    client = await _client(request, runtime, service, as_json=as_json)
     if isinstance(client, Response):
         return client
     return runtime, service, client
@@ -96,7 +103,7 @@ def _caller(request: Request, *, as_json: bool) -> tuple[Runtime, SmsService, st
 async def submit(request: Request) -> Response:
     """`POST /sms/v1/messages`: 201 with the gateway's messageId once the message and its send are stored."""
     as_json = _wants_json_body(request)
-    caller = _caller(request, as_json=as_json)
+    caller = await _caller(request, as_json=as_json)
     if isinstance(caller, Response):
         return caller
     runtime, service, client = caller
@@ -142,7 +149,7 @@ def _submitter(body: bytes, as_json: bool) -> str | None:
 async def status(request: Request) -> Response:
     """`GET /sms/v1/messages/{messageId}`: the message's status and history."""
     as_json = not _wants_xml_answer(request)
-    caller = _caller(request, as_json=as_json)
+    caller = await _caller(request, as_json=as_json)
     if isinstance(caller, Response):
         return caller
     _runtime, service, client = caller
@@ -157,7 +164,7 @@ async def status(request: Request) -> Response:
 async def find(request: Request) -> Response:
     """`GET /sms/v1/messages?submitterMessageId=X`: the original and its alternate."""
     as_json = not _wants_xml_answer(request)
-    caller = _caller(request, as_json=as_json)
+    caller = await _caller(request, as_json=as_json)
     if isinstance(caller, Response):
         return caller
     _runtime, service, client = caller

@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import TTLCache
-
 from gateway.clients import Credentials
 from gateway.config import Config
 from gateway.delivery import messages
@@ -48,7 +46,6 @@ log = logging.getLogger("aftm.sms")
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 RECEIPT_PATH = "/sms/v1/receipts"
-VERIFIED_TTL = 60.0  # seconds a checked Basic credential is trusted without checking it again
 GATEWAY = "Gateway"  # the `type` of a report the gateway itself made (not the carrier's)
 
 
@@ -82,7 +79,6 @@ class SmsService:
         self._kick = kick
         self._clock = clock
         self.sender = SmsSender(config=config, upstream=upstream, on_event=on_event)
-        self._verified: TTLCache[str, bool] = TTLCache(maxsize=1000, ttl=VERIFIED_TTL, timer=clock)
         self.callbacks = CallbackPoster(policy=CallbackPolicy.from_config(config.callbacks.allow_networks),
                                         resolver=resolver, upstream=upstream, timeout=config.callbacks.timeout)
 
@@ -94,18 +90,11 @@ class SmsService:
 
     # --- the app's side -------------------------------------------------------------------------
 
-    def authenticate(self, credentials: Credentials, user: str, password: str) -> bool:
-        """HTTP Basic of a configured client; a good pair is remembered briefly (hashed).
-
-        Every SMS call carries the password, and a `password_hash` costs a PBKDF2 run to check.
-        """
-        key = hashlib.sha256(f"{user}\0{password}".encode("utf-8", "surrogatepass")).hexdigest()
-        if key in self._verified:
-            return True
-        if not credentials.login(user, password):
-            return False
-        self._verified[key] = True
-        return True
+    async def authenticate(self, credentials: Credentials, user: str, password: str, *,
+                           source: str | None = None) -> bool:
+        """HTTP Basic of a configured client: every SMS call carries it, so `Credentials.login` remembers
+        successes (keyed hash), verifies off the event loop and throttles a failing source."""
+        return await credentials.login(user, password, source=source)
 
     async def submit(self, client: str, message: sms.MtMessage) -> MessageRecord:
         """Validate and store the message with its send; returns once both are durable."""

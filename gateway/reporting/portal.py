@@ -28,7 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from gateway.bodies import FORM_LIMIT
-from gateway.clients import ADMIN_PRINCIPAL
+from gateway.clients import ADMIN_PRINCIPAL, TooManyFailedLogins, source_of
 from gateway.inputs import BadInput, bounded_int, finite_float
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
@@ -88,10 +88,12 @@ def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
 # --- identity -------------------------------------------------------------------------------------
 
 
-def _check(runtime: Runtime, user: str, password: str) -> Viewer | None:
-    if runtime.credentials.admin_login(user, password):
+async def _check(request: Request, user: str, password: str) -> Viewer | None:
+    """The viewer these credentials log in as, or None; raises TooManyFailedLogins while the source must wait."""
+    credentials, source = _runtime(request).credentials, source_of(request)
+    if credentials.admin_login(user, password, source=source):
         return Viewer(ADMIN_PRINCIPAL)
-    if runtime.credentials.login(user, password):
+    if await credentials.login(user, password, source=source):
         return Viewer(user)
     return None
 
@@ -104,7 +106,7 @@ async def _viewer(request: Request) -> Viewer | None:
     return Viewer(identity.client) if identity is not None else None
 
 
-def _basic(request: Request) -> Viewer | None:
+async def _basic(request: Request) -> Viewer | None:
     scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -112,7 +114,7 @@ def _basic(request: Request) -> Viewer | None:
         user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return _check(_runtime(request), user, password)
+    return await _check(request, user, password)
 
 
 async def _to_failures(request: Request) -> Response:
@@ -133,7 +135,13 @@ async def login(request: Request) -> Response:
     form = await _form(request)
     user, password = str(form.get("user_name", "")), str(form.get("password", ""))
     runtime = _runtime(request)
-    viewer = _check(runtime, user, password)
+    try:
+        viewer = await _check(request, user, password)
+    except TooManyFailedLogins as exc:
+        page = _render("login.html", status=429, error="Too many failed logins: try again later.",
+                       next=_safe_next(str(form.get("next", ""))))
+        page.headers["Retry-After"] = exc.retry_after_header
+        return page
     if viewer is None:
         runtime.telemetry.metrics.credential_failures.labels("portal").inc()
         return _render("login.html", status=401, error="Unknown user name or wrong password.",
@@ -300,7 +308,11 @@ async def failure_page(request: Request) -> Response:
 
 
 async def failures_csv(request: Request) -> Response:
-    viewer = await _viewer(request) or _basic(request)
+    try:
+        viewer = await _viewer(request) or await _basic(request)
+    except TooManyFailedLogins as exc:
+        return Response("Too many failed logins: retry later", status_code=429, media_type="text/plain",
+                        headers={"Retry-After": exc.retry_after_header})
     if viewer is None:
         return _login_redirect(request)
     try:
@@ -326,7 +338,11 @@ def _cell(value: object) -> str:
 
 
 async def failures_api(request: Request) -> Response:
-    viewer = _basic(request)
+    try:
+        viewer = await _basic(request)
+    except TooManyFailedLogins as exc:
+        return JSONResponse({"error": "too many failed logins: retry later"}, status_code=429,
+                            headers={"Retry-After": exc.retry_after_header})
     if viewer is None:
         _runtime(request).telemetry.metrics.credential_failures.labels("api").inc()
         return JSONResponse({"error": "HTTP Basic credentials of a client (or admin) required"}, status_code=401,

@@ -190,7 +190,11 @@ def test_probes_call_the_gateway_endpoints_on_its_port(rendered: Rendered) -> No
     container = rendered.container
     (port,) = container["ports"]
     assert port == {"name": "http", "containerPort": rendered.values["containerPort"], "protocol": "TCP"}
-    assert rendered.gateway_config["listen"] == {"host": "0.0.0.0", "port": port["containerPort"]}
+    listener = rendered.values["listener"]
+    assert rendered.gateway_config["listen"] == {
+        "host": "0.0.0.0", "port": port["containerPort"], "max_header_bytes": listener["maxHeaderBytes"],
+        "max_headers": listener["maxHeaders"], "header_timeout": listener["headerTimeout"],
+        "limit_concurrency": listener["limitConcurrency"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -359,13 +363,20 @@ def _check_config(rendered: Rendered, tmp_path: Path, environ: dict[str, str]) -
     config = tmp_path / "gateway.yaml"
     config.write_text(rendered.gateway_config_text, encoding="utf-8")
     return subprocess.run([str(AFTM_GATEWAY), "check-config", str(config)], capture_output=True, text=True,
-                          env={"PATH": os.environ.get("PATH", ""), **environ}, timeout=60, check=False)
+                          env={"PATH": os.environ.get("PATH", ""), **_python_path(), **environ}, timeout=60,
+                          check=False)
+
+
+def _python_path() -> dict[str, str]:
+    """The checkout under test, when PYTHONPATH points at one (the installed entry point imports it first)."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
 def test_rendered_config_passes_check_config_with_the_secret_variables_set(rendered: Rendered,
                                                                             tmp_path: Path) -> None:
-    environ = {name: hash_password("app-secret", iterations=1) if name.endswith("_HASH") else f"value-of-{key}"
-               for name, key in _secret_env(rendered).items()}
+    # every value at least 32 bytes: check-config refuses shorter signing keys and admin tokens
+    environ = {name: hash_password("app-secret", iterations=1) if name.endswith("_HASH")
+               else f"value-of-{key}-{'0' * 32}" for name, key in _secret_env(rendered).items()}
     result = _check_config(rendered, tmp_path, environ)
     assert result.returncode == 0, result.stderr
     accounts, clients = len(rendered.values["accounts"]), len(rendered.values["clients"])

@@ -136,10 +136,11 @@ def test_demo_serves_a_send_from_an_app_and_stops_on_sigterm(demo: DemoProcess, 
 def test_a_soap_app_keeps_sending_while_the_demo_runs_on_its_failover_account(demo: DemoProcess) -> None:
     """The demo's failover account is an AFTM secondary: SOAP sends go there as HaMergeTriggerEmail."""
     login = re.search(r"user_name=(\S+) password=(\S+)", "".join(demo.banner))
-    assert login is not None, demo.banner
+    admin_token = re.search(r"Authorization: Bearer ([0-9a-f]{64})'", "".join(demo.banner))
+    assert login is not None and admin_token is not None, demo.banner
     with httpx.Client(base_url=demo.url, trust_env=False, timeout=15) as admin:
         admin.post("/admin/override", json={"account": "failover"},
-                   headers={"Authorization": "Bearer demo-admin-token"}).raise_for_status()
+                   headers={"Authorization": f"Bearer {admin_token.group(1)}"}).raise_for_status()
     client = zeep.Client(f"{demo.url}/webservices/wsdl/ResponsysWS_Level1.wsdl")
     session_id = client.service.login(username=login.group(1), password=login.group(2))
     merged = client.service.mergeTriggerEmail(**merge_trigger_email_args("soap-demo@example.com"),
@@ -184,7 +185,8 @@ def test_check_config_accepts_the_example_with_the_variables_it_names() -> None:
     unset = {why.split()[0] for why in _problems(missing.stderr).values() if why.endswith("is not set")}
     assert unset == set(names)  # every variable it names is required, and each is reported by name
 
-    ok = _check_config(EXAMPLE, {**base, **{name: f"value-of-{name.lower()}" for name in names}})
+    # secrets must be at least 32 bytes: every value here is longer
+    ok = _check_config(EXAMPLE, {**base, **{name: f"value-of-{name.lower()}-{'0' * 32}" for name in names}})
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == f"{EXAMPLE}: ok (2 accounts: primary, failover; 1 clients)"
 
@@ -201,3 +203,14 @@ def test_check_config_lists_every_problem_as_key_and_why(tmp_path: Path) -> None
     assert problems["listen.port"] == "must be a whole number"
     assert "accounts[0].login_url" in problems and "http" in problems["accounts[0].login_url"]
     assert "Traceback" not in bad.stderr
+
+
+def test_check_config_refuses_short_signing_keys_and_says_how_to_make_one(tmp_path: Path) -> None:
+    weak = tmp_path / "weak.yaml"
+    weak.write_text("accounts:\n  - name: p\n    login_url: https://login2.responsys.net\n    user_name: u\n"
+                    "    password: pw\nsession_secret: x\nadmin:\n  token: '1'\n")
+    bad = _check_config(weak, dict(os.environ))
+    assert bad.returncode == 2, bad.stdout
+    problems = _problems(bad.stderr)
+    assert problems["session_secret"] == "must be at least 32 bytes (e.g. `openssl rand -hex 32`); got 1"
+    assert problems["admin.token"] == "must be at least 32 bytes (e.g. `openssl rand -hex 32`); got 1"

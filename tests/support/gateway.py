@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway.app import build_app
 from gateway.config import parse_config
+from gateway.listener import server_config
 from gateway.runtime import Runtime
 from tests.support.servers import ServerThread, bind_socket
 
@@ -43,3 +44,14 @@ class GatewayHost:
         assert self.gateway is not None
         runtime: Runtime = self.gateway.app.state.runtime
         return runtime
+
+
+def serve_as_cli(raw: dict[str, Any]) -> ServerThread:
+    """The gateway as `aftm-gateway serve` runs it (the listener's protocol and limits), on an ephemeral port.
+
+    `raw` is a config without `public_url`; the caller stops the server.
+    """
+    sock = bind_socket("127.0.0.1", 0)
+    config = parse_config({**raw, "public_url": f"http://127.0.0.1:{sock.getsockname()[1]}"}, environ={})
+    app = build_app(config)
+    return ServerThread(app, sock=sock, settings=server_config(app, config)).start()

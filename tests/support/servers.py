@@ -49,20 +49,21 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 class ServerThread:
     """Runs an ASGI app under uvicorn in a background thread with its own event loop.
 
-    `ssl_context`, when given, is used as-is for the listener (so a test can cap the TLS version).
+    `ssl_context`, when given, is used as-is for the listener (so a test can cap the TLS version);
+    `settings`, when given, are the uvicorn settings to run instead (e.g. the ones `serve` builds).
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: ssl.SSLContext | None = None, lifespan: Literal["auto", "on", "off"] = "auto",
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, settings: uvicorn.Config | None = None) -> None:
         self.app = app
         self.host = host
         self.ssl_context = ssl_context
         # A caller that must know the port before building the app (its public URL) binds first.
         self.sock = sock if sock is not None else bind_socket(host, port)
         self.port: int = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=2)
+        config = settings or uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False,
+                                            timeout_graceful_shutdown=2)
         if ssl_context is not None:
             # uvicorn builds its own SSLContext from files; we hand it ours through `load()`.
             config.load()

@@ -11,11 +11,14 @@ CONFIG = parse_config(
 )
 
 
-def test_login_checks_configured_clients() -> None:
+async def test_login_checks_configured_clients() -> None:
     credentials = Credentials(config=CONFIG, secret=b"k")
-    assert credentials.login("app", "pw")
-    assert not credentials.login("app", "pw2")
-    assert not credentials.login("nobody", "pw")
+    try:
+        assert await credentials.login("app", "pw")
+        assert not await credentials.login("app", "pw2")
+        assert not await credentials.login("nobody", "pw")
+    finally:
+        credentials.close()
 
 
 async def test_tokens_verify_by_kind_and_expire() -> None:

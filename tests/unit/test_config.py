@@ -74,7 +74,7 @@ def test_no_accounts_is_an_error() -> None:
 def test_example_config_is_valid() -> None:
     example = Path(__file__).parents[2] / "examples" / "gateway.yaml"
     config = load_config(example, environ={"PRIMARY_PASSWORD": "a", "FAILOVER_PASSWORD": "b",
-                                           "APP_PASSWORD": "c", "ADMIN_TOKEN": "d", "SESSION_SECRET": "e",
+                                           "APP_PASSWORD": "c", "ADMIN_TOKEN": "d" * 32, "SESSION_SECRET": "e" * 32,
                                            "SMS_PW": "f"})
     assert [a.name for a in config.accounts] == ["primary", "failover"]
     assert config.sms.alternate_senders == {"98765": ["+13125550100"]}
@@ -83,3 +83,27 @@ def test_example_config_is_valid() -> None:
 def test_secret_equality_does_not_leak() -> None:
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
     assert "a" not in str(Secret("a"))
+
+
+SIGNING_KEYS = {"session_secret": "s", "admin": {"token": "1"},
+                "clients": [{"user_name": "app", "password": "pw", "failure_post_url": "https://app.example/f",
+                             "failure_post_secret": "short"}]}
+
+
+def test_signing_keys_shorter_than_32_bytes_are_refused_with_what_to_do() -> None:
+    problems = _problems({**MINIMAL, **SIGNING_KEYS}, environ={"PRIMARY_PW": "x"})
+    hint = "must be at least 32 bytes (e.g. `openssl rand -hex 32`)"
+    assert f"session_secret: {hint}; got 1" in problems
+    assert f"admin.token: {hint}; got 1" in problems
+    assert f"clients[0].failure_post_secret: {hint}; got 5" in problems
+
+
+def test_signing_keys_count_the_bytes_of_the_configured_text(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "failover").write_text("file-secret\n")
+    hex_16 = "0123456789abcdef" * 2  # secrets.token_hex(16): 32 characters of text is enough
+    config = parse_config({**MINIMAL, "session_secret": hex_16, "admin": {"token": "é" * 16}},
+                          environ={"PRIMARY_PW": "x"}, base_dir=tmp_path)
+    assert config.session_secret is not None and config.admin.token is not None
+    assert "got 31" in _problems({**MINIMAL, "session_secret": hex_16[:-1]}, environ={"PRIMARY_PW": "x"},
+                                 base_dir=tmp_path)[0]

@@ -96,7 +96,8 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- $clients = append $clients $entry }}
 {{- end }}
 {{- $config := deepCopy .Values.config }}
-{{- $_ := set $config "listen" (dict "host" "0.0.0.0" "port" (int .Values.containerPort)) }}
+{{- $l := .Values.listener }}
+{{- $_ := set $config "listen" (dict "host" "0.0.0.0" "port" (int .Values.containerPort) "max_header_bytes" (int $l.maxHeaderBytes) "max_headers" (int $l.maxHeaders) "header_timeout" $l.headerTimeout "limit_concurrency" (int $l.limitConcurrency)) }}
 {{- $_ := set $config "public_url" (include "aftm-gateway.publicUrl" .) }}
 {{- $_ := set $config "store" .Values.store.url }}
 {{- $_ := set $config "session_secret_env" "AFTM_SESSION_SECRET" }}

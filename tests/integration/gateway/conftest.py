@@ -26,7 +26,7 @@ from tests.support.servers import ServerThread, wait_until
 from tests.support.tls import server_context
 
 APP_USER, APP_PASSWORD = "app", "app-password"
-ADMIN_TOKEN = "admin-token-for-tests"
+ADMIN_TOKEN = "admin-token-for-tests-" + "0" * 32  # at least 32 bytes, as check-config requires
 EMAIL_PATH = "/rest/api/v1.3/campaigns/welcome/email"
 
 
@@ -52,7 +52,7 @@ class Deployment(GatewayHost):
     primary: SimulatedAccount
     failover: SimulatedAccount
     overrides: dict[str, Any] = field(default_factory=dict)
-    session_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    session_secret: str = field(default_factory=lambda: secrets.token_hex(16))  # 32 characters: the minimum
     gateway: ServerThread | None = None
 
     # --- the gateway -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from lxml import etree
 
+from policies.login_throttle import ThrottleSettings
 from tests.integration.sms.conftest import (
     APP_USER,
     DESTINATION,
@@ -78,6 +79,15 @@ def test_the_api_needs_a_configured_client(sms: SmsDeployment) -> None:
     assert missing.headers["www-authenticate"].startswith("Basic")
     assert_xml_error(wrong, 401)
     assert lookup.status_code == 401 and lookup.json()["status"]["isError"] is True
+    assert_nothing_sent(sms)
+
+
+def test_repeated_wrong_passwords_are_answered_429_in_the_mt_api_shape(sms: SmsDeployment) -> None:
+    for _ in range(ThrottleSettings().max_failures):
+        assert_xml_error(post(sms, mt_message(level="NONE"), auth=(APP_USER, "wrong")), 401)
+    throttled = post(sms, mt_message(level="NONE"), auth=(APP_USER, "wrong"))
+    assert_xml_error(throttled, 429, mentions="too many failed logins")
+    assert int(throttled.headers["retry-after"]) >= 1
     assert_nothing_sent(sms)
 
 

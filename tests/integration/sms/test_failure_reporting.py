@@ -40,8 +40,8 @@ from tests.support.servers import ServerThread, wait_until
 
 HOSTILE = 'Carrier said "no" <b>&amp; bye</b>\nline two'
 OTHER_USER, OTHER_PASSWORD = "other-app", "other-password"
-ADMIN_TOKEN = "portal-admin-token"
-POST_SECRET = "fdxml-signing-secret"
+ADMIN_TOKEN = "portal-admin-token-" + "0" * 32  # at least 32 bytes, as check-config requires
+POST_SECRET = "fdxml-signing-secret-" + "0" * 32
 REST_SEND = "/rest/api/v1.3/campaigns/welcome/email"
 
 

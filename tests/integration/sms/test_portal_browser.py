@@ -17,7 +17,7 @@ from tests.integration.sms.conftest import APP_PASSWORD, APP_USER, SHORT_CODE, S
 from tests.support.servers import wait_until
 
 HOSTILE = '<img src=x onerror="alert(1)"> & "quoted"\nsecond line'
-ADMIN_TOKEN = "browser-admin-token"
+ADMIN_TOKEN = "browser-admin-token-" + "0" * 32  # at least 32 bytes, as check-config requires
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As the machine's own check starts it: no sandbox (root), no GPU, no background traffic off the machine.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from policies.login_throttle import LoginThrottle, ThrottleSettings
+from tests.support.clock import FakeClock
+
+SETTINGS = ThrottleSettings(max_failures=3, window=60.0, wait=30.0, max_keys=4)
+
+
+def test_a_key_waits_after_max_failures_within_the_window_and_not_before() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(SETTINGS, clock=clock)
+    for _ in range(2):
+        throttle.failed(("app", "10.0.0.1"))
+        assert throttle.retry_after(("app", "10.0.0.1")) is None
+    throttle.failed(("app", "10.0.0.1"))
+    assert throttle.retry_after(("app", "10.0.0.1")) == 30.0
+    clock.advance(29.0)
+    assert throttle.retry_after(("app", "10.0.0.1")) == 1.0
+    clock.advance(1.0)
+    assert throttle.retry_after(("app", "10.0.0.1")) is None
+
+
+def test_failures_from_one_address_never_throttle_another_address_or_name() -> None:
+    throttle = LoginThrottle(SETTINGS, clock=FakeClock())
+    for _ in range(10):
+        throttle.failed(("app", "10.0.0.1"))
+    assert throttle.retry_after(("app", "10.0.0.1")) is not None
+    assert throttle.retry_after(("app", "10.0.0.2")) is None
+    assert throttle.retry_after(("other", "10.0.0.1")) is None
+
+
+def test_failures_older_than_the_window_are_forgotten() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(SETTINGS, clock=clock)
+    throttle.failed("k")
+    throttle.failed("k")
+    clock.advance(61.0)
+    throttle.failed("k")
+    assert throttle.retry_after("k") is None
+
+
+def test_a_success_clears_only_its_own_key() -> None:
+    throttle = LoginThrottle(SETTINGS, clock=FakeClock())
+    for key in ("a", "b"):
+        throttle.failed(key)
+        throttle.failed(key)
+    throttle.succeeded("a")
+    throttle.failed("a")
+    throttle.failed("b")
+    assert throttle.retry_after("a") is None
+    assert throttle.retry_after("b") == 30.0
+
+
+def test_the_state_is_bounded_by_forgetting_the_stalest_key() -> None:
+    throttle = LoginThrottle(SETTINGS, clock=FakeClock())
+    for _ in range(3):
+        throttle.failed("first")
+    for n in range(SETTINGS.max_keys):
+        throttle.failed(f"storm-{n}")
+    assert len(throttle) == SETTINGS.max_keys
+    assert throttle.retry_after("first") is None  # evicted: bounded memory wins over one key's count
