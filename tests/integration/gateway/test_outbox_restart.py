@@ -37,12 +37,17 @@ def test_queued_send_is_delivered_after_a_gateway_restart(deployment: Deployment
     deployment.primary.set_mode("ok")
     deployment.failover.set_mode("ok")
     deployment.start_gateway()  # a new process's worth of state, on the same store
-    wait_until(lambda: delivered_to(deployment.primary, "queued@example.com") == 1,
-               timeout=20, message="the queued send to reach the primary after the restart")
+
+    def delivered() -> int:
+        return (delivered_to(deployment.primary, "queued@example.com")
+                + delivered_to(deployment.failover, "queued@example.com"))
+
+    # Either account may take it: while both refused, traffic swung between them (last resort), and the
+    # stored verdict the new process starts from keeps the failover active until the primary's hold_time.
+    wait_until(lambda: delivered() == 1, timeout=20, message="the queued send to be delivered after the restart")
     wait_until(lambda: _outbox_depth(deployment) == 0, timeout=10, message="an empty outbox")
-    assert delivered_to(deployment.primary, "queued@example.com") == 1
-    assert delivered_to(deployment.failover, "queued@example.com") == 0
-    assert len(deployment.primary.deliveries()) == 1
+    assert delivered() == 1
+    assert len(deployment.primary.deliveries()) + len(deployment.failover.deliveries()) == 1
 
 
 def test_keyed_retry_while_queued_is_the_same_send(deployment: Deployment) -> None:
