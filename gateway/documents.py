@@ -16,10 +16,11 @@ path in the caller's table.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("aftm.documents")
 
@@ -49,15 +50,8 @@ class DocumentCache:
             self._task = asyncio.get_running_loop().create_task(self._refresh_loop(), name="document-cache")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for task in list(self._in_flight.values()):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task, *self._in_flight.values())
+        self._task = None
 
     async def get(self, path: str) -> bytes | None:
         """The document at `path`, or None when there is no good copy yet and none could be fetched."""

@@ -48,6 +48,7 @@ from gateway.sessions import RestSessions, SoapSessions
 from gateway.shared_failover import SharedFailover
 from gateway.soap_api import DOCUMENTS, SoapDialect, fetch_document
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store, scoped_key
+from gateway.tasks import cancel_and_wait
 from gateway.telemetry import Telemetry
 from gateway.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
@@ -174,11 +175,7 @@ class Runtime:
                 self._tasks.append(asyncio.create_task(self._size_rate_limit(account), name="rate-limit"))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         if self.poster is not None:
             await self.poster.stop()
         await self.documents.stop()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import httpx
 from gateway.config import Config, SmsUpstream
 from gateway.errors import UpstreamError
 from gateway.protocols import sms
+from gateway.tasks import cancel_and_wait
 from gateway.upstream import Upstream
 from policies.backoff import parse_retry_after
 from policies.failover import FailoverEvent, FailoverPolicy, FailoverSettings, may_retry_elsewhere
@@ -150,11 +150,8 @@ class SmsSender:
             self._probes = asyncio.create_task(self._probe_loop(), name="sms-health-probes")
 
     async def close(self) -> None:
-        if self._probes is not None:
-            self._probes.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probes
-            self._probes = None
+        await cancel_and_wait(self._probes)
+        self._probes = None
 
     async def _probe_loop(self) -> None:
         probing: dict[str, asyncio.Task[None]] = {}

@@ -21,7 +21,6 @@ hex is HMAC-SHA256(secret, "<t>.<body>"), so the receiver can check origin and f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -34,6 +33,7 @@ from gateway.errors import GatewayError
 from gateway.outbound import OutboundPoster
 from gateway.reporting.fdxml import FailEntry, form_body
 from gateway.store import FailureRecord, Store
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("aftm.reporting")
 
@@ -79,11 +79,8 @@ class FailurePoster:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="fdxml-poster")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -90,10 +90,10 @@ class Deployment(GatewayHost):
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=15.0, trust_env=False)
 
-    def rest_token(self) -> str:
+    def rest_token(self, user: str = APP_USER, password: str = APP_PASSWORD) -> str:
         with self.http() as client:
             response = client.post("/rest/api/v1.3/auth/token",
-                                   data={"user_name": APP_USER, "password": APP_PASSWORD, "auth_type": "password"})
+                                   data={"user_name": user, "password": password, "auth_type": "password"})
         response.raise_for_status()
         token: str = response.json()["authToken"]
         return token

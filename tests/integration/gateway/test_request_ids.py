@@ -25,15 +25,6 @@ def _two_clients(make_deployment: Callable[..., Deployment], *extra: dict[str, s
                                     {"user_name": OTHER_USER, "password": OTHER_PASSWORD}, *extra])
 
 
-def _token(deployment: Deployment, user: str, password: str) -> str:
-    with deployment.http() as client:
-        response = client.post("/rest/api/v1.3/auth/token",
-                               data={"user_name": user, "password": password, "auth_type": "password"})
-    response.raise_for_status()
-    token: str = response.json()["authToken"]
-    return token
-
-
 def _send(deployment: Deployment, token: str, address: str, **headers: Any) -> httpx.Response:
     with deployment.http() as client:
         return client.post(EMAIL_PATH, content=email_body(address),
@@ -58,7 +49,7 @@ def _failures(deployment: Deployment) -> list[FailureRecord]:
 def test_sends_reusing_an_x_request_id_are_each_queued_and_delivered_once(
         make_deployment: Callable[..., Deployment]) -> None:
     deployment = _two_clients(make_deployment)
-    mine, theirs = _token(deployment, APP_USER, APP_PASSWORD), _token(deployment, OTHER_USER, OTHER_PASSWORD)
+    mine, theirs = deployment.rest_token(APP_USER, APP_PASSWORD), deployment.rest_token(OTHER_USER, OTHER_PASSWORD)
     deployment.primary.set_mode("refuse")
     deployment.failover.set_mode("refuse")
     sends = [(mine, "first@example.com"), (theirs, "theirs@example.com"), (mine, "second@example.com")]
@@ -112,8 +103,8 @@ def test_idempotency_keys_of_clients_whose_names_hold_a_colon_never_meet(
     # Scoped as `client:key`, client "a:b" with key "c" and client "a" with key "b:c" shared one record.
     deployment = make_deployment(clients=[{"user_name": "a:b", "password": "pw-1"},
                                           {"user_name": "a", "password": "pw-2"}])
-    first = _send(deployment, _token(deployment, "a:b", "pw-1"), "colon-1@example.com", **{"Idempotency-Key": "c"})
-    second = _send(deployment, _token(deployment, "a", "pw-2"), "colon-2@example.com", **{"Idempotency-Key": "b:c"})
+    first = _send(deployment, deployment.rest_token("a:b", "pw-1"), "colon-1@example.com", **{"Idempotency-Key": "c"})
+    second = _send(deployment, deployment.rest_token("a", "pw-2"), "colon-2@example.com", **{"Idempotency-Key": "b:c"})
     assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
     assert _delivered(deployment, "colon-1@example.com") == 1
     assert _delivered(deployment, "colon-2@example.com") == 1  # not the first client's answer replayed

@@ -13,7 +13,7 @@ import pytest
 from gateway.store import Delivered, NewFailure, OutboxItem, Store, open_store, scoped_key
 from gateway.store.migrations.sqlite import MIGRATIONS
 from gateway.store.sqlite import apply_migrations
-from tests.integration.store.conftest import FakeClock, make_item
+from tests.integration.store.conftest import V5_OUTBOX_ROWS, FakeClock, assert_v5_outbox_migrated, make_item
 
 
 def _sms_item(now: float, token: bytes) -> OutboxItem:
@@ -146,8 +146,7 @@ async def test_migration_6_rescopes_idempotency_records_and_forgets_sent_receipt
     async with aiosqlite.connect(path, isolation_level=None) as db:
         await apply_migrations(db, MIGRATIONS[:5], now=1.0)
         await db.execute("INSERT INTO idempotency VALUES (?, 200, '[]', x'7b7d', 1, 9e9)", (client_key,))
-        for item_id, protocol, status in (("sms-1", "sms", "delivered"), ("sms-2", "sms", "pending"),
-                                          ("req-1", "rest", "pending")):
+        for item_id, protocol, status in V5_OUTBOX_ROWS:
             await db.execute(
                 """INSERT INTO outbox (id, protocol, method, path, headers, body, client, status,
                    created_at, next_attempt_at, expires_at, updated_at)
@@ -158,9 +157,6 @@ async def test_migration_6_rescopes_idempotency_records_and_forgets_sent_receipt
         client, key = client_key.split(":", 1)
         record = await store.idempotency_get(scoped_key(client, key))
         assert record is not None and record.body == b"{}"
-        sent, waiting, rest = [await store.get(i) for i in ("sms-1", "sms-2", "req-1")]
-        assert sent is not None and sent.body == b""
-        assert waiting is not None and waiting.body == b"token"  # its send still needs the token
-        assert rest is not None and rest.correlation_id == "req-1"  # the old key was the app's label
+        await assert_v5_outbox_migrated(store)
     finally:
         await store.close()

@@ -13,7 +13,13 @@ from gateway.store import StoreError, migrate, open_store, scoped_key
 from gateway.store.migrations import Migration
 from gateway.store.migrations.postgres import MIGRATIONS
 from gateway.store.postgres import MIGRATION_LOCK_CLASS, apply_migrations
-from tests.integration.store.conftest import POSTGRES_ADMIN_URL, connect_admin, postgres_schema
+from tests.integration.store.conftest import (
+    POSTGRES_ADMIN_URL,
+    V5_OUTBOX_ROWS,
+    assert_v5_outbox_migrated,
+    connect_admin,
+    postgres_schema,
+)
 
 ALL = [m.version for m in MIGRATIONS]
 
@@ -112,8 +118,7 @@ async def test_migration_6_rescopes_idempotency_records_and_forgets_sent_receipt
     assert await apply_migrations(schema_db, MIGRATIONS[:5], now=1.0) == [1, 2, 3, 4, 5]
     for key in ("app:order-1", "app:with:colons"):
         await schema_db.execute("INSERT INTO idempotency VALUES ($1, 200, '[]', '{}', 1, 9e9)", key)
-    for item_id, protocol, status in (("sms-1", "sms", "delivered"), ("sms-2", "sms", "pending"),
-                                      ("req-1", "rest", "pending")):
+    for item_id, protocol, status in V5_OUTBOX_ROWS:
         await schema_db.execute(
             """INSERT INTO outbox (id, protocol, method, path, headers, body, client, status,
                created_at, next_attempt_at, expires_at, updated_at)
@@ -123,9 +128,6 @@ async def test_migration_6_rescopes_idempotency_records_and_forgets_sent_receipt
         for key in ("order-1", "with:colons"):
             record = await store.idempotency_get(scoped_key("app", key))
             assert record is not None and record.body == b"{}"
-        sent, waiting, rest = [await store.get(i) for i in ("sms-1", "sms-2", "req-1")]
-        assert sent is not None and sent.body == b""
-        assert waiting is not None and waiting.body == b"token"  # its send still needs the token
-        assert rest is not None and rest.correlation_id == "req-1"  # the old key was the app's label
+        await assert_v5_outbox_migrated(store)
     finally:
         await store.close()
