@@ -15,6 +15,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import idempotency
 from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
 from gateway.correlation import HEADER, forwarded_headers, request_ids
@@ -113,14 +114,20 @@ async def service(request: Request) -> Response:
     ids = request_ids(request.headers.get(HEADER))
     try:
         headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
+        key = idempotency.key_of(request.headers.getlist(idempotency.HEADER))
     except BadInput as exc:
-        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
+        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True,
+                              headers={"X-Request-Id": ids.correlation_id})
     call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
                 body=envelope.with_session(""),  # the app's session id is a credential: never kept
                 request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
-                is_send=envelope.operation in soap.SEND_OPERATIONS,
-                idempotency_key=request.headers.get("idempotency-key"))
-    return render(await runtime.handle(call, runtime.soap_dialect), correlation_id=ids.correlation_id)
+                is_send=envelope.operation in soap.SEND_OPERATIONS, idempotency_key=key)
+    try:
+        result = await runtime.handle(call, runtime.soap_dialect)
+    except idempotency.KeyReused as exc:
+        return fault_response(400, code="IDEMPOTENCY_KEY_REUSED", message=str(exc), client=True,
+                              headers={"X-Request-Id": ids.correlation_id})
+    return render(result, correlation_id=ids.correlation_id)
 
 
 def render(result: Result, *, correlation_id: str) -> Response:
