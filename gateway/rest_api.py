@@ -18,7 +18,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import inputs, targets
+from gateway import idempotency, inputs, targets
 from gateway.bodies import FORM_LIMIT, BodyRefused
 from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
@@ -138,13 +138,16 @@ async def forward(request: Request) -> Response:
     is_send = rest.is_send(request.method, path)
     try:
         headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
+        key = idempotency.key_of(request.headers.getlist(idempotency.HEADER))
     except BadInput as exc:
-        return error(400, "Bad request", "INVALID_REQUEST", str(exc))
+        return error(400, "Bad request", "INVALID_REQUEST", str(exc), {HEADER: ids.correlation_id})
     call = Call(protocol="rest", method=request.method, path=target, headers=headers, body=body,
                 request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
-                is_send=is_send,
-                idempotency_key=request.headers.get("idempotency-key"))
-    result = await runtime.handle(call, runtime.rest_dialect)
+                is_send=is_send, idempotency_key=key)
+    try:
+        result = await runtime.handle(call, runtime.rest_dialect)
+    except idempotency.KeyReused as exc:
+        return error(422, "Unprocessable entity", "IDEMPOTENCY_KEY_REUSED", str(exc), {HEADER: ids.correlation_id})
     return render(result, correlation_id=ids.correlation_id)
 
 

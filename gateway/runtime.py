@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
-from gateway import targets
+from gateway import idempotency, targets
 from gateway.bodies import read_body
 from gateway.clients import Credentials
 from gateway.config import Account, Config
@@ -208,7 +208,8 @@ class Runtime:
 
         A repeated Idempotency-Key gets the first answer again, or `queued` while the first is still
         in the outbox, and nothing is sent again. While the first is still in flight (on any replica), a
-        repeat waits for its answer; past the deadline it is told to retry shortly (429).
+        repeat waits for its answer; past the deadline it is told to retry shortly (429). A key reused
+        for a different request raises idempotency.KeyReused (recorded as a malformed send): nothing is sent.
         """
         deadline = time.monotonic() + self.config.requests.deadline
         try:
@@ -216,6 +217,12 @@ class Runtime:
                 result = await self.proxy.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
             else:
                 result = await self._handle_keyed(call, call.idempotency_key, dialect, deadline)
+        except idempotency.KeyReused as exc:
+            if call.is_send:
+                self.report(FailureKind.MALFORMED_REQUEST, client=call.client, error=f"Not Sent: {exc}",
+                            send_id=call.request_id, correlation_id=call.correlation_id, path=call.path,
+                            body=call.body, protocol=call.protocol)
+            raise
         except StoreError as exc:
             # Nothing was accepted: the send could not be queued or its key claimed. The app retries.
             log.warning("store unavailable; request not accepted: %s", exc,
@@ -274,20 +281,33 @@ class Runtime:
         task.add_done_callback(self._background.discard)
 
     async def _handle_keyed(self, call: Call, key: str, dialect: Dialect, deadline: float) -> Result:
+        """A keyed request: the first answer replayed, the queued send named, or this one sent once.
+
+        Raises KeyReused when the key was used for a different request (gateway.idempotency).
+        """
         store = self._store()
         scoped, claim = scoped_key(call.client, key), secrets.token_hex(16).encode()
+        request = idempotency.fingerprint(call.protocol, call.method, call.path, call.body)
         while True:
-            if (replay := await self._replay(call.client, key, call.request_id)) is not None:
+            if (replay := await self._replay(call.client, key, call.request_id, request)) is not None:
                 return replay
-            if (queued := await store.find_by_key(call.client, key)) is not None:
-                return Result("queued", request_id=queued.id)
+            if (queued := await self._queued(call.client, key, request)) is not None:
+                return queued
             # A claim is a record "in progress" (status 0) that expires soon after this request's deadline,
             # so a replica that dies holding one does not block the key for long.
             record = await store.idempotency_put(scoped, IN_PROGRESS, (), claim,
-                                                 time.time() + self.config.requests.deadline + CLAIM_MARGIN)
+                                                 time.time() + self.config.requests.deadline + CLAIM_MARGIN,
+                                                 fingerprint=request)
+            if not idempotency.same_request(record.fingerprint, request):
+                raise idempotency.KeyReused()
             if record.status_code != IN_PROGRESS:
                 return _replayed(record, call.request_id)
             if record.body == claim:
+                # The request that held the key before this claim may have queued the send and then let
+                # go of its claim after our look at the outbox: look again, now that no one else can.
+                if (queued := await self._queued(call.client, key, request)) is not None:
+                    await store.idempotency_settle(scoped, claim, status_code=None)
+                    return queued
                 break
             if time.monotonic() > deadline:
                 return Result("failed", request_id=call.request_id, outcome=KEY_IN_FLIGHT)
@@ -310,16 +330,30 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await store.idempotency_settle(scoped, claim, status_code=None)
 
-    async def _replay(self, client: str, key: str, request_id: str) -> Result | None:
+    async def _replay(self, client: str, key: str, request_id: str, request: str | None = None) -> Result | None:
+        """The recorded answer to a client's key; KeyReused if it answered another request than `request`."""
         record = await self._store().idempotency_get(scoped_key(client, key))
         if record is None or record.status_code == IN_PROGRESS:
             return None
+        if request is not None and not idempotency.same_request(record.fingerprint, request):
+            raise idempotency.KeyReused()
         return _replayed(record, request_id)
 
-    async def _remember(self, client: str, key: str, response: httpx.Response) -> None:
+    async def _queued(self, client: str, key: str, request: str) -> Result | None:
+        """The queued (or delivered) send holding a client's key; KeyReused if it is another request."""
+        item = await self._store().find_by_key(client, key)
+        if item is None:
+            return None
+        if not idempotency.same_request(item.fingerprint, request):
+            raise idempotency.KeyReused()
+        return Result("queued", request_id=item.id)
+
+    async def _remember(self, item: OutboxItem, response: httpx.Response) -> None:
+        assert item.idempotency_key is not None
         await self._store().idempotency_put(
-            scoped_key(client, key), response.status_code, _content_type(response), response.content,
-            time.time() + self.config.requests.idempotency_window)
+            scoped_key(item.client, item.idempotency_key), response.status_code, _content_type(response),
+            response.content, time.time() + self.config.requests.idempotency_window,
+            fingerprint=item.fingerprint)
 
     async def _enqueue(self, call: Call) -> str:
         """Commit a send to the outbox; returns only once it is durable (the app then gets 202)."""
@@ -329,7 +363,9 @@ class Runtime:
             protocol=call.protocol, method=call.method, path=call.path,
             headers=call.headers + tuple(trace_context.items()), body=call.body,
             client=call.client, now=time.time(), max_age=self.config.outbox.max_age,
-            idempotency_key=call.idempotency_key, request_id=call.request_id, correlation_id=call.correlation_id)
+            idempotency_key=call.idempotency_key, request_id=call.request_id, correlation_id=call.correlation_id,
+            fingerprint=None if call.idempotency_key is None else idempotency.fingerprint(
+                call.protocol, call.method, call.path, call.body))
         item_id = await self._store().enqueue(item)
         if self.outbox is not None:
             self.outbox.kick()
@@ -370,7 +406,7 @@ class Runtime:
         outcome = result.outcome
         if result.status == "answered" and result.response is not None:
             if item.idempotency_key is not None:
-                await self._remember(item.client, item.idempotency_key, result.response)
+                await self._remember(item, result.response)
             if outcome is not None and outcome.kind is Kind.CLIENT_ERROR:
                 return FailedPermanently(f"the account rejected the send: {outcome.detail}")
             return Delivered(status_code=result.response.status_code, body=result.response.content[:2048],

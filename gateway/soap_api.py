@@ -15,6 +15,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway import idempotency
 from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
 from gateway.correlation import HEADER, forwarded_headers, request_ids
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 XML = "text/xml; charset=utf-8"
-FORWARDED_HEADERS = ("content-type", "soapaction", "idempotency-key", "x-request-id")
+# Not content-type: the gateway forwards an envelope it wrote itself, always UTF-8 (see upstream_request).
+FORWARDED_HEADERS = ("soapaction", "idempotency-key", "x-request-id")
 
 
 def fault_response(status: int, *, code: str, message: str, client: bool = False,
@@ -54,7 +56,10 @@ class SoapDialect:
         assert isinstance(lease, SoapSlot) and lease.session_id is not None and account.soap_url is not None
         envelope = soap.parse_envelope(call.body)
         operation = soap.HA_OPERATIONS.get(envelope.operation) if account.soap_ha_operations else None
-        return httpx.Request("POST", account.soap_url, headers=call.headers,
+        # The envelope is re-serialised as UTF-8 whatever the app wrote, so its Content-Type is the
+        # gateway's: the app's (say ISO-8859-1, or one queued by an older gateway) would mislabel it.
+        headers = [(k, v) for k, v in call.headers if k.lower() != "content-type"] + [("content-type", XML)]
+        return httpx.Request("POST", account.soap_url, headers=headers,
                              content=envelope.with_session(lease.session_id, operation=operation))
 
     def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
@@ -78,7 +83,7 @@ async def service(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     body = await runtime.read_body(request)
     try:
-        envelope = soap.parse_envelope(body)
+        envelope = soap.parse_envelope(body, charset=soap.charset_of(request.headers.get("content-type")))
         if envelope.operation == "login":
             user, password = envelope.login_credentials()
     except soap.BadEnvelope as exc:
@@ -113,14 +118,20 @@ async def service(request: Request) -> Response:
     ids = request_ids(request.headers.get(HEADER))
     try:
         headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
+        key = idempotency.key_of(request.headers.getlist(idempotency.HEADER))
     except BadInput as exc:
-        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
+        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True,
+                              headers={"X-Request-Id": ids.correlation_id})
     call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
                 body=envelope.with_session(""),  # the app's session id is a credential: never kept
                 request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
-                is_send=envelope.operation in soap.SEND_OPERATIONS,
-                idempotency_key=request.headers.get("idempotency-key"))
-    return render(await runtime.handle(call, runtime.soap_dialect), correlation_id=ids.correlation_id)
+                is_send=envelope.operation in soap.SEND_OPERATIONS, idempotency_key=key)
+    try:
+        result = await runtime.handle(call, runtime.soap_dialect)
+    except idempotency.KeyReused as exc:
+        return fault_response(400, code="IDEMPOTENCY_KEY_REUSED", message=str(exc), client=True,
+                              headers={"X-Request-Id": ids.correlation_id})
+    return render(result, correlation_id=ids.correlation_id)
 
 
 def render(result: Result, *, correlation_id: str) -> Response:

@@ -71,19 +71,25 @@ def build_soap_routes(state: AccountState) -> list[Route]:
     ]
 
 
-def _parser() -> etree.XMLParser:
+def _parser(encoding: str | None = None) -> etree.XMLParser:
     return etree.XMLParser(resolve_entities=False, load_dtd=False, dtd_validation=False, no_network=True,
-                           huge_tree=False)
+                           huge_tree=False, encoding=encoding)
 
 
-def parse_envelope(body: bytes) -> tuple[etree._Element, etree._Element]:
-    """(Header or None-equivalent, first Body child) of an untrusted SOAP 1.1 envelope."""
+def parse_envelope(body: bytes, *, charset: str | None = None) -> tuple[etree._Element, etree._Element]:
+    """(Header or None-equivalent, first Body child) of an untrusted SOAP 1.1 envelope.
+
+    `charset` (the request's Content-Type charset) decides how the bytes are read, over the XML
+    declaration, as the vendor's Axis stack does: a body labelled with the wrong charset is misread.
+    """
     if len(body) > MAX_ENVELOPE:
         raise _BadEnvelope("request exceeds the 10 MB limit")
     try:
-        root = etree.fromstring(body, parser=_parser())
+        root = etree.fromstring(body, parser=_parser(charset))
     except etree.XMLSyntaxError as exc:
         raise _BadEnvelope(f"not well-formed XML: {exc.msg}") from None
+    except LookupError:
+        raise _BadEnvelope(f"unknown charset {charset!r}") from None
     docinfo: Any = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise _BadEnvelope("DOCTYPE is not allowed in a SOAP message")
@@ -113,7 +119,8 @@ class _SoapApi:
                 return await self.wsdl(request)
             return Response("Hi there, this is a SOAP service.", media_type="text/plain")
         try:
-            root, operation = parse_envelope(await request.body())
+            charset = request.headers.get("content-type", "").partition("charset=")[2].split(";")[0].strip(' "')
+            root, operation = parse_envelope(await request.body(), charset=charset or None)
         except _BadEnvelope as exc:
             return wire.soap_client_fault(str(exc))
         qname = etree.QName(operation)

@@ -129,13 +129,14 @@ class OutboxItem:
     updated_at: float | None = None
     result: Delivered | None = None
     correlation_id: str | None = None
+    fingerprint: str | None = None  # of the keyed request it was queued for (gateway.idempotency); else None
 
     @classmethod
     def new(
         cls, *, protocol: OutboxProtocol, method: str, path: str, headers: Iterable[tuple[str, str]],
         body: bytes, client: str, now: float, max_age: float, idempotency_key: str | None = None,
         account_preference: str | None = None, request_id: str | None = None,
-        correlation_id: str | None = None,
+        correlation_id: str | None = None, fingerprint: str | None = None,
     ) -> OutboxItem:
         """A pending item due now.
 
@@ -146,7 +147,7 @@ class OutboxItem:
             id=request_id or new_request_id(), protocol=protocol, method=method, path=path,
             headers=replayable_headers(headers), body=body, client=client, created_at=now,
             next_attempt_at=now, expires_at=now + max_age, account_preference=account_preference,
-            idempotency_key=idempotency_key, correlation_id=correlation_id,
+            idempotency_key=idempotency_key, correlation_id=correlation_id, fingerprint=fingerprint,
         )
 
 
@@ -174,6 +175,7 @@ class IdempotencyRecord:
     body: bytes
     created_at: float
     expires_at: float
+    fingerprint: str | None = None  # of the request the key was first used for (gateway.idempotency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,11 +352,13 @@ class Store(Protocol):
         """The record for `key` unless it has expired (by the store's clock)."""
 
     async def idempotency_put(
-        self, key: str, status_code: int, headers: Headers, body: bytes, expires_at: float,
+        self, key: str, status_code: int, headers: Headers, body: bytes, expires_at: float, *,
+        fingerprint: str | None = None,
     ) -> IdempotencyRecord:
         """Store the outcome unless a live record exists; return the record that holds (first writer wins).
 
         Callers scope `key` by client with `scoped_key`, so two apps never see each other's answers.
+        `fingerprint` names the request the key is used for; settling a claim keeps it.
         """
 
     async def idempotency_settle(self, key: str, claim: bytes, *, status_code: int | None, headers: Headers = (),
@@ -475,7 +479,7 @@ def item_from_row(row: Row) -> OutboxItem:
         account_preference=row["account_preference"], idempotency_key=row["idempotency_key"],
         status=OutboxStatus(row["status"]), attempts=row["attempts"], last_error=row["last_error"],
         lease_owner=row["lease_owner"], lease_until=row["lease_until"], updated_at=row["updated_at"],
-        result=result, correlation_id=row["correlation_id"],
+        result=result, correlation_id=row["correlation_id"], fingerprint=row["fingerprint"],
     )
 
 
@@ -520,4 +524,5 @@ def event_values(event: MessageEvent) -> tuple[Any, ...]:
 def record_from_row(row: Row) -> IdempotencyRecord:
     return IdempotencyRecord(key=row["key"], status_code=row["status_code"],
                              headers=load_headers(row["headers"]), body=bytes(row["body"]),
-                             created_at=row["created_at"], expires_at=row["expires_at"])
+                             created_at=row["created_at"], expires_at=row["expires_at"],
+                             fingerprint=row["fingerprint"])

@@ -164,12 +164,13 @@ class PostgresStore:
                 inserted = await db.fetchval(
                     """INSERT INTO outbox (id, protocol, method, path, headers, body, client,
                            account_preference, idempotency_key, status, attempts, created_at,
-                           next_attempt_at, expires_at, updated_at, correlation_id)
-                       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10, $13)
+                           next_attempt_at, expires_at, updated_at, correlation_id, fingerprint)
+                       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10, $13,
+                               $14)
                        ON CONFLICT DO NOTHING RETURNING id""",
                     item.id, item.protocol, item.method, item.path, headers, item.body, item.client,
                     item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
-                    item.expires_at, item.correlation_id)
+                    item.expires_at, item.correlation_id, item.fingerprint)
                 if inserted is not None or item.idempotency_key is None:
                     return item.id
                 holder = await db.fetchval(
@@ -298,7 +299,7 @@ class PostgresStore:
         return None if row is None else record_from_row(row)
 
     async def idempotency_put(self, key: str, status_code: int, headers: Headers, body: bytes,
-                              expires_at: float) -> IdempotencyRecord:
+                              expires_at: float, *, fingerprint: str | None = None) -> IdempotencyRecord:
         now = self._clock()
         headers_json = dump_headers(replayable_headers(headers))
         async with self._connection() as db:
@@ -306,13 +307,14 @@ class PostgresStore:
                 # First writer wins; an expired record no longer counts as a writer. The conflicting
                 # row is locked, so of two writers replacing an expired record only one does.
                 row = await db.fetchrow(
-                    """INSERT INTO idempotency (key, status_code, headers, body, created_at, expires_at)
-                       VALUES ($1, $2, $3::jsonb, $4, $5, $6)
+                    """INSERT INTO idempotency (key, status_code, headers, body, created_at, expires_at, fingerprint)
+                       VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
                        ON CONFLICT (key) DO UPDATE SET status_code = excluded.status_code,
                            headers = excluded.headers, body = excluded.body,
-                           created_at = excluded.created_at, expires_at = excluded.expires_at
+                           created_at = excluded.created_at, expires_at = excluded.expires_at,
+                           fingerprint = excluded.fingerprint
                        WHERE idempotency.expires_at <= excluded.created_at
-                       RETURNING *""", key, status_code, headers_json, body, now, expires_at)
+                       RETURNING *""", key, status_code, headers_json, body, now, expires_at, fingerprint)
                 if row is None:  # a live record holds: return it (unless purged meanwhile: go again)
                     row = await db.fetchrow("SELECT * FROM idempotency WHERE key = $1", key)
                 if row is not None:
@@ -552,12 +554,12 @@ async def _insert_item(db: Connection, item: OutboxItem) -> None:
     await db.execute(
         """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
                idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at,
-               correlation_id)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10, $13)
+               correlation_id, fingerprint)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, 'pending', 0, $10, $11, $12, $10, $13, $14)
            ON CONFLICT (id) DO NOTHING""",
         item.id, item.protocol, item.method, item.path, dump_headers(replayable_headers(item.headers)), item.body,
         item.client, item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
-        item.expires_at, item.correlation_id)
+        item.expires_at, item.correlation_id, item.fingerprint)
 
 
 async def apply_migrations(db: Connection, migrations: Sequence[Migration], *, now: float) -> list[int]:

@@ -299,18 +299,18 @@ class SQLiteStore:
 
     @_translated
     async def idempotency_put(self, key: str, status_code: int, headers: Headers, body: bytes,
-                              expires_at: float) -> IdempotencyRecord:
+                              expires_at: float, *, fingerprint: str | None = None) -> IdempotencyRecord:
         now = self._clock()
         async with self._transaction() as db:
             # First writer wins; an expired record no longer counts as a writer.
             await db.execute(
-                """INSERT INTO idempotency (key, status_code, headers, body, created_at, expires_at)
-                   VALUES (?, ?, ?, ?, ?, ?)
+                """INSERT INTO idempotency (key, status_code, headers, body, created_at, expires_at, fingerprint)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (key) DO UPDATE SET status_code = excluded.status_code,
                        headers = excluded.headers, body = excluded.body, created_at = excluded.created_at,
-                       expires_at = excluded.expires_at
+                       expires_at = excluded.expires_at, fingerprint = excluded.fingerprint
                    WHERE idempotency.expires_at <= excluded.created_at""",
-                (key, status_code, dump_headers(replayable_headers(headers)), body, now, expires_at))
+                (key, status_code, dump_headers(replayable_headers(headers)), body, now, expires_at, fingerprint))
             rows = await db.execute_fetchall("SELECT * FROM idempotency WHERE key = ?", (key,))
         return record_from_row(next(iter(rows)))
 
@@ -574,12 +574,12 @@ async def _insert_item(db: aiosqlite.Connection, item: OutboxItem) -> None:
     await db.execute(
         """INSERT INTO outbox (id, protocol, method, path, headers, body, client, account_preference,
                idempotency_key, status, attempts, created_at, next_attempt_at, expires_at, updated_at,
-               correlation_id)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)
+               correlation_id, fingerprint)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (id) DO NOTHING""",
         (item.id, item.protocol, item.method, item.path, dump_headers(replayable_headers(item.headers)), item.body,
          item.client, item.account_preference, item.idempotency_key, item.created_at, item.next_attempt_at,
-         item.expires_at, item.created_at, item.correlation_id))
+         item.expires_at, item.created_at, item.correlation_id, item.fingerprint))
 
 
 async def apply_migrations(db: aiosqlite.Connection, migrations: Sequence[Migration], *,
