@@ -9,7 +9,8 @@ exactly those bytes: `upstream_url` builds the account's URL from them and verif
 transport will put on the request line is byte for byte what was checked.
 
 Refused in the path: dot segments (plain, percent-encoded in any case or mix, or with `;params`),
-encoded `/`, `\\`, `?`, `#`, `%` and control characters, raw `\\`, anything outside printable ASCII,
+encoded `/`, `\\`, `?`, `#` and control characters, an encoded `%` that a second decoding would
+turn into an escape (`%252e`), raw `\\`, anything outside printable ASCII,
 and a `%` that does not start a valid escape. Legitimate escapes (`%20`, `%C3%A9`, `%2B`) pass
 unchanged. The query is forwarded as sent, and refused when it has a `#`, a control or non-ASCII
 byte, or an invalid escape.
@@ -27,8 +28,9 @@ import httpx
 _PRINTABLE = re.compile(rb"^[\x21-\x7e]*$")
 _ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # a % that does not start %XX
 # Encoded octets that would change the target's structure once a server decodes it: `/`, `\`, `?`,
-# `#`, `%` (double decoding), `;` (path parameters), controls, DEL and NUL.
-_STRUCTURAL = re.compile(rb"%(?:2[Ff]|5[Cc]|3[Ff]|23|25|3[Bb]|[01][0-9A-Fa-f]|7[Ff])")
+# `#`, `;` (path parameters), controls, DEL and NUL; and `%` where it would start an escape once
+# decoded (`%252e` is `%2e` to a server that decodes twice). `50%25off` stays a campaign name.
+_STRUCTURAL = re.compile(rb"%(?:2[Ff]|5[Cc]|3[Ff]|23|25(?=[0-9A-Fa-f]{2})|3[Bb]|[01][0-9A-Fa-f]|7[Ff])")
 _DOT = re.compile(rb"^(?:\.|%2[Ee]){1,2}$")
 
 

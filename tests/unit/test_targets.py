@@ -12,6 +12,8 @@ from gateway import targets
     # queued by a gateway before migration 6: the decoded path, as httpx would have encoded it
     ("/rest/api/v1.3/campaigns/wel come/email", "/rest/api/v1.3/campaigns/wel%20come/email"),
     ("/rest/api/v1.3/campaigns/café/email?x=1", "/rest/api/v1.3/campaigns/caf%C3%A9/email?x=1"),
+    ("/rest/api/v1.3/campaigns/50%off/email", "/rest/api/v1.3/campaigns/50%25off/email"),
+    ("/rest/api/v1.3/campaigns/50%25off/email", "/rest/api/v1.3/campaigns/50%25off/email"),
 ])
 def test_a_queued_target_is_sent_as_the_app_meant_it(stored: str, sent: str) -> None:
     assert targets.queued_target(stored) == sent
@@ -21,6 +23,7 @@ def test_a_queued_target_is_sent_as_the_app_meant_it(stored: str, sent: str) -> 
     "/rest/api/v1.3/../../admin/secret",
     "/rest/api/v1.3/campaigns/%2e%2e/x",
     "/rest/api/v1.3/campaigns/a%2fb/email",
+    "/rest/api/v1.3/campaigns/%252e%252e/email",
     "/rest/api/v1.3/campaigns/a b/email?q=\u00e9",
 ])
 def test_a_queued_target_that_could_leave_its_api_is_refused(stored: str) -> None:
