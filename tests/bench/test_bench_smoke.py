@@ -34,3 +34,16 @@ def test_quick_benchmark_runs_and_reports_a_table_with_numbers() -> None:
     for target in ("a direct", "b gateway", "e gateway+dns"):
         assert re.search(rf"^{re.escape(target)}\s+\d+\s+\d+\.\d+\s+\d+\.\d+\s+\d+$", out, re.MULTILINE), out
     assert len(re.findall(r"^  .*(?:met|NOT met)", out, re.MULTILINE)) >= 4, out
+
+
+def test_quick_hostile_bench_answers_every_attack_and_reports_its_bounds() -> None:
+    run = subprocess.run([sys.executable, "-m", "bench.hostile", "--quick"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert re.search(r"^30 MiB body to /portal/login\s+HTTP/1.1 413 .*peak RSS \+\d+ MiB$", out, re.MULTILINE), out
+    assert re.search(r"^50 MB header line\s+HTTP/1.1 431 ", out, re.MULTILINE), out
+    assert re.search(r"^login body at 1 byte/s\s+HTTP/1.1 408 .*held \d+\.\d s$", out, re.MULTILINE), out
+    assert re.search(r"^/healthz, 4 clients guessing passwords\s+200\s+p50 \d+\.\d ms", out, re.MULTILINE), out
+    assert re.search(r"^the real app logging in during the storm\s+200 ", out, re.MULTILINE), out
+    assert len(re.findall(r"^(?:GET|POST) .*HTTP/1.1 4\d\d ", out, re.MULTILINE)) == 4, out
