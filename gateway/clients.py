@@ -212,10 +212,13 @@ class Credentials:
         return identity.kind == kind and self._clock() - identity.issued_at <= _lifetime(kind)
 
     def _decode(self, credential: str, kind: Kind) -> Identity | None:
-        if credential.count(".") != 1:
+        # Only printable ASCII can be a credential this gateway issued (base64url and a dot); anything
+        # else (a header's latin-1 byte, a SOAP sessionId's unicode) is refused here, never compared:
+        # hmac.compare_digest raises TypeError on non-ASCII text, which answered the app a 500.
+        if credential.count(".") != 1 or not credential.isascii():
             return None
         encoded, signature = credential.split(".")
-        if not hmac.compare_digest(signature, self._sign(encoded)):
+        if not hmac.compare_digest(signature.encode("ascii"), self._sign(encoded).encode("ascii")):
             return None
         try:
             payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
@@ -241,6 +244,23 @@ def _lifetime(kind: Kind) -> float:
 def _digest(credential: str) -> str:
     """What the store keeps of a revoked credential: its SHA-256, useless to anyone who reads the store."""
     return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """User name and password from an `Authorization: Basic ...` value, or None when it is not one.
+
+    Every surface that takes HTTP Basic (SMS API, portal, `/api/failures`) parses it here: a value
+    with non-ASCII characters, bad base64 or non-UTF-8 text is "no credentials" (a 401 in the
+    surface's shape), never an exception (`b64decode` of non-ASCII text raises a plain ValueError).
+    """
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except ValueError:  # binascii.Error, UnicodeDecodeError and non-ASCII input alike
+        return None
+    return user, password
 
 
 def source_of(connection: HTTPConnection) -> str | None:
