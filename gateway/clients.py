@@ -17,18 +17,27 @@ the caller fails closed (refuses the call, with the vendor's "try again" answer 
 Checking a password costs a PBKDF2 run (45-85 ms): `login` does it in a small thread pool of its own,
 never on the event loop, spends the same run on an unknown user name (no enumeration by timing),
 remembers successes briefly and refuses a source that keeps failing (`policies.login_throttle`).
+
+That pool is the one thing an unauthenticated client can make the gateway spend CPU on, so no single
+source may take it: identical checks in flight share one run, a source has at most SOURCE_CHECKS
+checks waiting or running, and its failures count per source whatever user names it tries (rotating
+names was free: one address with 40 connections kept the queue full and the real app's every login
+was refused 429). Past VERIFY_QUEUE a source still gets its first check in (up to MAX_WAITING), and
+checks run fewest-recent-failures first (`gateway.password_checks`): a storm from many addresses
+neither refuses nor delays much the login of an app that has not been failing. A source that logged
+in recently may queue past VERIFY_QUEUE too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,8 +45,9 @@ from cachetools import TTLCache
 from starlette.requests import HTTPConnection
 
 from gateway.config import Client, Config, verify_password_hash
+from gateway.password_checks import CheckQueue
 from gateway.store import Store
-from policies.login_throttle import LoginThrottle
+from policies.login_throttle import LoginThrottle, ThrottleSettings
 
 Kind = Literal["rest", "soap", "portal"]
 REVOCABLE: frozenset[Kind] = frozenset({"soap", "portal"})  # the kinds with a logout
@@ -55,6 +65,12 @@ VERIFY_THREADS = 2
 VERIFY_QUEUE = 32
 DEFAULT_ITERATIONS = 200_000  # of the dummy hash when no client has one (config.hash_password's default)
 BUSY_RETRY_AFTER = 1.0
+SOURCE_CHECKS = 4  # distinct password checks one source address may have waiting or running at once
+# Wrong passwords one source may have within the throttle's window whatever the user names: each costs
+# a PBKDF2 run, and per (name, source) alone a fresh name was a fresh allowance.
+SOURCE_MAX_FAILURES = 20
+TRUSTED_SOURCE_TTL = 86_400.0  # a source that logged in within this long may queue past VERIFY_QUEUE
+MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE  # checks waiting or running in all: never more
 
 
 class TooManyFailedLogins(Exception):
@@ -97,49 +113,73 @@ class Credentials:
         self._logins: TTLCache[bytes, bool] = TTLCache(maxsize=LOGIN_CACHE_SIZE, ttl=LOGIN_TTL, timer=clock)
         self._login_key = secrets.token_bytes(32)
         self._throttle = LoginThrottle()
-        self._pool: ThreadPoolExecutor | None = None
-        self._waiting = 0
+        self._source_throttle = LoginThrottle(ThrottleSettings(max_failures=SOURCE_MAX_FAILURES))
+        self._checks = CheckQueue(threads=VERIFY_THREADS, thread_name_prefix="aftm-login")
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}  # by `remembered` digest: one run each
+        self._per_source: dict[str | None, int] = {}
+        # Sources with a recent success; an attacker cannot join without a right password.
+        self._trusted: TTLCache[str | None, bool] = TTLCache(maxsize=10_000, ttl=TRUSTED_SOURCE_TTL, timer=clock)
         self._dummy_hash = _dummy_hash(config)
 
     async def login(self, user_name: str, password: str, *, source: str | None = None) -> bool:
         """Whether `password` is the client's; raises TooManyFailedLogins when the source must wait.
 
         `source` is the caller's address: failures count per (name, source), so guesses from one
-        address never lock out the app logging in from another. A success cached from earlier is
-        accepted even while its key is throttled (only the right password can hit the cache).
+        address never lock out the app logging in from another; a source's failures also count across
+        the names it tries (SOURCE_MAX_FAILURES). A success cached from earlier is accepted even while
+        its key is throttled (only the right password can hit the cache), and the same name and password
+        already being checked share that run: an app's burst at start costs one.
         """
         remembered = hmac.new(self._login_key, f"{user_name}\0{password}".encode("utf-8", "surrogatepass"),
                               hashlib.sha256).digest()
         if remembered in self._logins:
             return True
-        key = (user_name, source)
-        wait = self._throttle.retry_after(key)
-        if wait is not None:
-            raise TooManyFailedLogins(wait)
-        if self._waiting >= VERIFY_THREADS + VERIFY_QUEUE:
-            raise TooManyFailedLogins(BUSY_RETRY_AFTER)
-        self._waiting += 1
-        try:
-            ok = await asyncio.get_running_loop().run_in_executor(
-                self._executor(), _check, self._config.client(user_name), password, self._dummy_hash)
-        finally:
-            self._waiting -= 1
-        if not ok:
-            self._throttle.failed(key)
-            return False
-        self._throttle.succeeded(key)
-        self._logins[remembered] = True
-        return True
+        running = self._checking.get(remembered)
+        if running is None:
+            running = self._start_check(remembered, user_name, password, source)
+        return await asyncio.shield(running)  # a caller that gives up does not cancel the others' run
 
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="aftm-login")
-        return self._pool
+    def _start_check(self, remembered: bytes, user_name: str, password: str,
+                     source: str | None) -> asyncio.Future[bool]:
+        """Admit one PBKDF2 run to the pool, or raise TooManyFailedLogins; the run's outcome is booked when done."""
+        key = (user_name, source)
+        waits = [w for w in (self._throttle.retry_after(key), self._source_throttle.retry_after(source)) if w]
+        if waits:
+            raise TooManyFailedLogins(max(waits))
+        # Past the queue, a source is still admitted for its first check (fair share: many sources storming
+        # cannot refuse a newcomer, the real app, outright), as is one that logged in recently; MAX_WAITING
+        # bounds them all.
+        in_flight, waiting = self._per_source.get(source, 0), self._checks.waiting
+        room = waiting < VERIFY_THREADS + VERIFY_QUEUE or (
+            (in_flight == 0 or source in self._trusted) and waiting < MAX_WAITING)
+        if in_flight >= SOURCE_CHECKS or not room:
+            raise TooManyFailedLogins(BUSY_RETRY_AFTER)
+        # A source that keeps failing, or already has checks waiting, waits behind every source that does
+        # not (the real app): a storm's first wave, one check per address, is all that goes before it.
+        running = self._checks.submit(self._source_throttle.failures(source) + in_flight, functools.partial(
+            _check, self._config.client(user_name), password, self._dummy_hash))
+        self._checking[remembered] = running
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+
+        def booked(done: asyncio.Future[bool]) -> None:  # runs before any awaiting caller resumes
+            del self._checking[remembered]
+            if (left := self._per_source.pop(source) - 1) > 0:
+                self._per_source[source] = left
+            if done.cancelled() or done.exception() is not None:
+                return
+            if done.result():
+                self._throttle.succeeded(key)
+                self._logins[remembered] = True
+                self._trusted[source] = True
+            else:
+                self._throttle.failed(key)
+                self._source_throttle.failed(source)
+
+        running.add_done_callback(booked)
+        return running
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._checks.close()
 
     def admin_login(self, user_name: str, password: str, *, source: str | None = None) -> bool:
         """The operator: user `admin` with the admin token as password (never when admin.token is unset).
@@ -212,10 +252,13 @@ class Credentials:
         return identity.kind == kind and self._clock() - identity.issued_at <= _lifetime(kind)
 
     def _decode(self, credential: str, kind: Kind) -> Identity | None:
-        if credential.count(".") != 1:
+        # Only printable ASCII can be a credential this gateway issued (base64url and a dot); anything
+        # else (a header's latin-1 byte, a SOAP sessionId's unicode) is refused here, never compared:
+        # hmac.compare_digest raises TypeError on non-ASCII text, which answered the app a 500.
+        if credential.count(".") != 1 or not credential.isascii():
             return None
         encoded, signature = credential.split(".")
-        if not hmac.compare_digest(signature, self._sign(encoded)):
+        if not hmac.compare_digest(signature.encode("ascii"), self._sign(encoded).encode("ascii")):
             return None
         try:
             payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
@@ -241,6 +284,23 @@ def _lifetime(kind: Kind) -> float:
 def _digest(credential: str) -> str:
     """What the store keeps of a revoked credential: its SHA-256, useless to anyone who reads the store."""
     return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """User name and password from an `Authorization: Basic ...` value, or None when it is not one.
+
+    Every surface that takes HTTP Basic (SMS API, portal, `/api/failures`) parses it here: a value
+    with non-ASCII characters, bad base64 or non-UTF-8 text is "no credentials" (a 401 in the
+    surface's shape), never an exception (`b64decode` of non-ASCII text raises a plain ValueError).
+    """
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except ValueError:  # binascii.Error, UnicodeDecodeError and non-ASCII input alike
+        return None
+    return user, password
 
 
 def source_of(connection: HTTPConnection) -> str | None:

@@ -10,6 +10,10 @@ for ever, unauthenticated. `GuardedHttpToolsProtocol` keeps httptools' parser an
 - a head not complete within `listen.header_timeout` seconds of the connection opening (or, on a
   kept-alive connection, of the next request's first byte): the connection is closed. An idle
   kept-alive connection is uvicorn's `timeout_keep_alive`'s business, not this timer's;
+- a request answered before its body arrived (a 401, 404 or 413 needs none of it): the rest of the body
+  gets `listen.header_timeout` to arrive and is discarded, then the connection is closed. uvicorn
+  cancelled its keep-alive timer on every body byte and never re-armed it, so a client dripping the
+  body of a 1 GB Content-Length, or just finishing it, held the connection for ever, unauthenticated;
 - `listen.limit_concurrency`: uvicorn's own `503` once that many connections or requests are open in
   this process.
 
@@ -35,8 +39,9 @@ _REFUSED_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                 b"content-type: text/plain; charset=utf-8\r\ncontent-length: 32\r\nconnection: close\r\n\r\n"
                 b"Request header fields too large\n")
 HEADER_LINE_OVERHEAD = 4  # ": " and CRLF around each header, as they were on the wire
-# Where a connection is: reading a request's head, past it (body, app), or idle between kept-alive requests.
-_HEAD, _BODY, _IDLE = "head", "body", "idle"
+# Where a connection is: reading a request's head, past it (body, app), reading the rest of a body whose
+# request was already answered, or idle between kept-alive requests.
+_HEAD, _BODY, _DRAIN, _IDLE = "head", "body", "drain", "idle"
 
 
 class _HeadTooLarge(Exception):
@@ -114,8 +119,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        if self._phase is _DRAIN:  # the answer went out before this body ended: the connection ends too
+            self._close("closed a connection after the body of a request it had already answered")
+            return
         self._phase = _IDLE  # until the next request's first byte: uvicorn's keep-alive timeout
         self._received_in_head = 0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        # The cycle just answered is still the parser's (a pipelined request would have replaced it) and
+        # its body has not ended: the parser discards the rest (uvicorn ignores a body once answered).
+        if (self._phase is _BODY and cycle is not None and cycle.response_complete and cycle.more_body
+                and not self.transport.is_closing()):
+            self._phase = _DRAIN
+            self._arm_head_timer()
 
     # --- limits ---------------------------------------------------------------------------------
 
@@ -147,13 +165,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._phase is not _HEAD or self.transport.is_closing():
+        if self._phase not in (_HEAD, _DRAIN) or self.transport.is_closing():
             return  # the head arrived; a later request arms the timer again
         if self.loop.time() < self._head_deadline:  # a later request's head: its own deadline
             self._head_timer = self.loop.call_at(self._head_deadline, self._head_timed_out)
             return
-        log.debug("closed a connection whose request head did not arrive in time: %s", self.client)
-        self.transport.close()
+        self._close("closed a connection whose request head, or answered body, did not arrive in time")
+
+    def _close(self, why: str) -> None:
+        self._cancel_head_timer()
+        log.debug("%s: %s", why, self.client)
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 def protocol_for(listen: Listen) -> type[GuardedHttpToolsProtocol]:

@@ -47,6 +47,13 @@ class LoginThrottle:
         remaining = entry.blocked_until - self._clock()
         return remaining if remaining > 0 else None
 
+    def failures(self, key: Hashable) -> int:
+        """Failures `key` has within the current window (0 once it has passed): a check's rank."""
+        entry = self._failures.get(key)
+        if entry is None or self._clock() - entry.first > self.settings.window:
+            return 0
+        return entry.count
+
     def failed(self, key: Hashable) -> None:
         now = self._clock()
         entry = self._failures.pop(key, None)

@@ -8,8 +8,6 @@ Status views are JSON unless the app asks for `Accept: application/xml`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -19,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.bodies import BodyRefused
-from gateway.clients import TooManyFailedLogins, source_of
+from gateway.clients import TooManyFailedLogins, basic_credentials, source_of
 from gateway.delivery.service import InvalidMessage, ReceiptRefused, SmsService
 from gateway.inputs import loads_json
 from gateway.protocols import sms
@@ -69,16 +67,11 @@ def _service(request: Request, *, as_json: bool) -> tuple[Runtime, SmsService] |
 
 async def _client(request: Request, runtime: Runtime, service: SmsService, *, as_json: bool) -> str | Response:
     """The app's client name from HTTP Basic, or the 401 (429 while throttled) answer."""
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-    user = password = None
-    if scheme.lower() == "basic":
-        try:
-            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            user = None
+    given = basic_credentials(request.headers.get("authorization"))
+    user = given[0] if given is not None else None
     try:
-        ok = user is not None and password is not None and await service.authenticate(
-            runtime.credentials, user, password, source=source_of(request))
+        ok = given is not None and await service.authenticate(
+            runtime.credentials, *given, source=source_of(request))
     except TooManyFailedLogins as exc:
         return _error(429, "too many failed logins: retry later", as_json=as_json,
                       headers={"Retry-After": exc.retry_after_header})

@@ -9,8 +9,6 @@ texts come from outside); CSV cells that a spreadsheet would run as a formula ar
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
 import math
@@ -28,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from gateway.bodies import FORM_LIMIT
-from gateway.clients import ADMIN_PRINCIPAL, TooManyFailedLogins, source_of
+from gateway.clients import ADMIN_PRINCIPAL, TooManyFailedLogins, basic_credentials, source_of
 from gateway.inputs import BadInput, bounded_int, finite_float
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
@@ -107,14 +105,8 @@ async def _viewer(request: Request) -> Viewer | None:
 
 
 async def _basic(request: Request) -> Viewer | None:
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return await _check(request, user, password)
+    given = basic_credentials(request.headers.get("authorization"))
+    return await _check(request, *given) if given is not None else None
 
 
 async def _to_failures(request: Request) -> Response:

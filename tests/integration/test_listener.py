@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.gateway import serve_as_cli
+from tests.support.raw_http import read_response
 from tests.support.servers import ServerThread, wait_until
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n"
@@ -217,3 +218,54 @@ def test_past_limit_concurrency_connections_are_answered_503(start_gateway: Call
     with httpx.Client(base_url=server.url, trust_env=False, timeout=5) as client:
         wait_until(lambda: client.get("/healthz").status_code == 200, timeout=5,
                    message="the listener to serve again once the idle connections closed")
+
+
+def answered_early(sock: socket.socket, declared: int) -> int:
+    """POST to a path with no route (404, before any body is read) declaring `declared` body bytes."""
+    sock.sendall(b"POST /no-such-route HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % declared)
+    return read_response(sock, method="POST").status  # the whole answer: what follows is the server's doing
+
+
+def test_a_body_dripped_after_its_request_was_answered_is_cut_after_header_timeout(
+        start_gateway: Callable[..., ServerThread]) -> None:
+    server = start_gateway(header_timeout=1.0)
+    with connect(server) as sock:
+        assert answered_early(sock, 1_000_000_000) == 404
+        held = drip_until_closed(sock, b"x" * 200)
+    assert held is not None, "a body the gateway had already answered was still being read after 5 s"
+    assert 0.7 <= held < 3.0, held
+
+
+def test_a_connection_whose_answered_body_then_ends_is_closed_not_kept_idle(
+        start_gateway: Callable[..., ServerThread]) -> None:
+    server = start_gateway(header_timeout=1.0)
+    with connect(server) as sock:
+        assert answered_early(sock, 10) == 404
+        sock.sendall(b"0123456789")
+        assert closed_within(sock, 3.0), "the connection stayed open with no timer after its body ended"
+
+
+def test_connections_answered_before_their_bodies_cannot_hold_limit_concurrency(
+        start_gateway: Callable[..., ServerThread]) -> None:
+    server = start_gateway(limit_concurrency=4, header_timeout=1.0)
+    held = [connect(server) for _ in range(3)]  # with a fourth connection: the limit
+    try:
+        for sock in held:
+            assert answered_early(sock, 10) == 404
+            sock.sendall(b"0123456789")  # the body ends: nothing more is sent, nothing more is due
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=5) as client:
+            wait_until(lambda: client.get("/healthz").status_code == 200, timeout=5,
+                       message="the listener to serve again while three answered connections sat silent")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_body_sent_whole_with_its_head_keeps_the_connection_alive_after_an_early_answer(
+        start_gateway: Callable[..., ServerThread]) -> None:
+    server = start_gateway(header_timeout=1.0)
+    with connect(server) as sock:
+        sock.sendall(b"POST /no-such-route HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello")
+        assert status_of(sock.recv(65536)) == 404
+        sock.sendall(HEALTHZ + b"\r\n")
+        assert status_of(sock.recv(65536)) == 200

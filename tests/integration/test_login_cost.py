@@ -8,6 +8,7 @@ surface's own throttling answer, without locking out the app logging in from ano
 from __future__ import annotations
 
 import hashlib
+import socket
 import statistics
 import threading
 import time
@@ -19,9 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.clients import SOURCE_CHECKS, SOURCE_MAX_FAILURES
 from gateway.config import hash_password
 from policies.login_throttle import ThrottleSettings
 from tests.support.gateway import serve_as_cli
+from tests.support.raw_http import read_response
 from tests.support.servers import ServerThread
 
 APP, PASSWORD = "app", "the-right-password"
@@ -170,3 +173,51 @@ def soap_login(user: str, password: str) -> bytes:
     return (f'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
             f'xmlns:urn="urn:ws.rsys.com"><soapenv:Body><urn:login><urn:username>{user}</urn:username>'
             f'<urn:password>{password}</urn:password></urn:login></soapenv:Body></soapenv:Envelope>').encode()
+
+
+def raw_login(user: str, password: str) -> bytes:
+    form = f"user_name={user}&password={password}&auth_type=password".encode()
+    return (b"POST " + LOGIN.encode() + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(form) + form)
+
+
+def test_a_login_storm_from_one_address_rotating_user_names_cannot_lock_the_app_out(
+        gateway: ServerThread, checks: PasswordChecks) -> None:
+    """40 wrong logins at once from one address used to fill the check queue: the app's login was a 429."""
+    storm = []
+    try:
+        for n in range(40):
+            sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=15, source_address=("127.0.0.2", 0))
+            sock.sendall(raw_login(f"guess{n}", "wrong"))
+            storm.append(sock)
+        # The storm is in: the gateway has refused some of it (before the fix: those past its queue).
+        refused = [read_response(sock, method="POST").status for sock in storm[-4:]]
+        assert refused == [429] * 4, refused
+        with client_from(gateway, "127.0.0.1") as real_app:
+            answer = rest_login(real_app, APP, PASSWORD)
+        assert answer.status_code == 200, answer.text
+        answers = [read_response(sock, method="POST").status for sock in storm[:-4]]
+    finally:
+        for sock in storm:
+            sock.close()
+    assert answers.count(401) <= SOURCE_CHECKS, answers  # the rest was refused unchecked
+    assert checks.count() <= SOURCE_CHECKS + 1
+
+
+def test_one_address_is_throttled_after_source_max_failures_whatever_user_names_it_tries(
+        gateway: ServerThread, checks: PasswordChecks) -> None:
+    with client_from(gateway, "127.0.0.2") as attacker:
+        statuses = [rest_login(attacker, f"name{n}", "wrong").status_code for n in range(SOURCE_MAX_FAILURES + 3)]
+    assert statuses[:SOURCE_MAX_FAILURES] == [401] * SOURCE_MAX_FAILURES, statuses
+    assert statuses[SOURCE_MAX_FAILURES:] == [429] * 3, statuses
+    assert checks.count() == SOURCE_MAX_FAILURES
+    with client_from(gateway, "127.0.0.3") as real_app:
+        assert rest_login(real_app, APP, PASSWORD).status_code == 200
+
+
+def test_an_apps_burst_of_identical_logins_costs_one_password_check(
+        gateway: ServerThread, checks: PasswordChecks) -> None:
+    with ThreadPoolExecutor(10) as pool, client_from(gateway) as app:
+        statuses = list(pool.map(lambda _: rest_login(app, APP, PASSWORD).status_code, range(10)))
+    assert statuses == [200] * 10
+    assert checks.count() == 1
