@@ -18,6 +18,7 @@ import uvicorn
 
 from gateway.app import build_app
 from gateway.config import parse_config
+from gateway.listener import server_config
 from gateway.simulator.server import SimulatedAccount
 from gateway.simulator.sms import SimulatedSmsAggregator
 
@@ -85,8 +86,7 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
                           primary_password=passwords["primary"], failover_password=passwords["failover"],
                           admin_token=admin_token, sms=sms, sms_password=passwords["sms"])
         config = parse_config(raw, environ={})
-        server = _ReadyServer(uvicorn.Config(build_app(config), host="127.0.0.1", port=port, log_config=None,
-                                             access_log=False))
+        server = _ReadyServer(server_config(build_app(config), config, host="127.0.0.1", port=port))
         serving = asyncio.create_task(server.serve())
         ready = asyncio.create_task(server.ready.wait())
         await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)

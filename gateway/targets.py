@@ -9,17 +9,17 @@ exactly those bytes: `upstream_url` builds the account's URL from them and verif
 transport will put on the request line is byte for byte what was checked.
 
 Refused in the path: dot segments (plain, percent-encoded in any case or mix, or with `;params`),
-encoded `/`, `\\`, `?`, `#` and control characters, an encoded `%` that a second decoding would
-turn into an escape (`%252e`), raw `\\`, anything outside printable ASCII,
-and a `%` that does not start a valid escape. Legitimate escapes (`%20`, `%C3%A9`, `%2B`) pass
-unchanged. The query is forwarded as sent, and refused when it has a `#`, a control or non-ASCII
-byte, or an invalid escape.
+encoded `/`, `\\`, `?`, `#` and control characters, an encoded `%` that a second decoding would turn
+into an escape (`%252e`), raw `\\`, anything outside printable ASCII, a `%` that does not start a valid
+escape, and escapes that are not UTF-8 (overlong `%c0%ae` is `.` to a lenient decoder). Legitimate
+escapes (`%20`, `%C3%A9`, `%2B`, `50%25off`) pass unchanged. The query is forwarded as sent, and
+refused when it has a `#`, a control or non-ASCII byte, or an invalid escape.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 import httpx
 
@@ -53,6 +53,10 @@ def checked_path(raw_path: bytes) -> str:
     for segment in raw_path.split(b"/"):
         if _DOT.match(segment.split(b";", 1)[0]) is not None:
             raise UnsafeTarget("the path may not contain . or .. segments")
+    try:  # overlong forms (`%c0%ae` is `.` to a lenient decoder) and stray bytes are not UTF-8
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsafeTarget("the path must percent-encode UTF-8 text") from None
     return raw_path.decode("ascii")
 
 

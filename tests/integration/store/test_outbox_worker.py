@@ -275,6 +275,7 @@ async def test_callbacks_run_in_their_own_lane_and_never_take_the_slots_of_sends
 
     await wait_for_item(store, send_id, lambda item: item.status is OutboxStatus.DELIVERED,
                         message="the send delivered while callbacks hang")
+    await async_wait_until(lambda: started.count("callback") >= 2, message="the callback lane's two in flight")
     assert started.count("callback") == 2  # the callback lane's limit, not the send's slot
     assert delivered == ["rest"]
     release.set()
