@@ -79,7 +79,7 @@ def build_soap_routes(state: AccountState) -> list[Route]:
     return [
         Route(WSDL_PATH, api.wsdl, methods=["GET"]),
         Route(SERVICE_PATH, api.service, methods=["GET", "POST"]),
-        Route(SCHEMA_DIR + "{name:str}", api.schema, methods=["GET"]),
+        Route(SCHEMA_DIR + "{name:path}", api.schema, methods=["GET"]),
     ]
 
 

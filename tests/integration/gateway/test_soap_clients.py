@@ -123,17 +123,6 @@ DRIVERS: dict[str, Callable[[str, str], Any]] = {"zeep": ZeepDriver, "node-soap"
                                                  "php-soapclient": php_driver}
 
 
-@pytest.fixture
-def ha_deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
-    """A deployment whose failover account is AFTM's: sends there use the HA twins."""
-    deployment = make_deployment(start=False)
-    accounts = deployment.raw_config("http://unused")["accounts"]
-    accounts[1]["soap_ha_operations"] = True
-    deployment.overrides = {"accounts": accounts}
-    deployment.start_gateway()
-    return deployment
-
-
 @pytest.fixture(params=sorted(DRIVERS))
 def client_name(request: pytest.FixtureRequest) -> str:
     name: str = request.param

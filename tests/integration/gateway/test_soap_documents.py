@@ -46,17 +46,6 @@ class GatewayOnlySession(requests.Session):
 
 
 @pytest.fixture
-def ha_deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
-    """A deployment whose failover account is AFTM's: sends there use the HA twins."""
-    deployment = make_deployment(start=False)
-    accounts = deployment.raw_config("http://unused")["accounts"]
-    accounts[1]["soap_ha_operations"] = True
-    deployment.overrides = {"accounts": accounts}
-    deployment.start_gateway()
-    return deployment
-
-
-@pytest.fixture
 def gateway_only(ha_deployment: Deployment) -> Iterator[GatewayOnlySession]:
     with GatewayOnlySession(ha_deployment.url) as session:
         yield session
