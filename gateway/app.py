@@ -68,6 +68,7 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         Route(soap.SERVICE_PATH, soap_api.service, methods=["POST"]),
         Route(soap.SERVICE_PATH, _soap_get, methods=["GET"]),
         Route(soap.WSDL_PATH, soap_api.wsdl, methods=["GET"]),
+        Route("/webservices/{document:path}", soap_api.document, methods=["GET"]),
         *sms_api.routes(),
         *portal.routes(),
     ]

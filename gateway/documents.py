@@ -1,4 +1,4 @@
-"""Vendor documents served from memory: the SOAP WSDL now, the schemas it imports later.
+"""Vendor documents served from memory: the SOAP WSDL and every document it references.
 
 Apps fetch the WSDL unauthenticated, so fetching it from an account on every GET turned a flood of
 GETs into a flood to the vendor. `DocumentCache` keeps the last good copy of each document path:
@@ -9,8 +9,11 @@ GETs into a flood to the vendor. `DocumentCache` keeps the last good copy of eac
                  (the caller gets None: the route answers 503)
 
 A failed refresh keeps the last good copy. Documents are keyed by path; how a path is fetched (which
-account, what rewriting) is the `fetch` function's business, so serving another document is one more
-path in the caller's table.
+account, what rewriting) is the `fetch` function's business. The cache starts from its root paths (the
+WSDL) and learns the rest from the documents themselves: `references(path, document)` names the paths a
+fetched document refers to (its schemas, their imports), and each new one is fetched and refreshed like
+the roots, up to `max_documents` (a vendor WSDL that names hundreds of files is not followed further).
+Only known paths are ever served, so a request for anything else never reaches an account.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from gateway.tasks import cancel_and_wait
 
@@ -26,15 +29,22 @@ log = logging.getLogger("aftm.documents")
 
 # A document for a path, or None when no account served it.
 Fetch = Callable[[str], Awaitable[bytes | None]]
+# The paths a fetched document (at a path) refers to, already confined to what may be fetched.
+References = Callable[[str, bytes], Iterable[str]]
+MAX_DOCUMENTS = 32
 
 
 class DocumentCache:
     """The last good copy of each vendor document, refreshed in the background."""
 
     def __init__(self, *, paths: Iterable[str], fetch: Fetch, refresh_interval: float, retry_after: float = 5.0,
+                 references: References | None = None, max_documents: int = MAX_DOCUMENTS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.paths = tuple(paths)
+        self._paths = dict.fromkeys(paths)  # ordered: the roots first, then documents as discovered
+        self._roots = len(self._paths)
         self._fetch = fetch
+        self._references = references
+        self._max_documents = max_documents
         self._interval = refresh_interval
         self._retry_after = retry_after
         self._clock = clock
@@ -45,8 +55,17 @@ class DocumentCache:
         self.fetches = 0  # upstream fetches started, for tests and status
         self.failures = 0  # fetches that found no account serving the document
 
+    @property
+    def paths(self) -> Sequence[str]:
+        """Every path the cache serves: the roots, then the documents they reference."""
+        return tuple(self._paths)
+
+    def serves(self, path: str) -> bool:
+        """Whether `path` is a document the cache serves (a root, or one a fetched document referenced)."""
+        return path in self._paths
+
     def start(self) -> None:
-        if self.paths and self._task is None:
+        if self._roots and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._refresh_loop(), name="document-cache")
 
     async def stop(self) -> None:
@@ -56,7 +75,7 @@ class DocumentCache:
     async def get(self, path: str) -> bytes | None:
         """The document at `path`, or None when there is no good copy yet and none could be fetched."""
         copy = self._copies.get(path)
-        if copy is not None or path not in self.paths:
+        if copy is not None or path not in self._paths:
             return copy
         failed_at = self._failed_at.get(path)
         if path not in self._in_flight and failed_at is not None and self._clock() - failed_at < self._retry_after:
@@ -87,10 +106,30 @@ class DocumentCache:
             return self._copies.get(path)
         self._copies[path] = document
         self._failed_at.pop(path, None)
+        self._discover(path, document)
         return document
+
+    def _discover(self, path: str, document: bytes) -> None:
+        """Learn the paths `document` refers to; each new one is fetched now, in the background."""
+        if self._references is None:
+            return
+        try:
+            referenced = list(self._references(path, document))
+        except Exception:  # an unreadable document serves as it is; its references are not followed
+            log.exception("reading a vendor document's references raised", extra={"path": path})
+            return
+        for reference in referenced:
+            if reference in self._paths:
+                continue
+            if len(self._paths) >= self._max_documents:
+                log.warning("vendor documents reference more documents than are served; not following",
+                            extra={"path": reference, "max_documents": self._max_documents})
+                return
+            self._paths[reference] = None
+            self._fetch_once(reference)
 
     async def _refresh_loop(self) -> None:
         while True:
-            for path in self.paths:
+            for path in list(self._paths):  # documents discovered meanwhile join the next round
                 await self._fetch_once(path)  # shared with GETs arriving meanwhile
             await asyncio.sleep(self._interval)

@@ -46,7 +46,7 @@ from gateway.resolver import DNSResolver
 from gateway.rest_api import RestDialect
 from gateway.sessions import RestSessions, SoapSessions
 from gateway.shared_failover import SharedFailover
-from gateway.soap_api import DOCUMENTS, SoapDialect, fetch_document
+from gateway.soap_api import ROOT_DOCUMENTS, SoapDialect, fetch_document, served_references
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store, scoped_key
 from gateway.tasks import cancel_and_wait
 from gateway.telemetry import Telemetry
@@ -109,8 +109,9 @@ class Runtime:
         self.rest_sessions = RestSessions(upstream=self.upstream)
         self.soap_sessions = SoapSessions(accounts=self.accounts, upstream=self.upstream)
         self.documents = DocumentCache(
-            paths=DOCUMENTS if any(a.soap_url for a in self.accounts) else (),
-            fetch=lambda path: fetch_document(self, path), refresh_interval=config.upstream.wsdl_refresh)
+            paths=ROOT_DOCUMENTS if any(a.soap_url for a in self.accounts) else (),
+            fetch=lambda path: fetch_document(self, path), refresh_interval=config.upstream.wsdl_refresh,
+            references=lambda path, body: served_references(self, path, body))
         self.rest_dialect: Dialect = RestDialect(self.rest_sessions)
         self.soap_dialect: Dialect = SoapDialect(self.soap_sessions)
         buckets = {

@@ -1,14 +1,18 @@
 """The SOAP surface: `login`/`logout` answered by the gateway, every other operation forwarded.
 
 The app's `SessionHeader` carries a gateway session id; upstream, the gateway puts in one of the
-account's own pooled sessions. The WSDL is served from the runtime's `DocumentCache` (fetched from
-the first account that answers, every `soap:address` pointing at the gateway), never fetched per GET.
+account's own pooled sessions. The WSDL, and every document it references (the vendor's imports its
+two schemas by relative location, schemas may import more), are served from the runtime's
+`DocumentCache`: fetched from the first account that answers, at the vendor's paths, every
+`soap:address` and absolute reference to the account pointing at the gateway, never fetched per GET.
+Only documents under `/webservices/` on the account itself are followed (`served_references`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -25,10 +29,13 @@ from gateway.protocols import responsys_soap as soap
 from gateway.proxy import Call, Lease, Result
 from gateway.sessions import SoapSessions, SoapSlot
 from gateway.store import StoreError
+from gateway.targets import UnsafeTarget, checked_path
 from policies.outcome import Failure, Kind, Outcome
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
+
+log = logging.getLogger("aftm.soap")
 
 XML = "text/xml; charset=utf-8"
 # Not content-type: the gateway forwards an envelope it wrote itself, always UTF-8 (see upstream_request).
@@ -165,13 +172,63 @@ async def wsdl(request: Request) -> Response:
     return Response(document, media_type=XML)
 
 
-def _rewritten_wsdl(runtime: Runtime, wsdl: bytes) -> bytes:
-    return soap.rewrite_wsdl(wsdl, runtime.config.public_url.rstrip("/") + soap.SERVICE_PATH)
+async def document(request: Request) -> Response:
+    """`GET /webservices/...`: a document the WSDL references (a schema, an import of one), from the cache.
+
+    Only paths the cache learned from the documents themselves are served: any other path, a traversal
+    attempt included, is 404 without reaching an account.
+    """
+    runtime: Runtime = request.app.state.runtime
+    path = request.url.path
+    if not runtime.documents.serves(path):
+        return fault_response(404, code="INVALID_REQUEST", client=True, message="No such service document")
+    body = await runtime.documents.get(path)
+    if body is None:
+        return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the document")
+    return Response(body, media_type=XML)
 
 
-# The vendor documents the gateway serves, by path: how each is made fit to serve (the WSDL's
-# addresses point at the gateway). The XSDs the vendor's WSDL imports would join with no rewriting.
-DOCUMENTS: dict[str, Callable[[Runtime, bytes], bytes]] = {soap.WSDL_PATH: _rewritten_wsdl}
+# The documents the cache starts from; the rest it learns from their references (served_references).
+ROOT_DOCUMENTS = (soap.WSDL_PATH,)
+DOCUMENT_TREE = "/webservices/"
+
+
+def _base(runtime: Runtime) -> str:
+    return runtime.config.public_url.rstrip("/")
+
+
+def served_references(runtime: Runtime, path: str, body: bytes) -> list[str]:
+    """The paths a served document at `path` refers to that the gateway fetches and serves too.
+
+    References resolve against the document's URL at the gateway (the account's absolute ones were
+    rewritten to it); followed only when they land on the gateway, under `/webservices/`, as a plain
+    path that names what it seems (no dot segments or structural escapes, no query). Anything else (a
+    W3C schema, another host) is left for the client to fetch as the vendor's document says.
+    """
+    base = _base(runtime)
+    paths = []
+    for url in soap.document_references(body, base + path):
+        target = url[len(base):] if url.startswith(base + "/") and soap.same_origin(url, base) else None
+        try:
+            if target is None or "?" in target or not target.startswith(DOCUMENT_TREE):
+                raise UnsafeTarget("outside the service's documents")
+            paths.append(checked_path(target.encode("ascii")))
+        except (UnsafeTarget, UnicodeEncodeError) as exc:
+            log.warning("not following a document reference", extra={"document": path, "reason": str(exc)})
+    return paths
+
+
+def _fit_to_serve(runtime: Runtime, account: Account, body: bytes) -> bytes:
+    assert account.soap_url is not None
+    base = _base(runtime)
+
+    def relocate(location: str) -> str:
+        if not soap.same_origin(location, account.soap_url or ""):
+            return location
+        parts = httpx.URL(location)
+        return base + parts.raw_path.decode("ascii")
+
+    return soap.rewrite_document(body, service_url=base + soap.SERVICE_PATH, relocate=relocate)
 
 
 async def fetch_document(runtime: Runtime, path: str) -> bytes | None:
@@ -186,7 +243,7 @@ async def fetch_document(runtime: Runtime, path: str) -> bytes | None:
             continue
         if response.status_code == 200:
             try:
-                return DOCUMENTS[path](runtime, response.content)
+                return _fit_to_serve(runtime, account, response.content)
             except soap.BadEnvelope:
                 continue
     return None

@@ -7,14 +7,21 @@ Vendor facts (Responsys SOAP API, `ResponsysWS_Level1.wsdl`):
   `AccountFault`) with `exceptionCode` and `exceptionMessage`; an invalid or expired session is
   `exceptionCode` `INVALID_SESSION_ID`.
 - The WSDL's `soap:address location` names the service URL; the gateway rewrites it to its own.
+- The vendor's WSDL does not inline its types: it imports `ResponsysWSTypes_Schema.xsd` and
+  `ResponsysWSFaults_Schema.xsd` by relative `schemaLocation`
+  (`../services/ResponsysWSService/_resources_/xsd/...`), which a client resolves against the URL it
+  loaded the WSDL from; `document_references` names such references, `rewrite_document` points the
+  absolute ones at the gateway.
 
 XML from outside is parsed with a hardened lxml parser: no DTDs, no entity expansion, no network.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
@@ -25,6 +32,12 @@ WS_NS = "urn:ws.rsys.com"
 FAULT_NS = "urn:fault.ws.rsys.com"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
+WSDL_SOAP12 = "http://schemas.xmlsoap.org/wsdl/soap12/"
+WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
+XSD_NS = "http://www.w3.org/2001/XMLSchema"
+# The attributes by which a WSDL or schema names another document.
+_REFERENCES = ((f"{{{XSD_NS}}}import", "schemaLocation"), (f"{{{XSD_NS}}}include", "schemaLocation"),
+               (f"{{{XSD_NS}}}redefine", "schemaLocation"), (f"{{{WSDL_NS}}}import", "location"))
 
 SERVICE_PATH = "/webservices/services/ResponsysWSService"
 WSDL_PATH = "/webservices/wsdl/ResponsysWS_Level1.wsdl"
@@ -259,7 +272,46 @@ def rename_response(body: bytes, *, upstream_operation: str, app_operation: str)
 
 def rewrite_wsdl(wsdl: bytes, service_url: str) -> bytes:
     """The WSDL with every `soap:address location` pointing at `service_url` (the gateway)."""
-    root = parse_xml(wsdl)
-    for address in root.iter(f"{{{WSDL_SOAP}}}address"):
-        address.set("location", service_url)
+    return rewrite_document(wsdl, service_url=service_url, relocate=lambda location: location)
+
+
+def _reference_nodes(root: etree._Element) -> Iterator[tuple[etree._Element, str]]:
+    for tag, attribute in _REFERENCES:
+        for node in root.iter(tag):
+            if node.get(attribute):
+                yield node, attribute
+
+
+def rewrite_document(document: bytes, *, service_url: str, relocate: Callable[[str], str]) -> bytes:
+    """A WSDL or schema fit to serve from the gateway.
+
+    Every `soap:address`/`soap12:address location` becomes `service_url`; every document reference
+    (`xsd:import`/`include`/`redefine schemaLocation`, `wsdl:import location`) becomes
+    `relocate(location)`, which points an absolute reference to the account at the gateway. Relative
+    references stay as they are: served at the vendor's paths, they resolve to the gateway already.
+    """
+    root = parse_xml(document)
+    for tag in (f"{{{WSDL_SOAP}}}address", f"{{{WSDL_SOAP12}}}address"):
+        for address in root.iter(tag):
+            address.set("location", service_url)
+    for node, attribute in _reference_nodes(root):
+        node.set(attribute, relocate(node.get(attribute, "")))
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def document_references(document: bytes, base_url: str) -> list[str]:
+    """The absolute URLs of the documents a WSDL or schema at `base_url` refers to (fragments dropped)."""
+    root = parse_xml(document)
+    return [urljoin(base_url, node.get(attribute, "")).partition("#")[0]
+            for node, attribute in _reference_nodes(root)]
+
+
+def same_origin(url: str, other: str) -> bool:
+    """Whether two URLs name the same scheme, host and port (default ports spelled or not)."""
+    a, b = urlsplit(url), urlsplit(other)
+    defaults = {"http": 80, "https": 443}
+    try:
+        return (a.scheme.lower(), a.hostname, a.port or defaults.get(a.scheme.lower())) == (
+            b.scheme.lower(), b.hostname, b.port or defaults.get(b.scheme.lower()))
+    except ValueError:  # a port that is not a number
+        return False

@@ -286,9 +286,10 @@ class SimulatedAccount:
         return self.state.received()
 
     def forwarded(self) -> list[bytes]:
-        """Raw targets of every request but its logins, login probes and WSDL fetches (the gateway's own)."""
+        """Raw targets of every request but its logins, login probes and WSDL/schema fetches (the gateway's own)."""
         return [target for _method, target in self.state.received()
-                if not target.endswith(b"/auth/token") and target != b"/webservices/wsdl/ResponsysWS_Level1.wsdl"]
+                if not target.endswith(b"/auth/token") and target != b"/webservices/wsdl/ResponsysWS_Level1.wsdl"
+                and b"/_resources_/" not in target]
 
     def clear_deliveries(self) -> None:
         self.state.clear_deliveries()
@@ -298,6 +299,10 @@ class SimulatedAccount:
 
     def set_wsdl(self, template: bytes | None) -> None:
         self.state.set_wsdl(template)
+
+    def set_schema(self, name: str, document: bytes | None) -> None:
+        """Serve `document` at `.../_resources_/xsd/<name>` (replacing the packaged one; None: 404)."""
+        self.state.set_schema(name, document)
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         loop = self._loop

@@ -1,4 +1,4 @@
-"""The simulated account's SOAP API (`ResponsysWSService`, document/literal SOAP 1.1) and its WSDL.
+"""The simulated account's SOAP API (`ResponsysWSService`, document/literal SOAP 1.1), its WSDL and schemas.
 
 Vendor behaviour mirrored (ResponsysWS_Level1.wsdl and its schemas; AFTM "SOAP-based code changes"):
 - `login(username, password)` -> `loginResponse/result/sessionId`; faults `AccountFault`.
@@ -9,6 +9,10 @@ Vendor behaviour mirrored (ResponsysWS_Level1.wsdl and its schemas; AFTM "SOAP-b
   takes `customEvent`, `recipientData*`. Bad input is a `TriggeredMessageFault`/`CustomEventFault`.
 - On a failover (secondary) account only login, logout and the HA operations are processed.
 - A session is single-threaded: two calls at once invalidate it (strict mode, see AccountState).
+- As the vendor's, the WSDL (`/webservices/wsdl/ResponsysWS_Level1.wsdl`, or `?wsdl` on the service)
+  does not inline its types: it imports `ResponsysWSTypes_Schema.xsd` and `ResponsysWSFaults_Schema.xsd`
+  by relative location, served under `SCHEMA_DIR`; any other path is 404.
+- AFTM twins: `HaMergeTriggerEmail` and `HaMergeTriggerSms` take the same parts as their originals.
 
 XML from clients is parsed with entity resolution, DTD loading and network access off; any DOCTYPE is
 refused with a SOAP Client fault before anything else is looked at.
@@ -31,12 +35,14 @@ from gateway.simulator.wire import SOAP_ENV, ws
 
 SERVICE_PATH = "/webservices/services/ResponsysWSService"
 WSDL_PATH = "/webservices/wsdl/ResponsysWS_Level1.wsdl"
+SCHEMA_DIR = SERVICE_PATH + "/_resources_/xsd/"
+SCHEMAS = ("ResponsysWSTypes_Schema.xsd", "ResponsysWSFaults_Schema.xsd")
 WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
 MAX_ENVELOPE = 10 * 1024 * 1024  # the vendor's documented 10 MB payload ceiling
 
-_MERGE_OPERATIONS = frozenset({"mergeTriggerEmail", "HaMergeTriggerEmail", "mergeTriggerSMS"})
+_MERGE_OPERATIONS = frozenset({"mergeTriggerEmail", "HaMergeTriggerEmail", "mergeTriggerSMS", "HaMergeTriggerSms"})
 _OPERATIONS = _MERGE_OPERATIONS | {"login", "logout", "triggerCustomEvent"}
-_SECONDARY_OPERATIONS = frozenset({"login", "logout", "HaMergeTriggerEmail"})
+_SECONDARY_OPERATIONS = frozenset({"login", "logout", "HaMergeTriggerEmail", "HaMergeTriggerSms"})
 _RECIPIENT_COLUMNS = {"recipientId": "RIID_", "customerId": "CUSTOMER_ID_", "emailAddress": "EMAIL_ADDRESS_",
                       "mobileNumber": "MOBILE_NUMBER_"}
 
@@ -55,6 +61,11 @@ def load_wsdl_template() -> bytes:
     return resources.files("gateway.simulator").joinpath("ResponsysWS_Level1.wsdl").read_bytes()
 
 
+def load_schema(name: str) -> bytes:
+    """One of the packaged `SCHEMAS`, as the account serves it."""
+    return resources.files("gateway.simulator").joinpath(name).read_bytes()
+
+
 def render_wsdl(template: bytes, service_url: str) -> bytes:
     """The WSDL with `soap:address location` naming this listener's own service URL."""
     root = etree.fromstring(template, parser=_parser())
@@ -68,6 +79,7 @@ def build_soap_routes(state: AccountState) -> list[Route]:
     return [
         Route(WSDL_PATH, api.wsdl, methods=["GET"]),
         Route(SERVICE_PATH, api.service, methods=["GET", "POST"]),
+        Route(SCHEMA_DIR + "{name:path}", api.schema, methods=["GET"]),
     ]
 
 
@@ -107,11 +119,19 @@ class _SoapApi:
     def __init__(self, state: AccountState, wsdl_template: bytes) -> None:
         self._state = state
         self._wsdl = wsdl_template
+        self._schemas = {name: load_schema(name) for name in SCHEMAS}
 
     async def wsdl(self, request: Request) -> Response:
         origin = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
         template = self._state.fetch_wsdl(self._wsdl)
         return Response(render_wsdl(template, origin + SERVICE_PATH), media_type=wire.XML_TYPE)
+
+    async def schema(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        document = self._state.fetch_schema(name, self._schemas.get(name))
+        if document is None:
+            return Response("Not Found", status_code=404, media_type="text/plain")
+        return Response(document, media_type=wire.XML_TYPE)
 
     async def service(self, request: Request) -> Response:
         if request.method == "GET":
@@ -153,7 +173,7 @@ class _SoapApi:
         if self._state.secondary and name not in _SECONDARY_OPERATIONS:
             # AFTM processes only login, logout and the HA calls on the failover account.
             return wire.soap_fault(fault="UnexpectedErrorFault", code="API_NOT_ALLOWED_IN_SECONDARY",
-                                   message=f"{name} is not available on a failover account; use HaMergeTriggerEmail")
+                                   message=f"{name} is not available on a failover account; use its HA twin")
         try:
             recipients = (_merge_records(operation) if name in _MERGE_OPERATIONS
                           else _event_recipients(operation))

@@ -74,6 +74,7 @@ class _Stats:
     rest_logins: int = 0
     soap_logins: int = 0
     wsdl_fetches: int = 0
+    schema_fetches: int = 0
     calls_by_status: Counter[int] = field(default_factory=Counter)
 
 
@@ -105,6 +106,7 @@ class AccountState:
         self._received: deque[tuple[str, bytes]] = deque(maxlen=10_000)
         self._members: dict[int, dict[str, str]] = {}
         self._wsdl: bytes | None = None  # a test's replacement for the packaged WSDL
+        self._schemas: dict[str, bytes | None] = {}  # a test's schemas by file name (None: not served)
 
     # --- credentials and REST tokens ------------------------------------------------------------
 
@@ -303,6 +305,17 @@ class AccountState:
         with self._lock:
             self._wsdl = template
 
+    def fetch_schema(self, name: str, packaged: bytes | None) -> bytes | None:
+        """Count a schema fetch; the schema file `name` to serve (a test's, else `packaged`), None if none."""
+        with self._lock:
+            self._stats.schema_fetches += 1
+            return self._schemas[name] if name in self._schemas else packaged
+
+    def set_schema(self, name: str, document: bytes | None) -> None:
+        """Serve `document` as the schema file `name` from now on (None: answer 404 for it)."""
+        with self._lock:
+            self._schemas[name] = document
+
     def count_status(self, status: int) -> None:
         with self._lock:
             self._stats.calls_by_status[status] += 1
@@ -315,6 +328,7 @@ class AccountState:
                 "rest_logins": self._stats.rest_logins,
                 "soap_logins": self._stats.soap_logins,
                 "wsdl_fetches": self._stats.wsdl_fetches,
+                "schema_fetches": self._stats.schema_fetches,
                 "calls_by_status": {str(k): v for k, v in sorted(self._stats.calls_by_status.items())},
                 "live_tokens": len(self._tokens),
                 "live_sessions": len(self._sessions),

@@ -176,6 +176,17 @@ def deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
 
 
 @pytest.fixture
+def ha_deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
+    """A deployment whose failover account is AFTM's: sends there use the HA twins."""
+    deployment = make_deployment(start=False)
+    accounts = deployment.raw_config("http://unused")["accounts"]
+    accounts[1]["soap_ha_operations"] = True
+    deployment.overrides = {"accounts": accounts}
+    deployment.start_gateway()
+    return deployment
+
+
+@pytest.fixture
 def start_extra_account(test_ca: trustme.CA) -> Iterator[Callable[..., SimulatedAccount]]:
     """Start more simulated accounts (another address, another TLS setup); stopped after the test."""
     extra: list[SimulatedAccount] = []

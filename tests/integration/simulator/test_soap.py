@@ -187,6 +187,64 @@ def test_secondary_account_processes_only_the_ha_operation(make_account: Any,
 
     assert _exception_code(refused.value)[1] == "API_NOT_ALLOWED_IN_SECONDARY"
     assert accepted[0].success is True
+    sms = client.service.HaMergeTriggerSms(**_merge_args("b@example.com"),
+                                           _soapheaders=soap_session_header(session_id))
+    assert sms[0].success is True
+    assert [d.operation for d in account.deliveries()] == ["HaMergeTriggerEmail", "HaMergeTriggerSms"]
+
+
+# The vendor's ResponsysWS_Level1.wsdl imports its types; these two lines are verbatim from it.
+VENDOR_IMPORTS = [
+    '<xsd:import namespace="urn:ws.rsys.com" schemaLocation="../services/ResponsysWSService/_resources_/xsd/'
+    'ResponsysWSTypes_Schema.xsd"/>',
+    '<xsd:import namespace="urn:fault.ws.rsys.com" schemaLocation="../services/ResponsysWSService/_resources_/xsd/'
+    'ResponsysWSFaults_Schema.xsd"/>',
+]
+XSD_NS = "http://www.w3.org/2001/XMLSchema"
+WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
+
+
+@pytest.mark.parametrize("wsdl_path", ["/webservices/wsdl/ResponsysWS_Level1.wsdl",
+                                       "/webservices/services/ResponsysWSService?wsdl"])
+def test_the_wsdl_imports_its_schemas_by_the_vendors_relative_locations(
+        account: SimulatedAccount, http: httpx.Client, wsdl_path: str) -> None:
+    response = http.get(account.url + wsdl_path)
+    assert response.status_code == 200
+    root = etree.fromstring(response.content)
+    imports = root.findall(f"{{{WSDL_NS}}}types/{{{XSD_NS}}}schema/{{{XSD_NS}}}import")
+    assert len(imports) == 2 and all(line in response.text for line in VENDOR_IMPORTS)
+    assert root.findall(f".//{{{XSD_NS}}}element") == []  # no inline types: a client must fetch the schemas
+    for node in imports:  # each resolves, from where the WSDL was loaded, to a schema the account serves
+        schema = http.get(str(httpx.URL(account.url + wsdl_path).join(node.get("schemaLocation", ""))))
+        assert schema.status_code == 200
+        assert etree.fromstring(schema.content).get("targetNamespace") == node.get("namespace")
+
+
+@pytest.mark.parametrize("path", [
+    "/webservices/services/ResponsysWSService/_resources_/xsd/Other.xsd",
+    "/webservices/services/ResponsysWSService/_resources_/ResponsysWSTypes_Schema.xsd",
+    "/webservices/wsdl/ResponsysWSTypes_Schema.xsd",
+    "/webservices/wsdl/Other.wsdl",
+])
+def test_documents_are_served_only_at_the_vendors_paths(account: SimulatedAccount, http: httpx.Client,
+                                                        path: str) -> None:
+    assert http.get(account.url + path).status_code == 404
+
+
+def test_zeep_loads_the_wsdl_and_its_imported_schemas_from_the_simulator(account: SimulatedAccount,
+                                                                        session: requests.Session) -> None:
+    fetched: list[str] = []
+    session.hooks["response"].append(lambda response, *args, **kwargs: fetched.append(response.url))
+    client = _client(account, session)
+    session_id = _login(client)
+    merged = client.service.mergeTriggerEmail(**_merge_args("x@example.com"),
+                                              _soapheaders=soap_session_header(session_id))
+    assert merged[0].success is True
+    xsd = f"{account.url}/webservices/services/ResponsysWSService/_resources_/xsd/"
+    assert set(fetched) >= {f"{account.url}/webservices/wsdl/ResponsysWS_Level1.wsdl",
+                            xsd + "ResponsysWSTypes_Schema.xsd", xsd + "ResponsysWSFaults_Schema.xsd"}
+    operations = set(client.wsdl.services["ResponsysWSService"].ports["ResponsysWS"].binding._operations)
+    assert {"HaMergeTriggerEmail", "HaMergeTriggerSms", "mergeTriggerEmail", "mergeTriggerSMS"} <= operations
 
 
 @pytest.mark.parametrize("prolog", [
