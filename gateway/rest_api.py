@@ -65,7 +65,8 @@ class RestDialect:
     def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
         assert isinstance(lease, _TokenLease)
         # Built from the raw target the edge checked, and verified to be sent unchanged (gateway.targets).
-        url = targets.upstream_url(lease.session.end_point, rest.upstream_path(call.path, account.api_prefix))
+        target = rest.upstream_path(call.method, call.path, account.api_prefix)
+        url = targets.upstream_url(lease.session.end_point, target)
         headers = [*call.headers, ("Authorization", lease.session.token)]
         return httpx.Request(call.method, url, headers=headers, content=call.body)
 

@@ -66,6 +66,9 @@ class SoapDialect:
         # The envelope is re-serialised as UTF-8 whatever the app wrote, so its Content-Type is the
         # gateway's: the app's (say ISO-8859-1, or one queued by an older gateway) would mislabel it.
         headers = [(k, v) for k, v in call.headers if k.lower() != "content-type"] + [("content-type", XML)]
+        if operation is not None:  # the SOAPAction names the operation sent, never the one renamed away
+            headers = [(k, soap.soap_action_for(v, app_operation=envelope.operation, operation=operation)
+                        if k.lower() == "soapaction" else v) for k, v in headers]
         return httpx.Request("POST", account.soap_url, headers=headers,
                              content=envelope.with_session(lease.session_id, operation=operation))
 

@@ -9,6 +9,8 @@ Vendor facts (Oracle Responsys REST API, "Authenticating" and "Error codes"):
 - Throttling is `errorCode: API_LIMIT_EXCEEDED` (whatever the status) or plain 429.
 - `API_NOT_ALLOWED_IN_SECONDARY` (401): the function is not available on a failover account; the app
   gets it as is, it is neither a session problem nor an account failure.
+- AFTM ("REST-based AFTM WS API" and its resource pages): a failover account serves only the HA twins
+  of the transactional calls, under their own families and paths (`HA_TWINS`, `upstream_path`).
 - `UNRECOVERABLE_EXCEPTION` (500): the vendor advises one resend after about 30 s.
 """
 
@@ -33,12 +35,13 @@ THROTTLE_ERRORS = frozenset({"API_LIMIT_EXCEEDED"})
 SECONDARY_ERRORS = frozenset({"API_NOT_ALLOWED_IN_SECONDARY"})
 UNRECOVERABLE_ERRORS = frozenset({"UNRECOVERABLE_EXCEPTION"})
 
-# The app-facing path families the gateway forwards: /rest/api, /rest/haApi, /rest/haAsyncApi.
-API_PATH = re.compile(r"^/rest/(?P<family>api|haApi|haAsyncApi)/(?P<rest>.*)$")
+# The app-facing path families the gateway forwards: the standard `api` and `asyncApi`, and the AFTM
+# `haApi` and `haAsyncApi` (an app may call the twins itself).
+API_PATH = re.compile(r"^/rest/(?P<family>api|asyncApi|haApi|haAsyncApi)/(?P<rest>.*)$")
 AUTH_PATH = re.compile(r"^/rest/api/v[0-9.]+/auth/token$")
 # Transactional sends: the calls that may be queued in the outbox when no account can take them now.
 SEND_PATH = re.compile(
-    r"^/rest/(?:api|haApi|haAsyncApi)/v[0-9.]+/(?:campaigns/[^/]+/(?:email|push|sms)|events/[^/]+)$"
+    r"^/rest/(?:api|asyncApi|haApi|haAsyncApi)/v[0-9.]+/(?:campaigns/[^/]+/(?:email|push|sms)|events/[^/]+)$"
 )
 
 _MAX_ERROR_BODY = 65_536  # bytes of an upstream error body worth parsing
@@ -132,14 +135,34 @@ def tightest_send_limit(body: bytes) -> int | None:
     return min(limits) if limits else None
 
 
-def upstream_path(app_path: str, api_prefix: str | None) -> str:
-    """The path an account needs: `/rest/api/...` rewritten to the account's family when it sets one."""
+HA_ASYNC_PREFIX = "/rest/haAsyncApi"
+# The AFTM twins, from the vendor's AFTM REST pages (README, "AFTM: which call fails over how"):
+#   POST /rest/api/{v}/campaigns/{c}/email|sms|push      -> {api_prefix}/{v}/campaigns/{c}/email|sms|push
+#   POST /rest/asyncApi/{v}/campaigns/{c}/email|sms|push -> /rest/haAsyncApi/{v}/campaigns/{c}/...
+#   GET  /rest/api/{v}/lists/{l}/members?qa=...          -> {api_prefix}/{v}/lists/{l}?qa=...
+# ("HA Retrieve List Members" drops the standard call's `/members` segment.)
+_SEND_TWIN = re.compile(r"^/rest/(?P<family>api|asyncApi)/(?P<version>v[0-9.]+)/campaigns/(?P<name>[^/?]+)"
+                        r"/(?P<channel>email|sms|push)(?P<query>\?.*)?$")
+_LIST_TWIN = re.compile(r"^/rest/api/(?P<version>v[0-9.]+)/lists/(?P<name>[^/?]+)/members(?P<query>\?.*)$")
+
+
+def upstream_path(method: str, app_path: str, api_prefix: str | None) -> str:
+    """The target an account needs for the app's call: its AFTM twin when the account sets a prefix.
+
+    Only calls with a twin (the table above) are rewritten; every other call goes as the app sent it, and a
+    failover account answers it 401 API_NOT_ALLOWED_IN_SECONDARY, which the app gets as is. Only
+    whole segments move, so the target stays one `gateway.targets` passes when the app's did.
+    """
     if api_prefix is None:
         return app_path
-    match = API_PATH.match(app_path)
-    if match is None or match["family"] != "api":
-        return app_path
-    return f"{api_prefix}/{match['rest']}"
+    send = _SEND_TWIN.match(app_path) if method == "POST" else None
+    if send is not None:
+        family = api_prefix if send["family"] == "api" else HA_ASYNC_PREFIX
+        return f"{family}/{send['version']}/campaigns/{send['name']}/{send['channel']}{send['query'] or ''}"
+    lookup = _LIST_TWIN.match(app_path) if method == "GET" else None
+    if lookup is not None and re.search(r"[?&]qa=", lookup["query"]):  # by query attribute; by RIID has no twin
+        return f"{api_prefix}/{lookup['version']}/lists/{lookup['name']}{lookup['query']}"
+    return app_path
 
 
 def is_send(method: str, path: str) -> bool:

@@ -46,12 +46,14 @@ SESSION_ERRORS = frozenset({"INVALID_SESSION_ID"})
 # REQUEST_LIMIT_EXCEEDED: the vendor fault list's code for too many live sessions or requests.
 THROTTLE_ERRORS = frozenset({"API_LIMIT_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"})
 UNRECOVERABLE_ERRORS = frozenset({"UNRECOVERABLE_EXCEPTION", "UNEXPECTED_EXCEPTION"})
-# AFTM: a failover account serves only the HA twins of the trigger operations ("SOAP-based code
-# changes required by AFTM"); the twin takes the same parts and answers `<twin>Response`.
-HA_OPERATIONS = {"mergeTriggerEmail": "HaMergeTriggerEmail"}
+# AFTM ("SOAP-based code changes required by AFTM"): a failover account processes login,
+# loginWithCertificate, authenticateServer, logout, retrieveListMembers and the HA twins of the two
+# merge-and-trigger operations; anything else faults API_NOT_ALLOWED_IN_SECONDARY, passed to the app.
+# A twin takes the same parts as its original (the WSDL's types) and answers `<twin>Response`.
+HA_OPERATIONS = {"mergeTriggerEmail": "HaMergeTriggerEmail", "mergeTriggerSMS": "HaMergeTriggerSms"}
 # Operations that send a message: they may be queued when no account can take them now.
 SEND_OPERATIONS = frozenset({"mergeTriggerEmail", "HaMergeTriggerEmail", "triggerCustomEvent",
-                             "mergeTriggerSMS"})
+                             "mergeTriggerSMS", "HaMergeTriggerSms"})
 
 _MAX_FAULT_BODY = 262_144
 
@@ -268,6 +270,23 @@ def rename_response(body: bytes, *, upstream_operation: str, app_operation: str)
         return body
     node.tag = f"{{{WS_NS}}}{app_operation}Response"
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def soap_action_for(value: str, *, app_operation: str, operation: str) -> str:
+    """The SOAPAction header for a call the gateway renamed from `app_operation` to `operation`.
+
+    The vendor's binding declares `soapAction=""` for every operation, so most clients send `""` and
+    it stays so. A client that names the operation instead (`"mergeTriggerEmail"`,
+    `"urn:ws.rsys.com/mergeTriggerEmail"`) gets the name replaced, quoting kept, so the header never
+    names a call other than the one in the Body (a stack that dispatches on SOAPAction would run it).
+    """
+    quoted = len(value) >= 2 and value[0] == value[-1] == '"'
+    action = value[1:-1] if quoted else value
+    stem = action[: len(action) - len(app_operation)]
+    if not action.endswith(app_operation) or (stem and stem[-1] not in "/:#"):
+        return value
+    renamed = stem + operation
+    return f'"{renamed}"' if quoted else renamed
 
 
 def rewrite_wsdl(wsdl: bytes, service_url: str) -> bytes:

@@ -7,10 +7,12 @@ Vendor behaviour mirrored (Oracle Responsys REST API v1.3 and its AFTM pages):
 - Every other call carries the bare token in `Authorization`; a bad one answers 401 INVALID_TOKEN.
 - `/rest/api/ratelimit` is outside `v1.3` and answers 500 UNEXPECTED_EXCEPTION ("Not a valid
   authentication token") for a bad token, as its page documents.
-- Sends exist under `/rest/api`, `/rest/haApi` (AFTM, synchronous) and `/rest/haAsyncApi` (AFTM,
-  202 with a `requestId`). A failover (secondary) account serves only the AFTM families: a
-  `/rest/api/v1.3/...` call other than auth answers 401 API_NOT_ALLOWED_IN_SECONDARY, which is how
-  the vendor tells clients a failover happened ("Detecting failovers").
+- Sends exist under `/rest/api`, `/rest/asyncApi` (202 with a `requestId`) and, for the calls the AFTM
+  REST guide names, under `/rest/haApi` (synchronous) and `/rest/haAsyncApi` (202): merge-trigger
+  email and SMS and trigger push; "HA Retrieve List Members" is `GET /rest/haApi/v1.3/lists/{l}?qa=`.
+  A route outside its families is 404. A failover (secondary) account serves only the AFTM families:
+  a standard call other than auth answers 401 API_NOT_ALLOWED_IN_SECONDARY, which is how the vendor
+  tells clients a failover happened ("Detecting failovers").
 - Sends answer a JSON array of `{"errorMessage": null, "success": true, "recipientId": <RIID>}`.
 """
 
@@ -30,8 +32,12 @@ from starlette.routing import Route
 from gateway.simulator import wire
 from gateway.simulator.state import AccountState, recipient_key
 
-FAMILIES = frozenset({"api", "haApi", "haAsyncApi"})
+FAMILIES = frozenset({"api", "asyncApi", "haApi", "haAsyncApi"})
 AFTM_FAMILIES = frozenset({"haApi", "haAsyncApi"})
+# Which families serve which call (the standard guides; the AFTM REST guide for the HA ones).
+SEND_FAMILIES = FAMILIES
+STANDARD_ONLY = frozenset({"api"})
+_ASYNC_FAMILIES = frozenset({"asyncApi", "haAsyncApi"})
 _VERSION = re.compile(r"^v1\.[0-9]$")
 MAX_RECIPIENTS = 200  # "A single request is limited to 200 recipients"
 MATCH_COLUMNS = frozenset({"RIID_", "CUSTOMER_ID_", "EMAIL_ADDRESS_", "MOBILE_NUMBER_", "EMAIL_MD5_HASH_",
@@ -59,16 +65,19 @@ def build_rest_routes(state: AccountState) -> list[Route]:
     return [
         Route("/rest/api/{version}/auth/token", api.auth_token, methods=["POST"]),
         Route("/rest/api/ratelimit", api.rate_limits, methods=["GET"]),
-        Route(f"{prefix}/campaigns/{{campaign}}/email", api.send("email", _email_recipients), methods=["POST"]),
-        Route(f"{prefix}/campaigns/{{campaign}}/push", api.send("triggerPush", _triggered_recipients),
+        Route(f"{prefix}/campaigns/{{campaign}}/email", api.send("email", _email_recipients, SEND_FAMILIES),
               methods=["POST"]),
-        Route(f"{prefix}/campaigns/{{campaign}}/sms", api.send("mergeTriggerSMS", _merged_recipients),
+        Route(f"{prefix}/campaigns/{{campaign}}/push",
+              api.send("triggerPush", _triggered_recipients, SEND_FAMILIES), methods=["POST"]),
+        Route(f"{prefix}/campaigns/{{campaign}}/sms",
+              api.send("mergeTriggerSMS", _merged_recipients, SEND_FAMILIES), methods=["POST"]),
+        Route(f"{prefix}/campaigns/{{campaign}}/sms/trigger",
+              api.send("triggerSMS", _triggered_recipients, STANDARD_ONLY), methods=["POST"]),
+        Route(f"{prefix}/events/{{event}}", api.send("triggerCustomEvent", _event_recipients, STANDARD_ONLY),
               methods=["POST"]),
-        Route(f"{prefix}/campaigns/{{campaign}}/sms/trigger", api.send("triggerSMS", _triggered_recipients),
-              methods=["POST"]),
-        Route(f"{prefix}/events/{{event}}", api.send("triggerCustomEvent", _event_recipients), methods=["POST"]),
         Route(f"{prefix}/lists/{{list_name}}/members/{{riid}}", api.member_by_riid, methods=["GET"]),
         Route(f"{prefix}/lists/{{list_name}}/members", api.member_by_attribute, methods=["GET"]),
+        Route(f"{prefix}/lists/{{list_name}}", api.ha_member_by_attribute, methods=["GET"]),
     ]
 
 
@@ -102,9 +111,9 @@ class _RestApi:
             return wire.rest_error(wire.UNEXPECTED, "Not a valid authentication token")
         return wire.json_response(RATE_LIMITS)
 
-    def send(self, operation: str, parse: Parser) -> Handler:
+    def send(self, operation: str, parse: Parser, families: frozenset[str]) -> Handler:
         async def handle(request: Request) -> Response:
-            denied = self._gate(request)
+            denied = self._gate(request, families)
             if denied is not None:
                 return denied
             try:
@@ -128,8 +137,8 @@ class _RestApi:
                                request_id=request.headers.get("x-request-id"),
                                traceparent=request.headers.get("traceparent"))
             results.append({"errorMessage": None, "success": True, "recipientId": riid})
-        if request.path_params["family"] == "haAsyncApi":
-            # The async AFTM family accepts now and reports through its polling API later.
+        if request.path_params["family"] in _ASYNC_FAMILIES:
+            # The async families accept now and report through their polling API later.
             return wire.json_response({
                 "requestId": secrets.token_urlsafe(18), "apiName": operation, "status": "REQUEST_ACCEPTED",
                 "links": [{"rel": "self", "href": request.url.path, "method": "POST"}],
@@ -137,7 +146,7 @@ class _RestApi:
         return wire.json_response(results)
 
     async def member_by_riid(self, request: Request) -> Response:
-        denied = self._gate(request)
+        denied = self._gate(request, STANDARD_ONLY)
         if denied is not None:
             return denied
         riid = request.path_params["riid"]
@@ -145,7 +154,14 @@ class _RestApi:
         return self._member_answer(request, member, f"RIID_ {riid}")
 
     async def member_by_attribute(self, request: Request) -> Response:
-        denied = self._gate(request)
+        return await self._by_attribute(request, STANDARD_ONLY)
+
+    async def ha_member_by_attribute(self, request: Request) -> Response:
+        """HA Retrieve List Members: `GET /rest/haApi/v1.3/lists/{listName}?qa=&fs=&id=`."""
+        return await self._by_attribute(request, frozenset({"haApi"}))
+
+    async def _by_attribute(self, request: Request, families: frozenset[str]) -> Response:
+        denied = self._gate(request, families)
         if denied is not None:
             return denied
         column = _QUERY_ATTRIBUTES.get(request.query_params.get("qa", ""))
@@ -168,10 +184,10 @@ class _RestApi:
             "links": [{"rel": "self", "href": request.url.path, "method": "GET"}],
         })
 
-    def _gate(self, request: Request) -> Response | None:
-        """Path family/version, token, then the failover account's AFTM-only rule."""
+    def _gate(self, request: Request, families: frozenset[str]) -> Response | None:
+        """Path family (one this call exists in)/version, token, then the failover account's AFTM-only rule."""
         family = request.path_params["family"]
-        if family not in FAMILIES or not _VERSION.match(request.path_params["version"]):
+        if family not in families or not _VERSION.match(request.path_params["version"]):
             return Response("Not Found", status_code=404)
         if not self._state.token_valid(request.headers.get("authorization")):
             return wire.rest_error(wire.INVALID_TOKEN, "Not a valid authentication token")

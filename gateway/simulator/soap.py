@@ -13,6 +13,8 @@ Vendor behaviour mirrored (ResponsysWS_Level1.wsdl and its schemas; AFTM "SOAP-b
   does not inline its types: it imports `ResponsysWSTypes_Schema.xsd` and `ResponsysWSFaults_Schema.xsd`
   by relative location, served under `SCHEMA_DIR`; any other path is 404.
 - AFTM twins: `HaMergeTriggerEmail` and `HaMergeTriggerSms` take the same parts as their originals.
+- The binding's `soapAction` is "" for every operation; a SOAPAction header that names an operation
+  other than the Body's is a Client fault (a stack dispatching on SOAPAction would run the wrong call).
 
 XML from clients is parsed with entity resolution, DTD loading and network access off; any DOCTYPE is
 refused with a SOAP Client fault before anything else is looked at.
@@ -147,6 +149,11 @@ class _SoapApi:
         if qname.namespace != wire.WS_NS or qname.localname not in _OPERATIONS:
             return wire.soap_client_fault(f"No such operation '{qname.localname}'")
         name = qname.localname
+        action = _named_operation(request.headers.get("soapaction", ""))
+        if action in _OPERATIONS and action != name:
+            # The binding's soapAction is "" for every operation; a header that names one must name the
+            # Body's, or a stack that dispatches on SOAPAction runs another call than the one sent.
+            return wire.soap_client_fault(f"SOAPAction names '{action}' but the Body calls '{name}'")
         if name == "login":
             return self._login(operation)
         session_id = root.findtext(f"{{{SOAP_ENV}}}Header/{ws('SessionHeader')}/{ws('sessionId')}")
@@ -209,6 +216,14 @@ class _SoapApi:
         answer = etree.Element(ws("loginResponse"), nsmap={"ns1": wire.WS_NS})
         etree.SubElement(etree.SubElement(answer, ws("result")), ws("sessionId")).text = session_id
         return wire.soap_response(answer)
+
+
+def _named_operation(soap_action: str) -> str:
+    """The operation a SOAPAction header names (`"urn:ws.rsys.com/login"` -> `login`), or ""."""
+    action = soap_action.strip().strip('"')
+    for separator in "/:#":
+        action = action.rpartition(separator)[2]
+    return action
 
 
 def _text(parent: etree._Element, local: str) -> str:

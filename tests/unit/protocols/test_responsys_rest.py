@@ -58,14 +58,40 @@ def test_parse_login() -> None:
 
 def test_upstream_path_follows_the_account_family() -> None:
     path = "/rest/api/v1.3/campaigns/welcome/email"
-    assert rest.upstream_path(path, None) == path
-    assert rest.upstream_path(path, "/rest/haApi") == "/rest/haApi/v1.3/campaigns/welcome/email"
-    assert rest.upstream_path("/rest/haAsyncApi/v1.3/x", "/rest/haApi") == "/rest/haAsyncApi/v1.3/x"
+    assert rest.upstream_path("POST", path, None) == path
+    assert rest.upstream_path("POST", path, "/rest/haApi") == "/rest/haApi/v1.3/campaigns/welcome/email"
+    assert rest.upstream_path("POST", "/rest/haAsyncApi/v1.3/x", "/rest/haApi") == "/rest/haAsyncApi/v1.3/x"
+
+
+@pytest.mark.parametrize(("method", "app_path", "twin"), [
+    ("POST", "/rest/api/v1.3/campaigns/OTP/sms", "/rest/haApi/v1.3/campaigns/OTP/sms"),
+    ("POST", "/rest/api/v1.3/campaigns/APP%20NEWS/push", "/rest/haApi/v1.3/campaigns/APP%20NEWS/push"),
+    ("POST", "/rest/asyncApi/v1.3/campaigns/W/email", "/rest/haAsyncApi/v1.3/campaigns/W/email"),
+    ("POST", "/rest/asyncApi/v1.3/campaigns/OTP/sms", "/rest/haAsyncApi/v1.3/campaigns/OTP/sms"),
+    ("POST", "/rest/asyncApi/v1.3/campaigns/P/push", "/rest/haAsyncApi/v1.3/campaigns/P/push"),
+    ("GET", "/rest/api/v1.3/lists/CONTACTS/members?qa=e&fs=all&id=a%40example.com",
+     "/rest/haApi/v1.3/lists/CONTACTS?qa=e&fs=all&id=a%40example.com"),
+])
+def test_each_call_with_an_aftm_twin_goes_to_its_twin(method: str, app_path: str, twin: str) -> None:
+    assert rest.upstream_path(method, app_path, "/rest/haApi") == twin
+
+
+@pytest.mark.parametrize(("method", "app_path"), [
+    ("POST", "/rest/api/v1.3/events/ORDER_SHIPPED"),  # no HA custom event
+    ("POST", "/rest/api/v1.3/campaigns/OTP/sms/trigger"),  # no HA trigger SMS
+    ("GET", "/rest/api/v1.3/lists/CONTACTS/members/72067?fs=all"),  # by RIID: no twin
+    ("GET", "/rest/api/v1.3/lists/CONTACTS/members?fs=all&xqa=e"),
+    ("GET", "/rest/api/v1.3/campaigns/W/email"),
+    ("POST", "/rest/api/ratelimit"),
+])
+def test_calls_without_an_aftm_twin_go_as_the_app_sent_them(method: str, app_path: str) -> None:
+    assert rest.upstream_path(method, app_path, "/rest/haApi") == app_path
 
 
 def test_sends_are_recognised() -> None:
     assert rest.is_send("POST", "/rest/api/v1.3/campaigns/c/email")
     assert rest.is_send("POST", "/rest/haApi/v1.3/events/e")
+    assert rest.is_send("POST", "/rest/asyncApi/v1.3/campaigns/c/push")
     assert not rest.is_send("GET", "/rest/api/v1.3/lists/l/members/1")
     assert not rest.is_send("POST", "/rest/api/v1.3/lists/l/members")
 

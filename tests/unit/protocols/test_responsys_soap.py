@@ -83,3 +83,21 @@ def test_wsdl_addresses_are_rewritten() -> None:
     assert b'location="https://gw.example/webservices/services/ResponsysWSService"' in rewritten
     assert b"ws2.responsys.net" not in rewritten
     assert b'binding="tns:ResponsysWSSoapBinding"' in rewritten  # QName prefixes kept
+
+
+def test_every_merge_trigger_operation_has_its_aftm_twin() -> None:
+    assert soap.HA_OPERATIONS == {"mergeTriggerEmail": "HaMergeTriggerEmail", "mergeTriggerSMS": "HaMergeTriggerSms"}
+    assert set(soap.HA_OPERATIONS.values()) <= soap.SEND_OPERATIONS
+
+
+@pytest.mark.parametrize(("sent", "forwarded"), [
+    ('""', '""'),
+    ("", ""),
+    ('"mergeTriggerSMS"', '"HaMergeTriggerSms"'),
+    ("mergeTriggerSMS", "HaMergeTriggerSms"),
+    ('"urn:ws.rsys.com/mergeTriggerSMS"', '"urn:ws.rsys.com/HaMergeTriggerSms"'),
+    ('"urn:mergeTriggerSMS"', '"urn:HaMergeTriggerSms"'),
+    ('"xmergeTriggerSMS"', '"xmergeTriggerSMS"'),  # names another thing: left alone
+])
+def test_soap_action_names_the_operation_sent(sent: str, forwarded: str) -> None:
+    assert soap.soap_action_for(sent, app_operation="mergeTriggerSMS", operation="HaMergeTriggerSms") == forwarded
