@@ -119,7 +119,9 @@ async def submit(request: Request) -> Response:
     except StoreError as exc:
         log.warning("store unavailable; SMS not accepted: %s", exc)
         return _error(503, "the gateway cannot store messages right now; retry later", as_json=as_json)
-    return Response(sms.render_accepted(record.id, record.submitter_id, as_json=as_json), status_code=201,
+    answer = sms.render_accepted(record.id, record.submitter_id, as_json=as_json,
+                                 transaction_id=record.transaction_id, warnings=service.warnings(message))
+    return Response(answer, status_code=201,
                     media_type=sms.JSON_TYPE if as_json else sms.XML_TYPE,
                     headers={"Location": f"/sms/v1/messages/{record.id}"})
 

@@ -41,13 +41,15 @@ def receipt_date(epoch: float) -> str:
 
 
 def callback_item(message: MessageRecord, *, at: float, type_: str, is_error: bool, description: str,
-                  error_code: str | None, max_age: float, fwd_to: str | None = None) -> OutboxItem:
+                  error_code: str | None, max_age: float, fwd_to: str | None = None,
+                  internal_error_code: str | None = None) -> OutboxItem:
     """The outbox item that POSTs one receipt about `message` to its app's callback URL."""
     assert message.callback_url is not None
     document = sms.render_callback(sms.Callback(
         message_id=message.id, submitter_message_id=message.submitter_id, receipt_date=receipt_date(at),
         type=type_, is_error=is_error, description=description, error_code=error_code,
-        fwd_to_message_id=fwd_to or message.fwd_to, fwd_from_message_id=message.fwd_from))
+        fwd_to_message_id=fwd_to or message.fwd_to, fwd_from_message_id=message.fwd_from,
+        internal_error_code=internal_error_code, transaction_id=message.transaction_id))
     return OutboxItem.new(
         protocol="callback", method="POST", path=message.callback_url,
         headers=(("content-type", f"{sms.XML_TYPE}; charset=utf-8"), (MESSAGE_ID_HEADER, message.id)),

@@ -9,8 +9,9 @@
 
 A carrier failure forwards only an original (never an alternate) whose app asked for alternate
 delivery, whose short code has a long code, and that fits in one segment: the vendor does not
-alternate-deliver concatenated messages. Final statuses (Delivered, Failed, Forwarded, Rejected)
-never change again; receipts for them are recorded and ignored.
+alternate-deliver concatenated messages (the app is warned when it submits one). The long codes of
+a short code take turns (`LongCodeTurns`); an alternate one of them refuses is sent from the next.
+Final statuses (Delivered, Failed, Forwarded, Rejected) never change again; receipts for them are recorded and ignored.
 
 Callbacks follow the receipt level the app chose: `ALL` gets every report (the original's failure
 that led to a forward included), `FINAL` only final reports, `ERROR` only final reports of an
@@ -33,7 +34,7 @@ OPEN = frozenset({MessageStatus.ACCEPTED, MessageStatus.SENT})
 class Forward:
     """Re-send the message from `long_code` as a new, alternate message."""
 
-    long_code: str
+    long_codes: tuple[str, ...]  # every long code of the short code, the one to use first first
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,32 @@ def after_carrier_failure(message: MessageRecord, alternate_senders: Mapping[str
     segments = sms.segment_count(message.text)
     if segments > 1:
         return Fail(f"alternate delivery is not supported for concatenated messages ({segments} segments)")
-    return Forward(long_codes[0])
+    return Forward(tuple(long_codes))
+
+
+class LongCodeTurns:
+    """Which long code of a short code an alternate leaves from next: each in turn (per replica)."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def order(self, short_code: str, long_codes: Sequence[str]) -> tuple[str, ...]:
+        """All of `long_codes`, starting with the one whose turn it is; the next call starts one later."""
+        if not long_codes:
+            return ()
+        start = self._next.get(short_code, 0) % len(long_codes)
+        self._next[short_code] = start + 1
+        return (*long_codes[start:], *long_codes[:start])
+
+
+def submission_warnings(*, text: str, alternate: bool, source: str,
+                        alternate_senders: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """What the app asked for that the gateway will not do, said in the 201 answer rather than later."""
+    segments = sms.segment_count(text)
+    if alternate and segments > 1 and source in alternate_senders:
+        return (f"alternate delivery is not supported for concatenated messages ({segments} segments): "
+                "the message is sent without it",)
+    return ()
 
 
 def wants_callback(level: str, *, final: bool, is_error: bool) -> bool:

@@ -16,6 +16,7 @@ is ever logged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -31,7 +32,7 @@ from gateway.clients import Credentials
 from gateway.config import Config
 from gateway.delivery import messages
 from gateway.delivery.callbacks import CallbackPoster, callback_item, message_id_of, receipt_date
-from gateway.delivery.sender import Accepted, NotSent, Refused, SmsSender
+from gateway.delivery.sender import Accepted, NotSent, Refused, SendResult, SmsSender
 from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
@@ -75,6 +76,7 @@ class SmsService:
         self._reporter = reporter or FailureReporter(store=lambda: store, clock=clock)
         self._telemetry = upstream.telemetry
         self.senders = config.sms.alternate_senders
+        self._turns = messages.LongCodeTurns()
         self._store = store
         self._kick = kick
         self._clock = clock
@@ -104,7 +106,9 @@ class SmsService:
             client=client, submitter_id=message.submitter_message_id, source=message.source,
             destination=message.destination, destination_carrier=message.destination_carrier, text=message.text,
             alternate=message.alternate_delivery, receipt_level=message.receipt_level,
-            callback_url=message.callback_url if message.receipt_level != "NONE" else None, now=now)
+            callback_url=message.callback_url if message.receipt_level != "NONE" else None, now=now,
+            transaction_id=message.transaction_id, destination_type=message.destination_type,
+            source_type=message.source_type)
         event = MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.ACCEPTED,
                              description="accepted" + (" with alternate delivery" if record.alternate else ""))
         await self._store.message_create(record, event=event, enqueue=(self._send_item(record, token, now),))
@@ -129,6 +133,11 @@ class SmsService:
             except CallbackRefused as exc:
                 raise InvalidMessage(str(exc)) from None
 
+    def warnings(self, message: sms.MtMessage) -> tuple[str, ...]:
+        """What of an accepted message the gateway will not do, for the app's answer."""
+        return messages.submission_warnings(text=message.text, alternate=message.alternate_delivery,
+                                            source=message.source, alternate_senders=self.senders)
+
     async def view(self, client: str, message_id: str) -> dict[str, Any] | None:
         """The message as the status API shows it, or None when the client has no such message."""
         record = await self._store.message_get(message_id)
@@ -145,8 +154,10 @@ class SmsService:
                    for e in await self._store.message_events(record.id)]
         return {
             "messageId": record.id, "submitterMessageId": record.submitter_id,
-            "source": {"address": record.source, "type": messages.source_type(record.source, self.senders)},
-            "destination": {"address": record.destination, "carrier": record.destination_carrier},
+            "source": {"address": record.source, "type": self._source_type(record)},
+            "destination": {"address": record.destination, "carrier": record.destination_carrier,
+                            "type": record.destination_type or "MDN"},
+            "transactionId": record.transaction_id,
             "status": record.status.value, "alternateDelivery": record.alternate,
             "fwdToMessageId": record.fwd_to, "fwdFromMessageId": record.fwd_from,
             "receiptOption": record.receipt_level, "upstream": record.upstream,
@@ -180,7 +191,7 @@ class SmsService:
         if receipt.is_error:
             changed = await self._carrier_failed(record, now, description=receipt.description or "Failed",
                                                  error_code=receipt.error_code, upstream_message_id=receipt.message_id,
-                                                 by_receipt=True)
+                                                 by_receipt=True, internal_error_code=receipt.internal_error_code)
         else:
             changed = await self._delivered(record, now, receipt)
         if not changed:  # another receipt or replica moved it first
@@ -204,7 +215,7 @@ class SmsService:
 
     async def _carrier_failed(self, record: MessageRecord, now: float, *, description: str, error_code: str | None,
                               upstream_message_id: str | None = None, upstream: str | None = None,
-                              by_receipt: bool = False) -> bool:
+                              by_receipt: bool = False, internal_error_code: str | None = None) -> bool:
         """The carrier refused or failed `record`: forward it (at most once) or fail it, notify, report."""
         decision = messages.after_carrier_failure(record, self.senders)
         if isinstance(decision, messages.Fail):
@@ -213,20 +224,22 @@ class SmsService:
                 message_id=record.id, from_statuses=messages.OPEN, status=MessageStatus.FAILED, upstream=upstream,
                 upstream_message_id=upstream_message_id,
                 enqueue=self._callbacks(record, now, final=True, is_error=True, type_=sms.CARRIER, description=full,
-                                        error_code=error_code),
+                                        error_code=error_code, internal_error_code=internal_error_code),
                 event=MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.FAILED,
                                    description=full, error_code=error_code)))
             if changed:
                 await self._report_carrier(record, full, error_code, by_receipt=by_receipt, upstream=upstream)
             return changed
+        long_code = self._turns.order(record.source, decision.long_codes)[0]
         alternate, token = self._new_record(
-            client=record.client, submitter_id=record.submitter_id, source=decision.long_code,
+            client=record.client, submitter_id=record.submitter_id, source=long_code,
             destination=record.destination, destination_carrier=record.destination_carrier, text=record.text,
             alternate=record.alternate, receipt_level=record.receipt_level, callback_url=record.callback_url, now=now,
-            fwd_from=record.id)
-        forwarded = f"{description}; re-sent from long code {decision.long_code} as {alternate.id}"
+            fwd_from=record.id, transaction_id=record.transaction_id, destination_type=record.destination_type)
+        forwarded = f"{description}; re-sent from long code {long_code} as {alternate.id}"
         callbacks = self._callbacks(record, now, final=False, is_error=True, type_=sms.CARRIER,
-                                    description=description, error_code=error_code, fwd_to=alternate.id)
+                                    description=description, error_code=error_code, fwd_to=alternate.id,
+                                    internal_error_code=internal_error_code)
         changed = await self._change(MessageChange(
             message_id=record.id, from_statuses=messages.OPEN, status=MessageStatus.FORWARDED, upstream=upstream,
             upstream_message_id=upstream_message_id, fwd_to=alternate.id,
@@ -264,12 +277,14 @@ class SmsService:
         return changed
 
     def _callbacks(self, record: MessageRecord, now: float, *, final: bool, is_error: bool, type_: str,
-                   description: str, error_code: str | None, fwd_to: str | None = None) -> tuple[OutboxItem, ...]:
+                   description: str, error_code: str | None, fwd_to: str | None = None,
+                   internal_error_code: str | None = None) -> tuple[OutboxItem, ...]:
         if record.callback_url is None or not messages.wants_callback(record.receipt_level, final=final,
                                                                       is_error=is_error):
             return ()
         return (callback_item(record, at=now, type_=type_, is_error=is_error, description=description,
-                              error_code=error_code, max_age=self.config.callbacks.max_age, fwd_to=fwd_to),)
+                              error_code=error_code, max_age=self.config.callbacks.max_age, fwd_to=fwd_to,
+                              internal_error_code=internal_error_code),)
 
     # --- the outbox's side ----------------------------------------------------------------------
 
@@ -290,12 +305,9 @@ class SmsService:
             return FailedPermanently("the message no longer exists (purged)")
         if record.status is not MessageStatus.ACCEPTED:
             return Delivered(status_code=200, body=b"already sent")  # a resend after a lost lease: done
-        document = sms.render_upstream_message(
-            submitter_message_id=record.id, destination=record.destination,
-            destination_carrier=record.destination_carrier, source=record.source,
-            source_type=messages.source_type(record.source, self.senders), text=record.text,
-            receipt_url=self.receipt_url(record.id, item.body.decode("ascii")))
-        result = await self.sender.send(document)
+        result, source = await self._send_from_each(record, self.receipt_url(record.id, item.body.decode("ascii")))
+        if source != record.source:
+            record = dataclasses.replace(record, source=source)
         now = self._clock()
         if isinstance(result, NotSent):
             return RetryAfter(result.retry_after, error=result.reason) if result.retry_after is not None \
@@ -306,11 +318,48 @@ class SmsService:
         await self._refused(record, now, result)
         return Delivered(status_code=result.status_code, account=result.upstream)
 
+    async def _send_from_each(self, record: MessageRecord, receipt_url: str) -> tuple[SendResult, str]:
+        """Send `record`; an alternate one long code refuses goes out from the next (each once per try).
+
+        Returns the result and the source it was sent from. An original has only its own source.
+        """
+        sources: tuple[str, ...] = (record.source,)
+        if record.fwd_from is not None:
+            codes = next((tuple(c) for c in self.senders.values() if record.source in c), ())
+            if record.source in codes:
+                at = codes.index(record.source)
+                sources = (*codes[at:], *codes[:at])
+        result: SendResult = NotSent("no source to send from")
+        for source in sources:
+            document = sms.render_upstream_message(
+                submitter_message_id=record.id, destination=record.destination,
+                destination_carrier=record.destination_carrier, source=source,
+                source_type=self._source_type(dataclasses.replace(record, source=source)), text=record.text,
+                receipt_url=receipt_url, destination_type=record.destination_type,
+                transaction_id=record.transaction_id)
+            result = await self.sender.send(document)
+            if not isinstance(result, Refused) or source == sources[-1]:
+                return result, source
+            log.info("SMS alternate refused on a long code; trying the next",
+                     extra={"message_id": record.id, "long_code": source, "upstream": result.upstream})
+            await self._store.message_note(MessageEvent(
+                message_id=record.id, at=self._clock(), kind="note",
+                description=f"refused from long code {source} by {result.upstream}: "
+                            f"{(result.answer.description if result.answer else None) or result.status_code}; "
+                            "trying the next long code"))
+        return result, sources[-1]
+
+    def _source_type(self, record: MessageRecord) -> str:
+        """The app's own `source@type` for its original; `LC` for an alternate; else from the configuration."""
+        if record.source_type is not None and record.fwd_from is None:
+            return record.source_type
+        return messages.source_type(record.source, self.senders)
+
     async def _sent(self, record: MessageRecord, now: float, result: Accepted) -> None:
         description = f"sent through {result.upstream}"
         changed = await self._change(MessageChange(
             message_id=record.id, from_statuses=frozenset({MessageStatus.ACCEPTED}), status=MessageStatus.SENT,
-            upstream=result.upstream, upstream_message_id=result.upstream_message_id,
+            upstream=result.upstream, upstream_message_id=result.upstream_message_id, source=record.source,
             event=MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.SENT,
                                description=description)))
         if not changed:  # its receipt was quicker than this answer: keep the history complete
@@ -323,7 +372,8 @@ class SmsService:
         error_code = answer.error_code if answer else None
         if result.by_carrier:
             await self._carrier_failed(record, now, description=description, error_code=error_code,
-                                       upstream=result.upstream)
+                                       upstream=result.upstream,
+                                       internal_error_code=answer.internal_error_code if answer else None)
             return
         full = f"rejected by {result.upstream}: {description}"
         await self._reporter.record(FailureKind.UPSTREAM_REJECTED, client=record.client, send_id=record.id,
@@ -380,14 +430,17 @@ class SmsService:
 
     def _new_record(self, *, client: str, submitter_id: str | None, source: str, destination: str,
                     destination_carrier: str | None, text: str, alternate: bool, receipt_level: str,
-                    callback_url: str | None, now: float, fwd_from: str | None = None) -> tuple[MessageRecord, str]:
+                    callback_url: str | None, now: float, fwd_from: str | None = None,
+                    transaction_id: str | None = None, destination_type: str | None = None,
+                    source_type: str | None = None) -> tuple[MessageRecord, str]:
         token = secrets.token_urlsafe(32)
         record = MessageRecord(
             id=str(uuid.uuid4()), channel="sms", client=client, submitter_id=submitter_id, source=source,
             destination=destination, destination_carrier=destination_carrier, text=text,
             status=MessageStatus.ACCEPTED, alternate=alternate, receipt_level=receipt_level,
             callback_url=callback_url, receipt_token_hash=_token_hash(token), created_at=now, updated_at=now,
-            fwd_from=fwd_from)
+            fwd_from=fwd_from, transaction_id=transaction_id, destination_type=destination_type,
+            source_type=source_type)
         return record, token
 
     def _send_item(self, record: MessageRecord, token: str, now: float) -> OutboxItem:

@@ -5,7 +5,10 @@ Vendor facts (Vibes "Alternate Delivery", the MT API and its delivery receipts):
   `destination@carrier`, `source@address` (a short code `SC` or a long code `LC`), `text`,
   `receiptOption@callbackUrl` holding the level (`ALL`, `FINAL`, `ERROR`, `NONE`) and `transaction@id`.
 - Answers and delivery receipts are `<mtMessageResponse messageId>`; an error carries `<type>`
-  (`Carrier` when the carrier refused or failed it) and `<status isError><description><errorCode>`.
+  (`Carrier` when the carrier refused or failed it) and `<status isError><description><errorCode>`,
+  with `<internalErrorCode>` after `errorCode` when the aggregator gives one.
+- The gateway echoes the app's `transaction@id` as `<transaction id>` in its answer and in every
+  callback about the message, and passes it, with the app's `destination@type`, to the aggregator.
 - Callbacks for an original that was re-sent carry `fwdToMessageId`; those for the alternate carry
   `fwdFromMessageId`. Both messages share the `submitterMessageId`.
 - Alternate delivery is not supported for concatenated messages: more than one segment, i.e. over
@@ -80,6 +83,7 @@ class MtResponse:
     is_error: bool | None = None  # None: no <status> element
     description: str | None = None
     error_code: str | None = None
+    internal_error_code: str | None = None
 
     @property
     def carrier_failure(self) -> bool:
@@ -227,11 +231,21 @@ def _level(value: str | None) -> ReceiptLevel:
 
 # --- answers to the app -------------------------------------------------------------------------
 
-def render_accepted(message_id: str, submitter_message_id: str | None, *, as_json: bool) -> bytes:
+def render_accepted(message_id: str, submitter_message_id: str | None, *, as_json: bool,
+                    transaction_id: str | None = None, warnings: tuple[str, ...] = ()) -> bytes:
+    """The 201 answer; `warnings` say what of the request the gateway will not do (`<warning>` each)."""
     if as_json:
-        return json.dumps({"messageId": message_id, "submitterMessageId": submitter_message_id}).encode()
+        answer: dict[str, Any] = {"messageId": message_id, "submitterMessageId": submitter_message_id}
+        if transaction_id is not None:
+            answer["transaction"] = {"id": transaction_id}
+        if warnings:
+            answer["warnings"] = list(warnings)
+        return json.dumps(answer).encode()
     root = etree.Element("mtMessageResponse", messageId=message_id)
     _set(root, "submitterMessageId", submitter_message_id)
+    _transaction(root, transaction_id)
+    for warning in warnings:
+        etree.SubElement(root, "warning").text = warning
     return _xml(root)
 
 
@@ -260,6 +274,8 @@ class Callback:
     error_code: str | None = None
     fwd_to_message_id: str | None = None
     fwd_from_message_id: str | None = None
+    internal_error_code: str | None = None
+    transaction_id: str | None = None
 
 
 def render_callback(callback: Callback) -> bytes:
@@ -273,6 +289,9 @@ def render_callback(callback: Callback) -> bytes:
     etree.SubElement(status, "description").text = callback.description
     if callback.error_code is not None:
         etree.SubElement(status, "errorCode").text = callback.error_code
+    if callback.internal_error_code is not None:
+        etree.SubElement(status, "internalErrorCode").text = callback.internal_error_code
+    _transaction(root, callback.transaction_id)
     return _xml(root)
 
 
@@ -309,14 +328,16 @@ def _status_element(view: dict[str, Any]) -> etree._Element:
 # --- the upstream aggregator --------------------------------------------------------------------
 
 def render_upstream_message(*, submitter_message_id: str, destination: str, destination_carrier: str | None,
-                            source: str, source_type: str, text: str, receipt_url: str) -> bytes:
+                            source: str, source_type: str, text: str, receipt_url: str,
+                            destination_type: str | None = None, transaction_id: str | None = None) -> bytes:
     """The `mtMessage` the aggregator gets: no alternateDelivery (the gateway does that), receipts ALL."""
     root = etree.Element("mtMessage", submitterMessageId=submitter_message_id)
-    destination_node = etree.SubElement(root, "destination", address=destination, type="MDN")
+    destination_node = etree.SubElement(root, "destination", address=destination, type=destination_type or "MDN")
     _set(destination_node, "carrier", destination_carrier)
     etree.SubElement(root, "source", address=source, type=source_type)
     etree.SubElement(root, "text").text = text
     etree.SubElement(root, "receiptOption", callbackUrl=receipt_url).text = "ALL"
+    _transaction(root, transaction_id)
     return _xml(root)
 
 
@@ -343,6 +364,8 @@ def parse_response(body: bytes) -> MtResponse:
         is_error=is_error,
         description=None if status is None else (status.findtext("description") or "").strip() or None,
         error_code=None if status is None else _field(status.findtext("errorCode"), "errorCode"),
+        internal_error_code=None if status is None else _field(status.findtext("internalErrorCode"),
+                                                               "internalErrorCode"),
     )
 
 
@@ -376,6 +399,11 @@ def classify(status: int, body: bytes, *, retry_after: float | None) -> Outcome:
 def _set(element: etree._Element, name: str, value: object) -> None:
     if value is not None:
         element.set(name, str(value))
+
+
+def _transaction(root: etree._Element, transaction_id: str | None) -> None:
+    if transaction_id is not None:
+        etree.SubElement(root, "transaction", id=transaction_id)
 
 
 def _xml(root: etree._Element) -> bytes:

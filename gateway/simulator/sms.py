@@ -86,6 +86,7 @@ class Rule:
     after_ms: int = 0
     error_code: str = "1001"
     description: str | None = None
+    internal_error_code: str | None = None  # the aggregator's own code, beside the carrier's
 
     def matches(self, source: str, destination: str) -> bool:
         return self.destination in (None, destination) and self.source in (None, source)
@@ -107,6 +108,9 @@ class MtRecord:
     callback_url: str | None
     action: str
     at: float
+    transaction_id: str | None = None
+    source_type: str | None = None
+    destination_type: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +160,8 @@ class SmsAggregatorState:
         return max(matching, key=lambda entry: (entry[0], entry[1]))[2]
 
     def take(self, *, submitter_message_id: str | None, source: str, destination: str, text: str,
-             callback_url: str | None, action: Action) -> tuple[str | None, bool]:
+             callback_url: str | None, action: Action, transaction_id: str | None = None,
+             source_type: str | None = None, destination_type: str | None = None) -> tuple[str | None, bool]:
         """Record a message; returns (messageId, new). A known submitterMessageId gets its first id again."""
         with self._lock:
             if submitter_message_id is not None and submitter_message_id in self._memory.by_submitter:
@@ -166,7 +171,8 @@ class SmsAggregatorState:
                 self._memory.by_submitter[submitter_message_id] = message_id
             self._memory.messages.append(MtRecord(
                 message_id=message_id, submitter_message_id=submitter_message_id, source=source,
-                destination=destination, text=text, callback_url=callback_url, action=action.value, at=time.time()))
+                destination=destination, text=text, callback_url=callback_url, action=action.value, at=time.time(),
+                transaction_id=transaction_id, source_type=source_type, destination_type=destination_type))
             return message_id, True
 
     def messages(self) -> list[MtRecord]:
@@ -227,7 +233,8 @@ def _parse(body: bytes) -> etree._Element:
 
 
 def _response(*, message_id: str | None = None, type_: str | None = None, is_error: bool | None = None,
-              description: str | None = None, error_code: str | None = None, receipt_date: bool = False) -> bytes:
+              description: str | None = None, error_code: str | None = None, receipt_date: bool = False,
+              internal_error_code: str | None = None) -> bytes:
     root = etree.Element("mtMessageResponse")
     if message_id is not None:
         root.set("messageId", message_id)
@@ -240,12 +247,15 @@ def _response(*, message_id: str | None = None, type_: str | None = None, is_err
         etree.SubElement(status, "description").text = description or ""
         if error_code is not None:
             etree.SubElement(status, "errorCode").text = error_code
+        if internal_error_code is not None:
+            etree.SubElement(status, "internalErrorCode").text = internal_error_code
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
 def _error(status: int, description: str, *, type_: str = "Request", error_code: str | None = None,
-           headers: dict[str, str] | None = None) -> Response:
-    body = _response(type_=type_, is_error=True, description=description, error_code=error_code)
+           headers: dict[str, str] | None = None, internal_error_code: str | None = None) -> Response:
+    body = _response(type_=type_, is_error=True, description=description, error_code=error_code,
+                     internal_error_code=internal_error_code)
     return Response(body, status_code=status, media_type=XML_TYPE, headers=headers)
 
 
@@ -269,7 +279,7 @@ class _MtApi:
         message_id, new = self._sms.take(action=rule.action, **message)
         if rule.action is Action.REFUSE:
             return _error(400, rule.description or "Carrier rejected the message", type_="Carrier",
-                          error_code=rule.error_code)
+                          error_code=rule.error_code, internal_error_code=rule.internal_error_code)
         assert message_id is not None
         callback = message["callback_url"]
         if new and callback is not None and rule.action is not Action.NO_RECEIPT:
@@ -295,7 +305,8 @@ class _MtApi:
         failed = rule.action is Action.FAIL
         body = _response(message_id=message_id, type_="Carrier", is_error=failed, receipt_date=True,
                          description=(rule.description or "Carrier failure") if failed else "Delivered",
-                         error_code=rule.error_code if failed else None)
+                         error_code=rule.error_code if failed else None,
+                         internal_error_code=rule.internal_error_code if failed else None)
         status: int | None = None
         for attempt in range(RECEIPT_TRIES):
             status = await self._post(callback_url, body)
@@ -325,10 +336,12 @@ def _read_message(root: etree._Element) -> dict[str, Any]:
         raise _BadRequest("mtMessage needs destination and source addresses")
     if not text:
         raise _BadRequest("mtMessage needs a text")
-    receipt = root.find("receiptOption")
+    receipt, transaction = root.find("receiptOption"), root.find("transaction")
     return {"submitter_message_id": root.get("submitterMessageId"), "source": source.get("address"),
             "destination": destination.get("address"), "text": text,
-            "callback_url": None if receipt is None else receipt.get("callbackUrl")}
+            "callback_url": None if receipt is None else receipt.get("callbackUrl"),
+            "transaction_id": None if transaction is None else transaction.get("id"),
+            "source_type": source.get("type"), "destination_type": destination.get("type")}
 
 
 def build_sms_api(account: AccountState, sms: SmsAggregatorState,
@@ -385,7 +398,8 @@ def rule_from_json(body: dict[str, Any]) -> Rule:
     if not isinstance(after_ms, int) or isinstance(after_ms, bool) or after_ms < 0:
         raise ValueError("after_ms must be a non-negative integer")
     return Rule(action=Action(body.get("action")), destination=body.get("destination"), source=body.get("source"),
-                after_ms=after_ms, error_code=str(body.get("error_code", "1001")), description=body.get("description"))
+                after_ms=after_ms, error_code=str(body.get("error_code", "1001")), description=body.get("description"),
+                internal_error_code=body.get("internal_error_code"))
 
 
 # --- the aggregator as a whole ------------------------------------------------------------------------
@@ -415,9 +429,11 @@ class SimulatedSmsAggregator(SimulatedAccount):
     # --- thread-safe conveniences for tests and the drill ---
 
     def rule(self, action: Action | str, *, destination: str | None = None, source: str | None = None,
-             after_ms: int = 0, error_code: str = "1001", description: str | None = None) -> None:
+             after_ms: int = 0, error_code: str = "1001", description: str | None = None,
+             internal_error_code: str | None = None) -> None:
         self.sms.add_rule(Rule(Action(action), destination=destination, source=source, after_ms=after_ms,
-                               error_code=error_code, description=description))
+                               error_code=error_code, description=description,
+                               internal_error_code=internal_error_code))
 
     def messages(self) -> list[MtRecord]:
         return self.sms.messages()

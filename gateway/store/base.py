@@ -235,6 +235,9 @@ class MessageRecord:
     upstream_message_id: str | None = None
     fwd_to: str | None = None
     fwd_from: str | None = None
+    transaction_id: str | None = None  # the app's `transaction@id`, echoed in every callback
+    destination_type: str | None = None  # the app's `destination@type` (MDN when it gave none)
+    source_type: str | None = None  # the app's `source@type` (None: SC or LC from the configuration)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +269,7 @@ class MessageChange:
     upstream: str | None = None
     upstream_message_id: str | None = None
     fwd_to: str | None = None
+    source: str | None = None  # an alternate re-sent from another long code
     insert: MessageRecord | None = None
     insert_event: MessageEvent | None = None
     enqueue: tuple[OutboxItem, ...] = ()
@@ -491,7 +495,8 @@ def message_from_row(row: Row) -> MessageRecord:
         receipt_level=row["receipt_level"], callback_url=row["callback_url"],
         receipt_token_hash=row["receipt_token_hash"], created_at=row["created_at"], updated_at=row["updated_at"],
         upstream=row["upstream"], upstream_message_id=row["upstream_message_id"], fwd_to=row["fwd_to"],
-        fwd_from=row["fwd_from"],
+        fwd_from=row["fwd_from"], transaction_id=row["transaction_id"], destination_type=row["destination_type"],
+        source_type=row["source_type"],
     )
 
 
@@ -504,7 +509,8 @@ def event_from_row(row: Row) -> MessageEvent:
 
 MESSAGE_COLUMNS = ("id", "channel", "client", "submitter_id", "source", "destination", "destination_carrier", "text",
                    "status", "alternate", "receipt_level", "callback_url", "receipt_token_hash", "created_at",
-                   "updated_at", "upstream", "upstream_message_id", "fwd_to", "fwd_from")
+                   "updated_at", "upstream", "upstream_message_id", "fwd_to", "fwd_from", "transaction_id",
+                   "destination_type", "source_type")
 
 
 def message_values(message: MessageRecord) -> tuple[Any, ...]:
@@ -512,7 +518,8 @@ def message_values(message: MessageRecord) -> tuple[Any, ...]:
     return (message.id, message.channel, message.client, message.submitter_id, message.source, message.destination,
             message.destination_carrier, message.text, message.status.value, message.alternate,
             message.receipt_level, message.callback_url, message.receipt_token_hash, message.created_at,
-            message.updated_at, message.upstream, message.upstream_message_id, message.fwd_to, message.fwd_from)
+            message.updated_at, message.upstream, message.upstream_message_id, message.fwd_to, message.fwd_from,
+            message.transaction_id, message.destination_type, message.source_type)
 
 
 def event_values(event: MessageEvent) -> tuple[Any, ...]:

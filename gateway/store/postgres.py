@@ -409,11 +409,12 @@ class PostgresStore:
             # message from the same status only the first does; the second sees the new status.
             changed = await db.fetchval(
                 """UPDATE messages SET status = $1, updated_at = $2, upstream = coalesce($3, upstream),
-                       upstream_message_id = coalesce($4, upstream_message_id), fwd_to = coalesce($5, fwd_to)
-                   WHERE id = $6 AND status = ANY($7::text[])
+                       upstream_message_id = coalesce($4, upstream_message_id), fwd_to = coalesce($5, fwd_to),
+                       source = coalesce($6, source)
+                   WHERE id = $7 AND status = ANY($8::text[])
                    RETURNING true""",
                 change.status.value, change.event.at, change.upstream, change.upstream_message_id, change.fwd_to,
-                change.message_id, sorted(s.value for s in change.from_statuses))
+                change.source, change.message_id, sorted(s.value for s in change.from_statuses))
             if not changed:
                 return False
             await db.execute(_INSERT_EVENT, *event_values(change.event))

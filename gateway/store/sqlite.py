@@ -413,10 +413,11 @@ class SQLiteStore:
             # BEGIN IMMEDIATE holds the write lock: the status seen by this UPDATE is the one it changes.
             cursor = await db.execute(
                 f"""UPDATE messages SET status = ?, updated_at = ?, upstream = coalesce(?, upstream),
-                        upstream_message_id = coalesce(?, upstream_message_id), fwd_to = coalesce(?, fwd_to)
+                        upstream_message_id = coalesce(?, upstream_message_id), fwd_to = coalesce(?, fwd_to),
+                        source = coalesce(?, source)
                     WHERE id = ? AND status IN ({marks})""",  # noqa: S608 (placeholders only)
                 (change.status.value, change.event.at, change.upstream, change.upstream_message_id,
-                 change.fwd_to, change.message_id, *statuses))
+                 change.fwd_to, change.source, change.message_id, *statuses))
             if cursor.rowcount == 0:
                 return False
             await db.execute(_INSERT_EVENT, event_values(change.event))

@@ -186,4 +186,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE idempotency ADD COLUMN fingerprint text",
         "ALTER TABLE outbox ADD COLUMN fingerprint text",
     )),
+    Migration(8, "vibes message fields", (
+        # What the app said that the gateway echoes (transaction id in every callback) or passes on to
+        # the aggregator (destination and source types). Messages from before this step have none.
+        "ALTER TABLE messages ADD COLUMN transaction_id text",
+        "ALTER TABLE messages ADD COLUMN destination_type text",
+        "ALTER TABLE messages ADD COLUMN source_type text",
+    )),
 )

@@ -217,4 +217,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE idempotency ADD COLUMN fingerprint TEXT",
         "ALTER TABLE outbox ADD COLUMN fingerprint TEXT",
     )),
+    Migration(8, "vibes message fields", (
+        # What the app said that the gateway echoes (transaction id in every callback) or passes on to
+        # the aggregator (destination and source types). Messages from before this step have none.
+        "ALTER TABLE messages ADD COLUMN transaction_id TEXT",
+        "ALTER TABLE messages ADD COLUMN destination_type TEXT",
+        "ALTER TABLE messages ADD COLUMN source_type TEXT",
+    )),
 )

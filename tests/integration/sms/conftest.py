@@ -89,7 +89,7 @@ def mt_message(*, text: str = "123857AB12", destination: str = DESTINATION, sour
     if alternate:
         root.set("alternateDelivery", "true")
     etree.SubElement(root, "destination", carrier="102", address=destination, type="MDN")
-    etree.SubElement(root, "source", address=source, type="SC")
+    etree.SubElement(root, "source", address=source, type="LC" if source.startswith("+") else "SC")
     etree.SubElement(root, "text").text = text
     if level is not None:
         option = etree.SubElement(root, "receiptOption")

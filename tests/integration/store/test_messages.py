@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -177,3 +178,17 @@ async def test_migration_4_keeps_queued_sends_and_takes_sms_and_callbacks(tmp_pa
         assert (await store.get(f"sms-{record.id}")) is not None
     finally:
         await store.close()
+
+
+async def test_the_apps_transaction_id_and_types_are_kept_and_a_send_may_change_the_source(
+        store: Store, clock: FakeClock) -> None:
+    record = dataclasses.replace(message(clock(), source="+13125550100"), transaction_id="6439376297230",
+                                 destination_type="MSISDN", source_type="LC")
+    await store.message_create(record, event=accepted(record))
+    assert await store.message_get(record.id) == record
+    assert await store.message_change(MessageChange(
+        message_id=record.id, from_statuses=OPEN, status=MessageStatus.SENT, source="+13125550101",
+        event=MessageEvent(message_id=record.id, at=clock(), kind="status", status=MessageStatus.SENT,
+                           description="sent")))
+    changed = await store.message_get(record.id)
+    assert changed is not None and changed.source == "+13125550101" and changed.transaction_id == "6439376297230"

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.delivery.messages import Fail, Forward, after_carrier_failure, is_known_sender, source_type, wants_callback
+from gateway.delivery.messages import (
+    Fail,
+    Forward,
+    LongCodeTurns,
+    after_carrier_failure,
+    is_known_sender,
+    source_type,
+    wants_callback,
+)
 from gateway.store import MessageRecord, MessageStatus
 
 SENDERS = {"98765": ["+13125550100", "+13125550101"], "55555": []}
@@ -16,8 +24,16 @@ def message(*, text: str = "123857AB12", alternate: bool = True, source: str = "
                          receipt_token_hash="h", created_at=0.0, updated_at=0.0, fwd_from=fwd_from)
 
 
-def test_a_single_segment_original_with_the_flag_is_forwarded_to_the_first_long_code() -> None:
-    assert after_carrier_failure(message(), SENDERS) == Forward("+13125550100")
+def test_a_single_segment_original_with_the_flag_is_forwarded_to_its_long_codes() -> None:
+    assert after_carrier_failure(message(), SENDERS) == Forward(("+13125550100", "+13125550101"))
+
+
+def test_long_codes_take_turns_per_short_code() -> None:
+    turns = LongCodeTurns()
+    codes = SENDERS["98765"]
+    assert [turns.order("98765", codes)[0] for _ in range(3)] == [codes[0], codes[1], codes[0]]
+    assert turns.order("98765", codes) == (codes[1], codes[0])  # the rest follow, for failover
+    assert turns.order("11111", ["+13125550199"]) == ("+13125550199",)
 
 
 def test_no_forward_without_the_flag_or_for_an_alternate() -> None:
