@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import idempotency
+from gateway.bodies import BodyRefused
 from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
 from gateway.correlation import HEADER, forwarded_headers, request_ids
@@ -27,6 +28,7 @@ from gateway.errors import UpstreamError
 from gateway.inputs import BadInput
 from gateway.protocols import responsys_soap as soap
 from gateway.proxy import Call, Lease, Result
+from gateway.reporting.codes import FailureKind
 from gateway.sessions import SoapSessions, SoapSlot
 from gateway.store import StoreError
 from gateway.targets import UnsafeTarget, checked_path
@@ -91,7 +93,12 @@ class SoapDialect:
 async def service(request: Request) -> Response:
     """`POST /webservices/services/ResponsysWSService`."""
     runtime: Runtime = request.app.state.runtime
-    body = await runtime.read_body(request)
+    try:
+        body = await runtime.read_body(request)
+    except BodyRefused:  # answered by the app's handler, in this shape (gateway.edge)
+        # The session is in the body not read: the caller is unknown, as for a refused login.
+        runtime.telemetry.metrics.unattributed_failures.labels("soap").inc()
+        raise
     try:
         envelope = soap.parse_envelope(body, charset=soap.charset_of(request.headers.get("content-type")))
         if envelope.operation == "login":
@@ -99,6 +106,7 @@ async def service(request: Request) -> Response:
     except soap.BadEnvelope as exc:
         # SOAP 1.1 sends faults with 500, but a request the gateway cannot read is the caller's
         # mistake: 400 with a Client fault, as SOAP 1.2 and most stacks do for sender faults.
+        await _report_bad_envelope(runtime, request, body, str(exc))
         return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
     if envelope.operation == "login":
         try:
@@ -142,6 +150,23 @@ async def service(request: Request) -> Response:
         return fault_response(400, code="IDEMPOTENCY_KEY_REUSED", message=str(exc), client=True,
                               headers={"X-Request-Id": ids.correlation_id})
     return render(result, correlation_id=ids.correlation_id)
+
+
+async def _report_bad_envelope(runtime: Runtime, request: Request, body: bytes, detail: str) -> None:
+    """A structurally wrong call is the caller's Request failure (code 1), as for REST and SMS, when its
+    SessionHeader names a live session; otherwise nobody can be told, and it is only counted."""
+    session_id = soap.session_id_of(body, charset=soap.charset_of(request.headers.get("content-type")))
+    identity = None
+    if session_id:
+        with contextlib.suppress(StoreError):  # unknown then: counted, not attributed
+            identity = await runtime.credentials.verify(session_id, "soap")
+    if identity is None:
+        runtime.telemetry.metrics.unattributed_failures.labels("soap").inc()
+        return
+    ids = request_ids(request.headers.get(HEADER))
+    runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=f"Request: {detail}",
+                   send_id=ids.request_id, correlation_id=ids.correlation_id, path=soap.SERVICE_PATH,
+                   protocol="soap")
 
 
 def render(result: Result, *, correlation_id: str) -> Response:

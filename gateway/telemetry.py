@@ -89,6 +89,10 @@ class Metrics:
         self.credential_failures = Counter("aftm_credential_failures",
                                            "App logins refused (not attributable to a client)", ["protocol"],
                                            registry=registry)
+        self.unattributed_failures = Counter(
+            "aftm_unattributed_request_failures",
+            "Malformed or oversized app requests whose caller is unknown (no failure entry possible)",
+            ["protocol"], registry=registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

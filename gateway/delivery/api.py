@@ -76,6 +76,7 @@ async def _client(request: Request, runtime: Runtime, service: SmsService, *, as
         return _error(429, "too many failed logins: retry later", as_json=as_json,
                       headers={"Retry-After": exc.retry_after_header})
     if not ok or user is None:
+        runtime.telemetry.metrics.credential_failures.labels("sms").inc()  # never a client's failure entry
         return _error(401, "authentication failed: send HTTP Basic credentials of a configured client",
                       as_json=as_json, headers={"WWW-Authenticate": 'Basic realm="aftm-gateway sms"'})
     return user

@@ -162,6 +162,16 @@ def parse_envelope(body: bytes, *, charset: str | None = None) -> Envelope:
     return Envelope(root=root, operation=qname.localname)
 
 
+def session_id_of(body: bytes, *, charset: str | None = None) -> str | None:
+    """The SessionHeader's sessionId of a request that is no usable envelope, when its XML reads at all:
+    who sent a structurally wrong call, so its failure entry can be the caller's."""
+    try:
+        root = parse_xml(body, charset=charset)
+    except BadEnvelope:
+        return None
+    return Envelope(root=root, operation="").session_id
+
+
 def _envelope(body_xml: str) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
