@@ -15,7 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.chaos import SCENARIOS as CHAOS_SCENARIOS
-from gateway.config import Config, load_config
+from gateway.config import Config, config_warnings, load_config
 from gateway.errors import ConfigError
 from gateway.observability import configure_logging
 
@@ -109,6 +109,8 @@ def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     names = ", ".join(a.name for a in config.accounts)
     print(f"{args.file}: ok ({len(config.accounts)} accounts: {names}; {len(config.clients)} clients)")
+    for warning in config_warnings(config):  # valid, so still exit 0; each line says which key and why
+        print(f"warning: {warning}")
     return 0
 
 

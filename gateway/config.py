@@ -370,6 +370,30 @@ def _check_sms(config: Config, problems: list[str]) -> None:
                 problems.append(f"callbacks.allow_networks[{i}]: {network!r} is not a network like 10.0.0.0/8")
 
 
+_ADMIN_USER_RE = re.compile(r"admin(?:$|[@._-])", re.IGNORECASE)
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What a valid config visibly does against the vendor's AFTM API-user rules, as `key: why`.
+
+    The rules (Responsys AFTM guide, "API User management"): one API user per account, created by the
+    account's primary administrator, user ids distinct in each pod, and never an administrator's id.
+    Only what the config shows can be checked: a user id on two accounts, or one that reads as an admin.
+    """
+    warnings: list[str] = []
+    first_of: dict[str, int] = {}
+    for i, account in enumerate(config.accounts):
+        user = account.user_name.strip().lower()
+        if user in first_of:
+            warnings.append(f"accounts[{i}].user_name: {account.user_name!r} is also the API user of "
+                            f"accounts[{first_of[user]}]: AFTM needs a distinct user id in each pod (and account)")
+        first_of.setdefault(user, i)
+        if _ADMIN_USER_RE.match(user):
+            warnings.append(f"accounts[{i}].user_name: {account.user_name!r} looks like an account administrator: "
+                            "AFTM requests must use an API user, never an administrator's id")
+    return warnings
+
+
 def _is_http_url(value: str) -> bool:
     parts = urlsplit(value)
     return parts.scheme in ("http", "https") and bool(parts.hostname)
