@@ -56,6 +56,10 @@ def test_the_operator_sees_rows_escaped_filters_them_and_opens_one(
     page.fill("input[name=password]", ADMIN_TOKEN)
     page.click("button[type=submit]")
     page.wait_for_selector("#failures tbody tr td a")
+    # The seed's menu: the Failure Data sub-tab under the Message Data tab, the page shown.
+    assert page.get_by_role("tab", name="Message Data", selected=True).count() == 1
+    sub_tab = page.get_by_role("navigation", name="Message Data").get_by_role("link", name="Failure Data")
+    assert sub_tab.get_attribute("aria-current") == "page"
     rows = page.locator("#failures tbody tr")
     assert rows.count() == 4
     assert page.locator("#summary").inner_text() == "4 failures; page 1 of 1."
