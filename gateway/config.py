@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway import rsa_challenge
 from gateway.errors import ConfigError
 
 
@@ -49,6 +50,10 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class Pem(str):
+    """A PEM document (certificate) given inline, as `<key>_env` or as `<key>_file`, like a Secret."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,13 @@ class Account:
     name: str
     login_url: str  # REST login base, e.g. https://login2.responsys.net
     user_name: str
-    password: Secret
+    password: Secret | None = None  # unset: the API user logs in with its certificate (private_key)
+    # Certificate login (the vendor's "Log in with username and certificates", REST and SOAP): the API
+    # user's RSA key (PEM, unencrypted), the certificate uploaded for it (optional, checked against the
+    # key) and the account's server certificate downloaded from Responsys, which the server must prove.
+    private_key: Secret | None = None
+    certificate: Pem | None = None
+    server_certificate: Pem | None = None
     soap_url: str | None = None  # e.g. https://ws2.responsys.net/webservices/services/ResponsysWSService
     api_prefix: str | None = None  # e.g. /rest/haApi: app paths under /rest/api are rewritten to it
     rate_limit: RateLimit = field(default_factory=RateLimit)
@@ -285,6 +296,7 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
                 problems.append(f"accounts[{i}].{key}: {value!r} is not an http(s) URL")
         if account.api_prefix is not None and not re.fullmatch(r"/rest/[A-Za-z]+", account.api_prefix):
             problems.append(f"accounts[{i}].api_prefix: must look like /rest/haApi")
+        _check_account_login(f"accounts[{i}]", account, problems)
     if not _is_http_url(config.public_url):
         problems.append(f"public_url: {config.public_url!r} is not an http(s) URL")
     if (config.listen.tls_cert is None) != (config.listen.tls_key is None):
@@ -319,6 +331,34 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         if not getattr(config.listen, key) > 0:
             problems.append(f"listen.{key}: must be positive")
     _check_sms(config, problems)
+
+
+def _check_account_login(where: str, account: Account, problems: list[str]) -> None:
+    """An account logs in with a password or a certificate; a certificate's PEMs must load and agree."""
+    if account.password is None and account.private_key is None:
+        problems.append(f"{where}: needs password (or password_env/_file) or private_key for certificate login")
+    if account.private_key is None:
+        if account.server_certificate is not None or account.certificate is not None:
+            problems.append(f"{where}: certificate and server_certificate need private_key")
+        return
+    if account.server_certificate is None:
+        problems.append(f"{where}.server_certificate: required with private_key (the account's Responsys "
+                        "server certificate, which its answer is checked against)")
+    try:
+        key = rsa_challenge.load_private_key(account.private_key.reveal())
+    except rsa_challenge.PemError as exc:
+        problems.append(f"{where}.private_key: {exc}")
+        return
+    for name in ("certificate", "server_certificate"):
+        pem = getattr(account, name)
+        try:
+            public = rsa_challenge.load_certificate_key(pem) if pem is not None else None
+        except rsa_challenge.PemError as exc:
+            problems.append(f"{where}.{name}: {exc}")
+            continue
+        mine = key.public_key().public_numbers()
+        if name == "certificate" and public is not None and public.public_numbers() != mine:
+            problems.append(f"{where}.certificate: is not the certificate of private_key")
 
 
 MIN_SECRET_BYTES = 32
@@ -409,7 +449,7 @@ class _Builder:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         data = dict(data)
         for name, hint in hints.items():
-            if hint is Secret or hint == Secret | None:
+            if hint is Secret or hint == Secret | None or hint == Pem | None:
                 self._resolve_secret(data, name, path)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -473,6 +513,11 @@ class _Builder:
             if value is None:
                 return None
             return self.convert(args[0], value, path)
+        if hint is Pem:
+            if not isinstance(value, str) or "-----BEGIN " not in value:
+                self.problems.append(f"{path}: must be a PEM document (-----BEGIN ...)")
+                return None
+            return Pem(value)
         if hint is Secret:
             if value is None:
                 return None

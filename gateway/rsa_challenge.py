@@ -19,6 +19,7 @@ import base64
 import binascii
 import datetime
 import secrets
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +29,20 @@ from cryptography.x509.oid import NameOID
 
 CHALLENGE_BYTES = 32
 MAX_CHALLENGE_BYTES = 117  # PKCS#1 v1.5 room in a 1024-bit block; the vendor's keys are at least that
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAnswer:
+    """Step 1's answer, whichever protocol carried it: the handle for step 2 (REST temporary
+    `authToken`, SOAP `authSessionId`), the server's challenge, and the client's challenge as the
+    server encrypted it with its private key."""
+
+    handle: str
+    server_challenge: bytes
+    encrypted_client_challenge: bytes
+
+    def __repr__(self) -> str:  # the handle is a credential for one step: never in a log line
+        return "ServerAnswer(***)"
 
 
 class PemError(ValueError):
