@@ -145,6 +145,9 @@ class Client:
     password_hash: str | None = None  # pbkdf2_sha256$ITERATIONS$SALT_HEX$HASH_HEX
     failure_post_url: str | None = None  # where this app's new failure entries are POSTed as FDXML
     failure_post_secret: Secret | None = None  # signs those POSTs (X-AFTM-Signature); unset: unsigned
+    # The app's certificate (PEM): the app may log in with the vendor's certificate flow (REST
+    # auth_type=server/client, SOAP authenticateServer/loginWithCertificate), proving its private key.
+    certificate: Pem | None = None
 
     def check_password(self, candidate: str) -> bool:
         if self.password is not None:
@@ -236,6 +239,10 @@ class Config:
     # Signs the gateway's own app tokens and SOAP session ids. Set it (e.g. session_secret_env) so that
     # app sessions survive a restart and are accepted by every replica; unset: random per process.
     session_secret: Secret | None = None
+    # The gateway's own key pair for apps' certificate logins: it proves `server_key` to apps, which
+    # hold `server_certificate`. Required when any client has a certificate; every replica needs the same.
+    server_key: Secret | None = None
+    server_certificate: Pem | None = None
     sms: Sms = field(default_factory=Sms)
     callbacks: Callbacks = field(default_factory=Callbacks)
     reporting: Reporting = field(default_factory=Reporting)
@@ -304,8 +311,13 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     for i, client in enumerate(config.clients):
         if client is None:
             continue
-        if client.password is None and client.password_hash is None:
-            problems.append(f"clients[{i}]: needs password, password_env, password_file or password_hash")
+        if client.password is None and client.password_hash is None and client.certificate is None:
+            problems.append(f"clients[{i}]: needs password, password_env, password_file, password_hash or certificate")
+        if client.certificate is not None:
+            try:
+                rsa_challenge.load_certificate_key(client.certificate)
+            except rsa_challenge.PemError as exc:
+                problems.append(f"clients[{i}].certificate: {exc}")
         if client.password_hash is not None and not _HASH_RE.fullmatch(client.password_hash):
             problems.append(f"clients[{i}].password_hash: expected pbkdf2_sha256$ITERATIONS$SALT$HASH")
         if client.failure_post_url is not None and not _is_http_url(client.failure_post_url):
@@ -314,6 +326,7 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
         _check_secret_strength(f"clients[{i}].failure_post_secret", client.failure_post_secret, problems)
     _check_secret_strength("session_secret", config.session_secret, problems)
+    _check_server_key_pair(config, problems)
     if config.admin is not None:
         _check_secret_strength("admin.token", config.admin.token, problems)
     if config.upstream.wsdl_refresh <= 0:
@@ -359,6 +372,26 @@ def _check_account_login(where: str, account: Account, problems: list[str]) -> N
         mine = key.public_key().public_numbers()
         if name == "certificate" and public is not None and public.public_numbers() != mine:
             problems.append(f"{where}.certificate: is not the certificate of private_key")
+
+
+def _check_server_key_pair(config: Config, problems: list[str]) -> None:
+    """Apps' certificate logins need the gateway's key pair, given (never made at start: every replica
+    must prove the same key, and apps must have downloaded its certificate beforehand)."""
+    if config.server_key is None and config.server_certificate is None:
+        if any(c is not None and c.certificate is not None for c in config.clients):
+            problems.append("server_key: required (with server_certificate) when a client has a certificate")
+        return
+    if config.server_key is None or config.server_certificate is None:
+        problems.append("server_key and server_certificate go together")
+        return
+    try:
+        key = rsa_challenge.load_private_key(config.server_key.reveal())
+        public = rsa_challenge.load_certificate_key(config.server_certificate)
+    except rsa_challenge.PemError as exc:
+        problems.append(f"server_key/server_certificate: {exc}")
+        return
+    if public.public_numbers() != key.public_key().public_numbers():
+        problems.append("server_certificate: is not the certificate of server_key")
 
 
 MIN_SECRET_BYTES = 32

@@ -117,6 +117,23 @@ class Envelope:
             raise BadEnvelope("login needs username and password")
         return user, password
 
+    def authenticate_server_parts(self) -> tuple[str, bytes]:
+        """`authenticateServer`'s username and clientChallenge bytes; BadEnvelope when either is missing."""
+        body = self._operation_element()
+        user = (body.findtext(f"{{{WS_NS}}}username") or "").strip()
+        challenge = byte_array(body, "clientChallenge")
+        if not user or challenge is None:
+            raise BadEnvelope("authenticateServer needs username and clientChallenge (xsd:byte values)")
+        return user, challenge
+
+    def login_with_certificate_parts(self) -> tuple[str | None, bytes]:
+        """`loginWithCertificate`'s AuthSessionHeader/authSessionId and encryptedServerChallenge bytes."""
+        answer = byte_array(self._operation_element(), "encryptedServerChallenge")
+        if answer is None:
+            raise BadEnvelope("loginWithCertificate needs encryptedServerChallenge (xsd:byte values)")
+        node = self.root.find(f"{{{SOAP_ENV}}}Header/{{{WS_NS}}}AuthSessionHeader/{{{WS_NS}}}authSessionId")
+        return (None if node is None or not node.text else node.text.strip()), answer
+
     def with_session(self, session_id: str, *, operation: str | None = None) -> bytes:
         """This envelope with the given session in SessionHeader (added when missing).
 
@@ -248,6 +265,22 @@ def byte_array(parent: etree._Element, local: str) -> bytes | None:
 
 def _byte_elements(tag: str, data: bytes) -> str:
     return "".join(f"<{tag}>{value - 256 if value > 127 else value}</{tag}>" for value in data)
+
+
+def authenticate_server_response(answer: rsa_challenge.ServerAnswer) -> bytes:
+    return _envelope(
+        f'<authenticateServerResponse xmlns="{WS_NS}"><result>'
+        f"<authSessionId>{_escape(answer.handle)}</authSessionId>"
+        f"{_byte_elements('encryptedClientChallenge', answer.encrypted_client_challenge)}"
+        f"{_byte_elements('serverChallenge', answer.server_challenge)}</result></authenticateServerResponse>"
+    )
+
+
+def login_with_certificate_response(session_id: str) -> bytes:
+    return _envelope(
+        f'<loginWithCertificateResponse xmlns="{WS_NS}"><result><sessionId>{_escape(session_id)}</sessionId>'
+        "</result></loginWithCertificateResponse>"
+    )
 
 
 def login_response(session_id: str) -> bytes:

@@ -57,3 +57,27 @@ def test_unreadable_pems_are_named() -> None:
 def test_certificates_without_a_key_are_refused() -> None:
     problems = _problems(_account(password="pw", server_certificate=key_pair("server").certificate))
     assert "accounts[0]: certificate and server_certificate need private_key" in problems
+
+
+def _with_clients(clients: list[dict[str, Any]], **top: Any) -> list[str]:
+    try:
+        parse_config({"accounts": [_account(password="pw")], "clients": clients, **top}, environ={})
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def test_a_certificate_app_needs_the_gateway_key_pair() -> None:
+    problems = _with_clients([{"user_name": "app", "certificate": key_pair("app").certificate}])
+    assert "server_key: required (with server_certificate) when a client has a certificate" in problems
+
+
+def test_a_certificate_app_needs_no_password() -> None:
+    server = key_pair("server")
+    assert _with_clients([{"user_name": "app", "certificate": key_pair("app").certificate}],
+                         server_key=server.key, server_certificate=server.certificate) == []
+
+
+def test_the_gateway_certificate_must_be_its_key_s() -> None:
+    problems = _with_clients([], server_key=key_pair("server").key, server_certificate=key_pair("app").certificate)
+    assert "server_certificate: is not the certificate of server_key" in problems
