@@ -36,7 +36,7 @@ CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 RELEASE, NAMESPACE = "aftm", "messaging"
 VALUE_FILES = {"default": [], "full": [CHART / "ci" / "full-values.yaml"]}
 # A Kubernetes env var or config key that holds a credential, and the gateway's own secret config keys.
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|API_?KEY", re.IGNORECASE)
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_KEY|SERVER_KEY", re.IGNORECASE)
 SECRET_CONFIG_KEYS = {"password", "password_hash", "token", "session_secret", "failure_post_secret", "private_key",
                       "server_key"}
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
