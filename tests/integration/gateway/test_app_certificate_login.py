@@ -4,6 +4,7 @@ SOAP, with a client doing the RSA steps as the vendor's pages describe (tests.su
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -75,6 +76,17 @@ def test_a_temporary_token_serves_one_attempt(http: httpx.Client) -> None:
     replayed = rest_login_with_client(http, "", step, user=CERT_APP, key=key_pair(CERT_APP).key)
     assert first.status_code == 200
     assert replayed.status_code == 401 and replayed.json()["errorCode"] == "AUTHENTICATION_FAILED"
+
+
+def test_no_key_challenge_or_temporary_token_reaches_the_log(cert_deployment: Deployment, http: httpx.Client,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    step = rest_authenticate_server(http, "", user=CERT_APP, server_certificate=_server_certificate())
+    rest_login_with_client(http, "", step, user=CERT_APP, key=key_pair("intruder").key)  # a refusal is logged too
+    logged = caplog.text
+    assert caplog.records  # the gateway did log these requests
+    for secret in (step.temporary_token, base64.b64encode(step.server_challenge).decode(), "PRIVATE KEY"):
+        assert secret not in logged
 
 
 def test_a_temporary_token_is_no_api_token(cert_deployment: Deployment, http: httpx.Client) -> None:
