@@ -80,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--tls-key")
     simulate.add_argument("--tls-max-version", choices=["1.0", "1.1", "1.2", "1.3"])
     simulate.add_argument("--secondary", action="store_true", help="act as a failover (secondary) account")
+    simulate.add_argument("--client-certificate", metavar="PEM_FILE",
+                          help="the API user's certificate: enables certificate login for it")
+    simulate.add_argument("--server-key", metavar="PEM_FILE",
+                          help="with --client-certificate: the account's server key (with --server-certificate)")
+    simulate.add_argument("--server-certificate", metavar="PEM_FILE",
+                          help="with --client-certificate: the certificate of --server-key, which the user checks")
+    simulate.add_argument("--certificate-only", action="store_true",
+                          help="refuse password login for the API user (needs --client-certificate)")
     simulate.add_argument("--sms", action="store_true",
                           help="run the SMS aggregator (POST /mt, delivery receipts) instead of a Responsys account")
     simulate.add_argument("--receipt-delay-ms", type=int, default=0,
@@ -187,12 +195,42 @@ def _simulate(args: argparse.Namespace) -> int:
             user_name=args.user_name or f"api_{args.name}", password=password, tls_cert=args.tls_cert,
             tls_key=args.tls_key, default_after_ms=args.receipt_delay_ms))
         return 0
+    certificates = _simulator_certificates(args)
+    if isinstance(certificates, str):
+        print(f"aftm-gateway simulate: {certificates}", file=sys.stderr)
+        return 2
     asyncio.run(run_simulator(
         host=args.host, port=args.port, control_port=args.control_port or args.port + 1000, name=args.name,
-        user_name=args.user_name or f"api_{args.name}", password=password, tls_cert=args.tls_cert,
-        tls_key=args.tls_key, tls_max_version=args.tls_max_version, secondary=args.secondary,
+        user_name=args.user_name or f"api_{args.name}", password=None if args.certificate_only else password,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_max_version=args.tls_max_version,
+        secondary=args.secondary, **certificates,
     ))
     return 0
+
+
+def _simulator_certificates(args: argparse.Namespace) -> dict[str, str | None] | str:
+    """The certificate-login PEMs named on the command line, read; or what is wrong with them.
+
+    The server key pair must be given with the client certificate: a pair made at start would differ
+    on every run, and the API user could not have downloaded its certificate beforehand.
+    """
+    named = {"client_certificate": args.client_certificate, "server_key": args.server_key,
+             "server_certificate": args.server_certificate}
+    if args.certificate_only and args.client_certificate is None:
+        return "--certificate-only needs --client-certificate"
+    if args.client_certificate is None:
+        if args.server_key or args.server_certificate:
+            return "--server-key and --server-certificate only apply with --client-certificate"
+        return {}
+    if args.server_key is None or args.server_certificate is None:
+        return "--client-certificate needs --server-key and --server-certificate"
+    read: dict[str, str | None] = {}
+    for key, path in named.items():
+        try:
+            read[key] = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            return f"cannot read {path}: {exc.strerror}"
+    return read
 
 
 def _drill(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cachetools import TTLCache
 from starlette.requests import HTTPConnection
@@ -49,6 +49,7 @@ from gateway.password_checks import CheckQueue
 from gateway.store import Store
 from policies.login_throttle import LoginThrottle, ThrottleSettings
 
+T = TypeVar("T")
 Kind = Literal["rest", "soap", "portal"]
 REVOCABLE: frozenset[Kind] = frozenset({"soap", "portal"})  # the kinds with a logout
 
@@ -71,6 +72,8 @@ SOURCE_CHECKS = 4  # distinct password checks one source address may have waitin
 SOURCE_MAX_FAILURES = 20
 TRUSTED_SOURCE_TTL = 86_400.0  # a source that logged in within this long may queue past VERIFY_QUEUE
 MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE  # checks waiting or running in all: never more
+CHALLENGE_KIND = "certificate-challenge"  # never a REST, SOAP or portal kind: a handle logs nothing in
+CHALLENGE_LIFETIME = 120.0  # seconds between a certificate login's two steps
 
 
 class TooManyFailedLogins(Exception):
@@ -180,6 +183,78 @@ class Credentials:
 
     def close(self) -> None:
         self._checks.close()
+
+    # --- certificate logins (gateway.app_certificates) ---------------------------------------------
+
+    async def run_login_work(self, work: Callable[[], T], *, source: str | None) -> T:
+        """CPU-bound login work (the RSA steps) on the password-check threads, ranked and bounded as they are.
+
+        Raises TooManyFailedLogins when the source keeps failing or the threads are taken.
+        """
+        wait = self._source_throttle.retry_after(source)
+        if wait:
+            raise TooManyFailedLogins(wait)
+        in_flight, waiting = self._per_source.get(source, 0), self._checks.waiting
+        room = waiting < VERIFY_THREADS + VERIFY_QUEUE or (
+            (in_flight == 0 or source in self._trusted) and waiting < MAX_WAITING)
+        if in_flight >= SOURCE_CHECKS or not room:
+            raise TooManyFailedLogins(BUSY_RETRY_AFTER)
+        self._per_source[source] = in_flight + 1
+        try:
+            return await self._checks.submit(self._source_throttle.failures(source) + in_flight, work)
+        finally:
+            if (left := self._per_source.pop(source) - 1) > 0:
+                self._per_source[source] = left
+
+    def login_failed(self, source: str | None) -> None:
+        """A certificate login failed: counted against the source like a wrong password."""
+        self._source_throttle.failed(source)
+
+    def issue_challenge(self, client: str, server_challenge: bytes) -> str:
+        """The temporary token between the two steps of a certificate login: signed, expiring, stateless.
+
+        It carries a SHA-256 of the server challenge (not the challenge), so any replica sharing
+        `session_secret` can check step 2's answer; it is not a credential for anything else.
+        """
+        digest = base64.urlsafe_b64encode(hashlib.sha256(server_challenge).digest()).decode().rstrip("=")
+        payload = f"{CHALLENGE_KIND}|{client}|{self._clock():.3f}|{digest}"
+        encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+        return f"{encoded}.{self._sign(encoded)}"
+
+    async def spend_challenge(self, handle: str | None) -> tuple[str, bytes] | None:
+        """(client, SHA-256 of the server challenge) of a genuine, unexpired, unspent handle, now spent.
+
+        One attempt per handle on every replica (recorded in the store like a logout); raises StoreError
+        when the store cannot record it.
+        """
+        opened = self._open_challenge(handle)
+        if opened is None or handle is None:
+            return None
+        digest = _digest(handle)
+        if digest in self._revoked or (self._store is not None and await self._store().is_revoked(digest)):
+            return None
+        issued_at = opened[2]
+        if self._store is not None:
+            await self._store().revoke(digest, issued_at + CHALLENGE_LIFETIME + 1.0)
+        self._revoked[digest] = True
+        return opened[0], opened[1]
+
+    def _open_challenge(self, handle: str | None) -> tuple[str, bytes, float] | None:
+        if not handle or handle.count(".") != 1 or not handle.isascii():
+            return None
+        encoded, signature = handle.split(".")
+        if not hmac.compare_digest(signature.encode("ascii"), self._sign(encoded).encode("ascii")):
+            return None
+        try:
+            payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            kind, client, issued, digest = payload.split("|")
+            issued_at = float(issued)
+            challenge_digest = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if kind != CHALLENGE_KIND or not 0 <= self._clock() - issued_at <= CHALLENGE_LIFETIME:
+            return None
+        return client, challenge_digest, issued_at
 
     def admin_login(self, user_name: str, password: str, *, source: str | None = None) -> bool:
         """The operator: user `admin` with the admin token as password (never when admin.token is unset).

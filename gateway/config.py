@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway import rsa_challenge
 from gateway.errors import ConfigError
 
 
@@ -49,6 +50,10 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+class Pem(str):
+    """A PEM document (certificate) given inline, as `<key>_env` or as `<key>_file`, like a Secret."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,9 @@ class Client:
     password_hash: str | None = None  # pbkdf2_sha256$ITERATIONS$SALT_HEX$HASH_HEX
     failure_post_url: str | None = None  # where this app's new failure entries are POSTed as FDXML
     failure_post_secret: Secret | None = None  # signs those POSTs (X-AFTM-Signature); unset: unsigned
+    # The app's certificate (PEM): the app may log in with the vendor's certificate flow (REST
+    # auth_type=server/client, SOAP authenticateServer/loginWithCertificate), proving its private key.
+    certificate: Pem | None = None
 
     def check_password(self, candidate: str) -> bool:
         if self.password is not None:
@@ -156,7 +164,13 @@ class Account:
     name: str
     login_url: str  # REST login base, e.g. https://login2.responsys.net
     user_name: str
-    password: Secret
+    password: Secret | None = None  # unset: the API user logs in with its certificate (private_key)
+    # Certificate login (the vendor's "Log in with username and certificates", REST and SOAP): the API
+    # user's RSA key (PEM, unencrypted), the certificate uploaded for it (optional, checked against the
+    # key) and the account's server certificate downloaded from Responsys, which the server must prove.
+    private_key: Secret | None = None
+    certificate: Pem | None = None
+    server_certificate: Pem | None = None
     soap_url: str | None = None  # e.g. https://ws2.responsys.net/webservices/services/ResponsysWSService
     api_prefix: str | None = None  # e.g. /rest/haApi: app paths under /rest/api are rewritten to it
     rate_limit: RateLimit = field(default_factory=RateLimit)
@@ -225,6 +239,10 @@ class Config:
     # Signs the gateway's own app tokens and SOAP session ids. Set it (e.g. session_secret_env) so that
     # app sessions survive a restart and are accepted by every replica; unset: random per process.
     session_secret: Secret | None = None
+    # The gateway's own key pair for apps' certificate logins: it proves `server_key` to apps, which
+    # hold `server_certificate`. Required when any client has a certificate; every replica needs the same.
+    server_key: Secret | None = None
+    server_certificate: Pem | None = None
     sms: Sms = field(default_factory=Sms)
     callbacks: Callbacks = field(default_factory=Callbacks)
     reporting: Reporting = field(default_factory=Reporting)
@@ -285,6 +303,7 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
                 problems.append(f"accounts[{i}].{key}: {value!r} is not an http(s) URL")
         if account.api_prefix is not None and not re.fullmatch(r"/rest/[A-Za-z]+", account.api_prefix):
             problems.append(f"accounts[{i}].api_prefix: must look like /rest/haApi")
+        _check_account_login(f"accounts[{i}]", account, problems)
     if not _is_http_url(config.public_url):
         problems.append(f"public_url: {config.public_url!r} is not an http(s) URL")
     if (config.listen.tls_cert is None) != (config.listen.tls_key is None):
@@ -292,8 +311,13 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
     for i, client in enumerate(config.clients):
         if client is None:
             continue
-        if client.password is None and client.password_hash is None:
-            problems.append(f"clients[{i}]: needs password, password_env, password_file or password_hash")
+        if client.password is None and client.password_hash is None and client.certificate is None:
+            problems.append(f"clients[{i}]: needs password, password_env, password_file, password_hash or certificate")
+        if client.certificate is not None:
+            try:
+                rsa_challenge.load_certificate_key(client.certificate)
+            except rsa_challenge.PemError as exc:
+                problems.append(f"clients[{i}].certificate: {exc}")
         if client.password_hash is not None and not _HASH_RE.fullmatch(client.password_hash):
             problems.append(f"clients[{i}].password_hash: expected pbkdf2_sha256$ITERATIONS$SALT$HASH")
         if client.failure_post_url is not None and not _is_http_url(client.failure_post_url):
@@ -302,6 +326,7 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
         _check_secret_strength(f"clients[{i}].failure_post_secret", client.failure_post_secret, problems)
     _check_secret_strength("session_secret", config.session_secret, problems)
+    _check_server_key_pair(config, problems)
     if config.admin is not None:
         _check_secret_strength("admin.token", config.admin.token, problems)
     if config.upstream.wsdl_refresh <= 0:
@@ -319,6 +344,54 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         if not getattr(config.listen, key) > 0:
             problems.append(f"listen.{key}: must be positive")
     _check_sms(config, problems)
+
+
+def _check_account_login(where: str, account: Account, problems: list[str]) -> None:
+    """An account logs in with a password or a certificate; a certificate's PEMs must load and agree."""
+    if account.password is None and account.private_key is None:
+        problems.append(f"{where}: needs password (or password_env/_file) or private_key for certificate login")
+    if account.private_key is None:
+        if account.server_certificate is not None or account.certificate is not None:
+            problems.append(f"{where}: certificate and server_certificate need private_key")
+        return
+    if account.server_certificate is None:
+        problems.append(f"{where}.server_certificate: required with private_key (the account's Responsys "
+                        "server certificate, which its answer is checked against)")
+    try:
+        key = rsa_challenge.load_private_key(account.private_key.reveal())
+    except rsa_challenge.PemError as exc:
+        problems.append(f"{where}.private_key: {exc}")
+        return
+    for name in ("certificate", "server_certificate"):
+        pem = getattr(account, name)
+        try:
+            public = rsa_challenge.load_certificate_key(pem) if pem is not None else None
+        except rsa_challenge.PemError as exc:
+            problems.append(f"{where}.{name}: {exc}")
+            continue
+        mine = key.public_key().public_numbers()
+        if name == "certificate" and public is not None and public.public_numbers() != mine:
+            problems.append(f"{where}.certificate: is not the certificate of private_key")
+
+
+def _check_server_key_pair(config: Config, problems: list[str]) -> None:
+    """Apps' certificate logins need the gateway's key pair, given (never made at start: every replica
+    must prove the same key, and apps must have downloaded its certificate beforehand)."""
+    if config.server_key is None and config.server_certificate is None:
+        if any(c is not None and c.certificate is not None for c in config.clients):
+            problems.append("server_key: required (with server_certificate) when a client has a certificate")
+        return
+    if config.server_key is None or config.server_certificate is None:
+        problems.append("server_key and server_certificate go together")
+        return
+    try:
+        key = rsa_challenge.load_private_key(config.server_key.reveal())
+        public = rsa_challenge.load_certificate_key(config.server_certificate)
+    except rsa_challenge.PemError as exc:
+        problems.append(f"server_key/server_certificate: {exc}")
+        return
+    if public.public_numbers() != key.public_key().public_numbers():
+        problems.append("server_certificate: is not the certificate of server_key")
 
 
 MIN_SECRET_BYTES = 32
@@ -433,7 +506,7 @@ class _Builder:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         data = dict(data)
         for name, hint in hints.items():
-            if hint is Secret or hint == Secret | None:
+            if hint is Secret or hint == Secret | None or hint == Pem | None:
                 self._resolve_secret(data, name, path)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -497,6 +570,11 @@ class _Builder:
             if value is None:
                 return None
             return self.convert(args[0], value, path)
+        if hint is Pem:
+            if not isinstance(value, str) or "-----BEGIN " not in value:
+                self.problems.append(f"{path}: must be a PEM document (-----BEGIN ...)")
+                return None
+            return Pem(value)
         if hint is Secret:
             if value is None:
                 return None

@@ -15,6 +15,9 @@ import heapq
 import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class CheckQueue:
@@ -24,7 +27,7 @@ class CheckQueue:
         self._threads = threads
         self._prefix = thread_name_prefix
         self._pool: ThreadPoolExecutor | None = None
-        self._queued: list[tuple[int, int, Callable[[], bool], asyncio.Future[bool]]] = []
+        self._queued: list[tuple[int, int, Callable[[], Any], asyncio.Future[Any]]] = []
         self._order = itertools.count()
         self._running = 0
 
@@ -33,9 +36,12 @@ class CheckQueue:
         """Checks queued or running."""
         return len(self._queued) + self._running
 
-    def submit(self, rank: int, work: Callable[[], bool]) -> asyncio.Future[bool]:
-        """A future of `work()`'s result, run once every check of a lower rank (or same rank, earlier) has."""
-        result: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def submit(self, rank: int, work: Callable[[], T]) -> asyncio.Future[T]:
+        """A future of `work()`'s result, run once every check of a lower rank (or same rank, earlier) has.
+
+        Password checks (PBKDF2) and the RSA steps of certificate logins share these threads and this order.
+        """
+        result: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queued, (rank, next(self._order), work, result))
         self._dispatch()
         return result
@@ -60,7 +66,7 @@ class CheckQueue:
             ran = asyncio.get_running_loop().run_in_executor(self._pool, work)
             ran.add_done_callback(functools.partial(self._finished, result))
 
-    def _finished(self, result: asyncio.Future[bool], ran: asyncio.Future[bool]) -> None:
+    def _finished(self, result: asyncio.Future[Any], ran: asyncio.Future[Any]) -> None:
         self._running -= 1
         if not result.done():
             if ran.cancelled():

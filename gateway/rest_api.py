@@ -18,7 +18,8 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import idempotency, inputs, targets
+from gateway import idempotency, inputs, rsa_challenge, targets
+from gateway.app_certificates import CertificateRefused
 from gateway.bodies import FORM_LIMIT, BodyRefused
 from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
@@ -28,6 +29,7 @@ from gateway.protocols import responsys_rest as rest
 from gateway.proxy import Call, Lease, Result
 from gateway.reporting.codes import FailureKind
 from gateway.sessions import RestSession, RestSessions
+from gateway.store import StoreError
 from policies.outcome import Failure, Kind, Outcome
 
 if TYPE_CHECKING:
@@ -78,7 +80,8 @@ class RestDialect:
 
 
 async def login(request: Request) -> Response:
-    """`auth_type=password` checks the app against `clients`; `auth_type=token` refreshes a gateway token."""
+    """`auth_type=password` checks the app against `clients`; `auth_type=token` refreshes a gateway token;
+    `auth_type=server` then `auth_type=client` is the vendor's certificate login (clients[].certificate)."""
     runtime: Runtime = request.app.state.runtime
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return error(400, "Bad request", "INVALID_REQUEST",
@@ -105,11 +108,48 @@ async def login(request: Request) -> Response:
         if identity is None:
             return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")
         client = identity.client
+    elif auth_type in ("server", "client"):
+        try:
+            if auth_type == "server":
+                return await _authenticate_server(runtime, request, form)
+            client = await _login_with_certificate(runtime, request, form)
+        except CertificateRefused as exc:
+            runtime.telemetry.metrics.credential_failures.labels("rest").inc()
+            status, title = (400, "Bad request") if exc.code == "INVALID_PARAMETER" else (401, "Authentication failed")
+            return error(status, title, exc.code, exc.message)
+        except TooManyFailedLogins as exc:
+            return error(429, "Too many requests", "API_LIMIT_EXCEEDED", "Too many failed logins; retry later",
+                         {"Retry-After": exc.retry_after_header})
+        except StoreError:
+            return error(503, "Service unavailable", "SERVICE_UNAVAILABLE",
+                         "The gateway cannot check logins right now; retry later")
     else:
-        return error(400, "Bad request", "INVALID_PARAMETER", "auth_type must be password or token")
+        return error(400, "Bad request", "INVALID_PARAMETER", "auth_type must be password, token, server or client")
     answer = {"authToken": runtime.credentials.issue(client, "rest"), "issuedAt": int(time.time() * 1000),
               "endPoint": runtime.config.public_url.rstrip("/")}
     return Response(json.dumps(answer), media_type=JSON)
+
+
+async def _authenticate_server(runtime: Runtime, request: Request, form: dict[str, str]) -> Response:
+    """Certificate login, step 1 (gateway.app_certificates): `{authToken, serverChallenge, clientChallenge}`."""
+    user, encoded = form.get("user_name", ""), form.get("client_challenge", "")
+    challenge = rsa_challenge.decode(encoded) if encoded else None
+    if not user or challenge is None:
+        raise CertificateRefused("INVALID_PARAMETER", "user_name and client_challenge (base64) are required")
+    answer = await runtime.app_certificates.authenticate_server(user, challenge, source=source_of(request))
+    body = {"authToken": answer.handle, "serverChallenge": rsa_challenge.encode(answer.server_challenge),
+            "clientChallenge": rsa_challenge.encode(answer.encrypted_client_challenge)}
+    return Response(json.dumps(body), media_type=JSON)
+
+
+async def _login_with_certificate(runtime: Runtime, request: Request, form: dict[str, str]) -> str:
+    """Certificate login, step 2: the client logged in (the temporary token in `Authorization`)."""
+    user, encoded = form.get("user_name", ""), form.get("server_challenge", "")
+    answer = rsa_challenge.decode(encoded) if encoded else None
+    if not user or answer is None:
+        raise CertificateRefused("INVALID_PARAMETER", "user_name and server_challenge (base64) are required")
+    return await runtime.app_certificates.login_with_certificate(
+        request.headers.get("authorization"), answer, source=source_of(request), user_name=user)
 
 
 async def forward(request: Request) -> Response:

@@ -21,6 +21,7 @@ import httpx
 from starlette.requests import Request
 
 from gateway import idempotency, targets
+from gateway.app_certificates import AppCertificates
 from gateway.bodies import read_body
 from gateway.clients import Credentials
 from gateway.config import Account, Config
@@ -84,6 +85,7 @@ class Runtime:
         self.config = config
         secret = config.session_secret.reveal().encode() if config.session_secret else None
         self.credentials = Credentials(config=config, secret=secret, store=self._store)
+        self.app_certificates = AppCertificates(config=config, credentials=self.credentials)
         self.accounts = list(config.accounts)
         self._by_name = {a.name: a for a in self.accounts}
         self.failover = FailoverPolicy(

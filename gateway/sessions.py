@@ -6,21 +6,29 @@ find the token missing or invalid at once, one login runs and all of them wait f
 
 SOAP: a small pool of sessions per account, one call at a time on each, because Responsys may
 invalidate a session used from two places at once, and caps live sessions per account (100).
+
+An account with a `private_key` logs in with the vendor's certificate flow instead of its password, for
+REST and SOAP alike (two requests; the RSA steps run on a worker thread). Re-login after
+INVALID_TOKEN / INVALID_SESSION_ID is the same call either way. Keys, challenges and the temporary
+handle between the two steps are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 from cachetools import TTLCache
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway import rsa_challenge
 from gateway.config import Account
-from gateway.errors import UpstreamUnreachable
+from gateway.errors import LoginRefused, UpstreamUnreachable
 from gateway.protocols import responsys_rest as rest
 from gateway.protocols import responsys_soap as soap
 from gateway.upstream import Upstream
@@ -67,17 +75,31 @@ class RestSessions:
             del self._cache[account.name]
 
     async def _login(self, account: Account) -> RestSession:
-        request = httpx.Request(
-            "POST", account.login_url.rstrip("/") + rest.LOGIN_PATH,
-            data=rest.login_form(account.user_name, account.password.reveal()),
-        )
+        url = account.login_url.rstrip("/") + rest.LOGIN_PATH
         with self._upstream.telemetry.login(account=account.name, protocol="rest"):
-            response = await self._upstream.send(request)
+            if account.private_key is not None:
+                response = await self._certificate_login(account, url)
+            else:
+                assert account.password is not None  # config: a password or a private key
+                response = await self._upstream.send(httpx.Request(
+                    "POST", url, data=rest.login_form(account.user_name, account.password.reveal())))
         self.logins[account.name] = self.logins.get(account.name, 0) + 1
         login = rest.parse_login(response.status_code, response.content, retry_after=_retry_after(response))
         session = RestSession(token=login.token, end_point=login.end_point)
         self._cache[account.name] = session
         return session
+
+
+    async def _certificate_login(self, account: Account, url: str) -> httpx.Response:
+        """`auth_type=server`, check the server's proof, then `auth_type=client`; the final answer."""
+        challenge = rsa_challenge.new_challenge()
+        first = await self._upstream.send(httpx.Request(
+            "POST", url, data=rest.server_auth_form(account.user_name, challenge)))
+        server = rest.parse_server_auth(first.status_code, first.content, retry_after=_retry_after(first))
+        answer = await asyncio.to_thread(answer_server_challenge, account, challenge, server)
+        return await self._upstream.send(httpx.Request(
+            "POST", url, data=rest.client_auth_form(account.user_name, answer),
+            headers={"Authorization": server.handle}))
 
 
 @dataclass(eq=False)
@@ -138,14 +160,53 @@ class SoapSessions:
     async def _login(self, account: Account) -> str:
         if account.soap_url is None:
             raise ValueError(f"account {account.name} has no soap_url")
-        request = httpx.Request(
-            "POST", account.soap_url, content=soap.login_request(account.user_name, account.password.reveal()),
-            headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"login"'},
-        )
         with self._upstream.telemetry.login(account=account.name, protocol="soap"):
-            response = await self._upstream.send(request)
+            if account.private_key is not None:
+                session_id = await self._certificate_login(account, account.soap_url)
+            else:
+                assert account.password is not None  # config: a password or a private key
+                response = await self._upstream.send(_soap_request(
+                    account.soap_url, "login", soap.login_request(account.user_name, account.password.reveal())))
+                self.logins[account.name] = self.logins.get(account.name, 0) + 1
+                session_id = soap.parse_login(response.status_code, response.content,
+                                              retry_after=_retry_after(response))
+        return session_id
+
+    async def _certificate_login(self, account: Account, url: str) -> str:
+        """`authenticateServer`, check the server's proof, then `loginWithCertificate`; the session id."""
+        challenge = rsa_challenge.new_challenge()
+        first = await self._upstream.send(_soap_request(
+            url, "authenticateServer", soap.authenticate_server_request(account.user_name, challenge)))
+        server = soap.parse_authenticate_server(first.status_code, first.content, retry_after=_retry_after(first))
+        answer = await asyncio.to_thread(answer_server_challenge, account, challenge, server)
+        response = await self._upstream.send(_soap_request(
+            url, "loginWithCertificate", soap.login_with_certificate_request(server.handle, answer)))
         self.logins[account.name] = self.logins.get(account.name, 0) + 1
-        return soap.parse_login(response.status_code, response.content, retry_after=_retry_after(response))
+        return soap.parse_login_with_certificate(response.status_code, response.content,
+                                                 retry_after=_retry_after(response))
+
+
+def _soap_request(url: str, operation: str, envelope: bytes) -> httpx.Request:
+    return httpx.Request("POST", url, content=envelope,
+                         headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{operation}"'})
+
+
+@functools.lru_cache(maxsize=64)
+def _account_keys(private_key: str, server_certificate: str) -> tuple[rsa.RSAPrivateKey, rsa.RSAPublicKey]:
+    return rsa_challenge.load_private_key(private_key), rsa_challenge.load_certificate_key(server_certificate)
+
+
+def answer_server_challenge(account: Account, client_challenge: bytes, server: rsa_challenge.ServerAnswer) -> bytes:
+    """Check the server's proof (our challenge, encrypted with its key), then encrypt its challenge with ours.
+
+    CPU work (two RSA operations): callers run it on a worker thread. A server that cannot prove the
+    key of `server_certificate` is not the account's: the login is refused before we answer it.
+    """
+    assert account.private_key is not None and account.server_certificate is not None  # config checks both
+    key, server_key = _account_keys(account.private_key.reveal(), account.server_certificate)
+    if not rsa_challenge.matches(server_key, server.encrypted_client_challenge, client_challenge):
+        raise LoginRefused("certificate login refused: the server's answer does not match server_certificate")
+    return rsa_challenge.private_encrypt(key, server.server_challenge)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

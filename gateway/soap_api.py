@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import idempotency
+from gateway.app_certificates import CertificateRefused
 from gateway.bodies import BodyRefused
 from gateway.clients import TooManyFailedLogins, source_of
 from gateway.config import Account
@@ -48,6 +49,37 @@ def fault_response(status: int, *, code: str, message: str, client: bool = False
                    fault_type: str = "UnexpectedErrorFault", headers: dict[str, str] | None = None) -> Response:
     return Response(soap.fault(code=code, message=message, client=client, fault_type=fault_type),
                     status_code=status, media_type=XML, headers=headers)
+
+
+CERTIFICATE_OPERATIONS = frozenset({"authenticateServer", "loginWithCertificate"})
+
+
+async def _certificate_login(runtime: Runtime, request: Request, envelope: soap.Envelope) -> Response:
+    """The vendor's certificate login, answered by the gateway (gateway.app_certificates).
+
+    Raises soap.BadEnvelope for missing parts; every refusal is a vendor fault.
+    """
+    source = source_of(request)
+    try:
+        if envelope.operation == "authenticateServer":
+            user, challenge = envelope.authenticate_server_parts()
+            answer = await runtime.app_certificates.authenticate_server(user, challenge, source=source)
+            return Response(soap.authenticate_server_response(answer), media_type=XML)
+        handle, encrypted = envelope.login_with_certificate_parts()
+        client = await runtime.app_certificates.login_with_certificate(handle, encrypted, source=source)
+    except CertificateRefused as exc:
+        runtime.telemetry.metrics.credential_failures.labels("soap").inc()
+        if exc.code == "INVALID_PARAMETER":
+            return fault_response(400, code=exc.code, message=exc.message, client=True)
+        return fault_response(500, code=exc.code, message=exc.message, fault_type="AccountFault")
+    except TooManyFailedLogins as exc:
+        return fault_response(500, code="API_LIMIT_EXCEEDED", message="Too many failed logins; retry later",
+                              headers={"Retry-After": exc.retry_after_header})
+    except StoreError:
+        return fault_response(500, code="UNEXPECTED_EXCEPTION",
+                              message="The gateway cannot check logins right now; retry later")
+    return Response(soap.login_with_certificate_response(runtime.credentials.issue(client, "soap")),
+                    media_type=XML)
 
 
 class SoapDialect:
@@ -103,6 +135,8 @@ async def service(request: Request) -> Response:
         envelope = soap.parse_envelope(body, charset=soap.charset_of(request.headers.get("content-type")))
         if envelope.operation == "login":
             user, password = envelope.login_credentials()
+        if envelope.operation in CERTIFICATE_OPERATIONS:
+            return await _certificate_login(runtime, request, envelope)
     except soap.BadEnvelope as exc:
         # SOAP 1.1 sends faults with 500, but a request the gateway cannot read is the caller's
         # mistake: 400 with a Client fault, as SOAP 1.2 and most stacks do for sender faults.

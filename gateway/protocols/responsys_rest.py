@@ -3,6 +3,10 @@
 Vendor facts (Oracle Responsys REST API, "Authenticating" and "Error codes"):
 - Login is `POST {login_url}/rest/api/v1.3/auth/token`, form-encoded `user_name`, `password`,
   `auth_type=password`; the answer `{"authToken", "issuedAt", "endPoint"}` names where later calls go.
+  Certificate login ("Log in with username and certificates") is two such POSTs: `auth_type=server`,
+  `user_name`, `client_challenge` (base64) answered `{"authToken" (temporary), "serverChallenge",
+  "clientChallenge"}`; then `auth_type=client`, `user_name`, `server_challenge` with the temporary token
+  in `Authorization`, answered like a password login (crypto in gateway.rsa_challenge).
 - Later calls carry the bare token in `Authorization`; an invalid or expired token answers 401 with
   `errorCode: INVALID_TOKEN`.
 - Errors are JSON `{"type", "title", "errorCode", "detail", "errorDetails"}`.
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from gateway import rsa_challenge
 from gateway.errors import LoginRefused, login_failure
 from gateway.inputs import loads_json
 from policies.outcome import Failure, Outcome
@@ -63,6 +68,37 @@ def error_body(*, title: str, error_code: str, detail: str) -> bytes:
 
 def login_form(user_name: str, password: str) -> dict[str, str]:
     return {"user_name": user_name, "password": password, "auth_type": "password"}
+
+
+def server_auth_form(user_name: str, client_challenge: bytes) -> dict[str, str]:
+    """Certificate login, step 1 ("Log in with username and certificates"): `auth_type=server`."""
+    return {"user_name": user_name, "auth_type": "server", "client_challenge": rsa_challenge.encode(client_challenge)}
+
+
+def client_auth_form(user_name: str, encrypted_server_challenge: bytes) -> dict[str, str]:
+    """Certificate login, step 2: `auth_type=client`; the temporary token goes in `Authorization`."""
+    return {"user_name": user_name, "auth_type": "client",
+            "server_challenge": rsa_challenge.encode(encrypted_server_challenge)}
+
+
+def parse_server_auth(status: int, body: bytes, *, retry_after: float | None = None) -> rsa_challenge.ServerAnswer:
+    """Step 1's answer `{"authToken", "serverChallenge", "clientChallenge"}`; LoginRefused otherwise."""
+    if status != 200:
+        code = _error_code(body)
+        raise login_failure("certificate login", status=status, code=code, throttled=code in THROTTLE_ERRORS,
+                            retry_after=retry_after)
+    try:
+        data = loads_json(body)
+        token = str(data["authToken"])
+        server_challenge = rsa_challenge.decode(str(data["serverChallenge"]))
+        encrypted = rsa_challenge.decode(str(data["clientChallenge"]))
+    except (ValueError, KeyError, TypeError):
+        server_challenge = encrypted = None
+        token = ""
+    if not token or not server_challenge or not encrypted:
+        raise LoginRefused("certificate login answer is not {authToken, serverChallenge, clientChallenge}")
+    return rsa_challenge.ServerAnswer(handle=token, server_challenge=server_challenge,
+                                      encrypted_client_challenge=encrypted)
 
 
 def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -> UpstreamLogin:

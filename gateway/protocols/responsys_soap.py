@@ -3,6 +3,10 @@
 Vendor facts (Responsys SOAP API, `ResponsysWS_Level1.wsdl`):
 - Operations live in `urn:ws.rsys.com`; `login(username, password)` answers
   `loginResponse/result/sessionId`; every other call carries `SessionHeader/sessionId` in the header.
+  Certificate login: `authenticateServer(username, clientChallenge*)` answers `result` (ServerAuthResult:
+  `authSessionId`, `encryptedClientChallenge*`, `serverChallenge*`); `loginWithCertificate(
+  encryptedServerChallenge*)` under `AuthSessionHeader/authSessionId` answers `result/sessionId`. Byte
+  arrays are Java byte[]: one signed `xsd:byte` element per byte.
 - Faults carry a detail element in `urn:fault.ws.rsys.com` (e.g. `UnexpectedErrorFault`,
   `AccountFault`) with `exceptionCode` and `exceptionMessage`; an invalid or expired session is
   `exceptionCode` `INVALID_SESSION_ID`.
@@ -25,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
+from gateway import rsa_challenge
 from gateway.errors import LoginRefused, login_failure
 from policies.outcome import Failure, Outcome
 
@@ -112,6 +117,23 @@ class Envelope:
             raise BadEnvelope("login needs username and password")
         return user, password
 
+    def authenticate_server_parts(self) -> tuple[str, bytes]:
+        """`authenticateServer`'s username and clientChallenge bytes; BadEnvelope when either is missing."""
+        body = self._operation_element()
+        user = (body.findtext(f"{{{WS_NS}}}username") or "").strip()
+        challenge = byte_array(body, "clientChallenge")
+        if not user or challenge is None:
+            raise BadEnvelope("authenticateServer needs username and clientChallenge (xsd:byte values)")
+        return user, challenge
+
+    def login_with_certificate_parts(self) -> tuple[str | None, bytes]:
+        """`loginWithCertificate`'s AuthSessionHeader/authSessionId and encryptedServerChallenge bytes."""
+        answer = byte_array(self._operation_element(), "encryptedServerChallenge")
+        if answer is None:
+            raise BadEnvelope("loginWithCertificate needs encryptedServerChallenge (xsd:byte values)")
+        node = self.root.find(f"{{{SOAP_ENV}}}Header/{{{WS_NS}}}AuthSessionHeader/{{{WS_NS}}}authSessionId")
+        return (None if node is None or not node.text else node.text.strip()), answer
+
     def with_session(self, session_id: str, *, operation: str | None = None) -> bytes:
         """This envelope with the given session in SessionHeader (added when missing).
 
@@ -191,6 +213,86 @@ def login_request(user_name: str, password: str) -> bytes:
     )
 
 
+def authenticate_server_request(user_name: str, client_challenge: bytes) -> bytes:
+    """Certificate login, step 1: `authenticateServer(username, clientChallenge*)`."""
+    return _envelope(
+        f'<urn:authenticateServer xmlns:urn="{WS_NS}"><urn:username>{_escape(user_name)}</urn:username>'
+        f"{_byte_elements('urn:clientChallenge', client_challenge)}</urn:authenticateServer>"
+    )
+
+
+def login_with_certificate_request(auth_session_id: str, encrypted_server_challenge: bytes) -> bytes:
+    """Certificate login, step 2: `loginWithCertificate(encryptedServerChallenge*)` under AuthSessionHeader."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}" xmlns:urn="{WS_NS}"><soapenv:Header>'
+        f"<urn:AuthSessionHeader><urn:authSessionId>{_escape(auth_session_id)}</urn:authSessionId>"
+        "</urn:AuthSessionHeader></soapenv:Header><soapenv:Body><urn:loginWithCertificate>"
+        f"{_byte_elements('urn:encryptedServerChallenge', encrypted_server_challenge)}"
+        "</urn:loginWithCertificate></soapenv:Body></soapenv:Envelope>"
+    ).encode()
+
+
+def parse_authenticate_server(status: int, body: bytes, *,
+                              retry_after: float | None = None) -> rsa_challenge.ServerAnswer:
+    """`authenticateServerResponse/result` (ServerAuthResult); LoginRefused (LoginThrottled) otherwise."""
+    if status != 200:
+        code = fault_code(body)
+        raise login_failure("SOAP certificate login", status=status, code=code,
+                            throttled=code in THROTTLE_ERRORS, retry_after=retry_after)
+    try:
+        root = parse_xml(body)
+    except BadEnvelope as exc:
+        raise LoginRefused(f"SOAP authenticateServer answer unreadable: {exc}") from None
+    result = root.find(f".//{{{WS_NS}}}authenticateServerResponse/{{{WS_NS}}}result")
+    handle = result.findtext(f"{{{WS_NS}}}authSessionId") if result is not None else None
+    server_challenge = byte_array(result, "serverChallenge") if result is not None else None
+    encrypted = byte_array(result, "encryptedClientChallenge") if result is not None else None
+    if not handle or not server_challenge or not encrypted:
+        raise LoginRefused("SOAP authenticateServer answer is not a ServerAuthResult")
+    return rsa_challenge.ServerAnswer(handle=handle.strip(), server_challenge=server_challenge,
+                                      encrypted_client_challenge=encrypted)
+
+
+def parse_login_with_certificate(status: int, body: bytes, *, retry_after: float | None = None) -> str:
+    """The session id of a `loginWithCertificateResponse`; LoginRefused (LoginThrottled) otherwise."""
+    return parse_login(status, body, retry_after=retry_after, response="loginWithCertificateResponse")
+
+
+def byte_array(parent: etree._Element, local: str) -> bytes | None:
+    """A Java byte[] as the vendor's schema sends it: one signed `xsd:byte` element per byte; None if malformed."""
+    values = bytearray()
+    for node in parent.findall(f"{{{WS_NS}}}{local}"):
+        try:
+            value = int((node.text or "").strip())
+        except ValueError:
+            return None
+        if not -128 <= value <= 127:
+            return None
+        values.append(value & 0xFF)
+    return bytes(values) or None
+
+
+def _byte_elements(tag: str, data: bytes) -> str:
+    return "".join(f"<{tag}>{value - 256 if value > 127 else value}</{tag}>" for value in data)
+
+
+def authenticate_server_response(answer: rsa_challenge.ServerAnswer) -> bytes:
+    return _envelope(
+        f'<authenticateServerResponse xmlns="{WS_NS}"><result>'
+        f"<authSessionId>{_escape(answer.handle)}</authSessionId>"
+        f"{_byte_elements('encryptedClientChallenge', answer.encrypted_client_challenge)}"
+        f"{_byte_elements('serverChallenge', answer.server_challenge)}</result></authenticateServerResponse>"
+    )
+
+
+def login_with_certificate_response(session_id: str) -> bytes:
+    return _envelope(
+        f'<loginWithCertificateResponse xmlns="{WS_NS}"><result><sessionId>{_escape(session_id)}</sessionId>'
+        "</result></loginWithCertificateResponse>"
+    )
+
+
 def login_response(session_id: str) -> bytes:
     return _envelope(
         f'<loginResponse xmlns="{WS_NS}"><result><sessionId>{_escape(session_id)}</sessionId></result>'
@@ -216,7 +318,8 @@ def fault(
     )
 
 
-def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -> str:
+def parse_login(status: int, body: bytes, *, retry_after: float | None = None,
+                response: str = "loginResponse") -> str:
     """The session id of an upstream login answer; raise LoginRefused (LoginThrottled) with a reason."""
     if status != 200:
         code = fault_code(body)
@@ -226,7 +329,7 @@ def parse_login(status: int, body: bytes, *, retry_after: float | None = None) -
         root = parse_xml(body)
     except BadEnvelope as exc:
         raise LoginRefused(f"SOAP login answer unreadable: {exc}") from None
-    node = root.find(f".//{{{WS_NS}}}loginResponse/{{{WS_NS}}}result/{{{WS_NS}}}sessionId")
+    node = root.find(f".//{{{WS_NS}}}{response}/{{{WS_NS}}}result/{{{WS_NS}}}sessionId")
     if node is None or not node.text:
         raise LoginRefused("SOAP login answer has no sessionId")
     return node.text.strip()

@@ -2,8 +2,14 @@
 
 Vendor behaviour mirrored (Oracle Responsys REST API v1.3 and its AFTM pages):
 - `POST /rest/api/v1.3/auth/token`, form-encoded; `auth_type=password` or `auth_type=token` (the token
-  in `Authorization`); the answer `{"authToken", "issuedAt", "endPoint"}`. Auth always uses the `api`
-  family, never `haApi` ("use api, not haApi, in the Service URL for auth requests").
+  in `Authorization`); the answer `{"authToken", "issuedAt", "endPoint"}`. Certificate login ("Log in
+  with username and certificates"): `auth_type=server` with `user_name` and `client_challenge`
+  (base64) answers `{"authToken" (temporary), "serverChallenge", "clientChallenge"}` (both base64; the
+  latter encrypted with the server's private key); then `auth_type=client` with `user_name` and
+  `server_challenge` (the server challenge encrypted with the user's private key, base64) and the
+  temporary token in `Authorization` answers the usual login. A user without a certificate, a wrong
+  answer or a spent temporary token is 401 AUTHENTICATION_FAILED (gateway.simulator.certificates).
+  Auth always uses the `api` family, never `haApi` ("use api, not haApi, in the Service URL for auth requests").
 - Every other call carries the bare token in `Authorization`; a bad one answers 401 INVALID_TOKEN.
 - `/rest/api/ratelimit` is outside `v1.3` and answers 500 UNEXPECTED_EXCEPTION ("Not a valid
   authentication token") for a bad token, as its page documents.
@@ -18,6 +24,7 @@ Vendor behaviour mirrored (Oracle Responsys REST API v1.3 and its AFTM pages):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -29,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway import rsa_challenge
 from gateway.simulator import wire
 from gateway.simulator.state import AccountState, recipient_key
 
@@ -102,9 +110,48 @@ class _RestApi:
             if refreshed is None:
                 return wire.rest_error(wire.INVALID_TOKEN, "Not a valid authentication token")
             token, issued_at = refreshed
+        elif auth_type == "server":
+            return await self._authenticate_server(form)
+        elif auth_type == "client":
+            refused = await self._login_with_certificate(request, form)
+            if refused is not None:
+                return refused
+            token, issued_at = self._state.issue_token()
         else:
-            return wire.rest_error(wire.INVALID_PARAMETER, "auth_type must be password or token")
+            return wire.rest_error(wire.INVALID_PARAMETER, "auth_type must be password, token, server or client")
         return wire.json_response({"authToken": token, "issuedAt": issued_at, "endPoint": _origin(request)})
+
+    async def _authenticate_server(self, form: dict[str, str]) -> Response:
+        """Certificate login, step 1: the temporary token, our challenge, theirs encrypted with our key."""
+        user, encoded = form.get("user_name"), form.get("client_challenge")
+        if not user or not encoded:
+            return wire.rest_error(wire.INVALID_PARAMETER, "user_name and client_challenge are required")
+        client_challenge = rsa_challenge.decode(encoded)
+        if client_challenge is None:
+            return wire.rest_error(wire.INVALID_PARAMETER, "client_challenge is not base64")
+        if not secrets.compare_digest(user.encode(), self._state.user_name.encode()):
+            return wire.rest_error(wire.AUTHENTICATION_FAILED, "Authentication failed")
+        answer = await asyncio.to_thread(self._state.certificates.authenticate_server, client_challenge)
+        if answer is None:
+            return wire.rest_error(wire.AUTHENTICATION_FAILED, "Authentication failed")
+        return wire.json_response({"authToken": answer.handle,
+                                   "serverChallenge": rsa_challenge.encode(answer.server_challenge),
+                                   "clientChallenge": rsa_challenge.encode(answer.encrypted_client_challenge)})
+
+    async def _login_with_certificate(self, request: Request, form: dict[str, str]) -> Response | None:
+        """Certificate login, step 2; None when the answer is right (the caller issues the token)."""
+        user, encoded = form.get("user_name"), form.get("server_challenge")
+        if not user or not encoded:
+            return wire.rest_error(wire.INVALID_PARAMETER, "user_name and server_challenge are required")
+        answer = rsa_challenge.decode(encoded)
+        if answer is None:
+            return wire.rest_error(wire.INVALID_PARAMETER, "server_challenge is not base64")
+        handle = request.headers.get("authorization", "")
+        if not secrets.compare_digest(user.encode(), self._state.user_name.encode()):
+            handle = ""  # spends nothing: an unknown user fails like a wrong answer
+        if not await asyncio.to_thread(self._state.certificates.login_with_certificate, handle, answer):
+            return wire.rest_error(wire.AUTHENTICATION_FAILED, "Authentication failed")
+        return None
 
     async def rate_limits(self, request: Request) -> Response:
         if not self._state.token_valid(request.headers.get("authorization")):

@@ -144,17 +144,21 @@ def _bind(host: str, port: int) -> socket.socket:
 class SimulatedAccount:
     """A Responsys account for tests, the demo and the drill: REST + SOAP API, plus fault control."""
 
-    def __init__(self, *, name: str, user_name: str, password: str, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, *, name: str, user_name: str, password: str | None, host: str = "127.0.0.1", port: int = 0,
                  control_port: int = 0, secondary: bool = False, tls_cert: str | None = None,
                  tls_key: str | None = None, tls_max_version: ssl.TLSVersion | str | None = None,
                  ssl_context: ssl.SSLContext | None = None, token_lifetime: float = 7200.0,
                  session_idle_timeout: float = 7200.0, max_sessions: int = 100, strict_sessions: bool = True,
+                 client_certificate: str | None = None, server_key: str | None = None,
+                 server_certificate: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  build_api: Callable[[AccountState], ASGIApp] = build_api_app,
                  control_routes: Sequence[BaseRoute] = ()) -> None:
         self.state = AccountState(name=name, user_name=user_name, password=password, secondary=secondary,
                                   token_lifetime=token_lifetime, session_idle_timeout=session_idle_timeout,
-                                  max_sessions=max_sessions, strict_sessions=strict_sessions, clock=clock)
+                                  max_sessions=max_sessions, strict_sessions=strict_sessions,
+                                  client_certificate=client_certificate, server_key=server_key,
+                                  server_certificate=server_certificate, clock=clock)
         if ssl_context is None and tls_cert is not None:
             ssl_context = tls_context(cert=tls_cert, key=tls_key, max_version=tls_max_version)
         self._tls = ssl_context is not None
@@ -189,6 +193,11 @@ class SimulatedAccount:
     def url(self) -> str:
         """The API origin, e.g. `https://127.0.0.1:8443` (the login endPoint a client will see)."""
         return f"{'https' if self._tls else 'http'}://{_host_for_url(self._api.host)}:{self.port}"
+
+    @property
+    def server_certificate(self) -> str | None:
+        """The PEM certificate an API user downloads to check this account in a certificate login."""
+        return self.state.certificates.server_certificate
 
     @property
     def control_url(self) -> str:
@@ -326,13 +335,17 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def run_simulator(*, host: str, port: int, control_port: int, name: str, user_name: str, password: str,
-                        tls_cert: str | None = None, tls_key: str | None = None,
-                        tls_max_version: str | None = None, secondary: bool = False) -> None:
+async def run_simulator(*, host: str, port: int, control_port: int, name: str, user_name: str,
+                        password: str | None, tls_cert: str | None = None, tls_key: str | None = None,
+                        tls_max_version: str | None = None, secondary: bool = False,
+                        client_certificate: str | None = None, server_key: str | None = None,
+                        server_certificate: str | None = None) -> None:
     """Serve one simulated account until SIGINT or SIGTERM (the `aftm-gateway simulate` command)."""
     account = SimulatedAccount(name=name, user_name=user_name, password=password, host=host, port=port,
                                control_port=control_port, secondary=secondary, tls_cert=tls_cert,
-                               tls_key=tls_key, tls_max_version=tls_max_version)
+                               tls_key=tls_key, tls_max_version=tls_max_version,
+                               client_certificate=client_certificate, server_key=server_key,
+                               server_certificate=server_certificate)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -2,6 +2,11 @@
 
 Vendor behaviour mirrored (ResponsysWS_Level1.wsdl and its schemas; AFTM "SOAP-based code changes"):
 - `login(username, password)` -> `loginResponse/result/sessionId`; faults `AccountFault`.
+- Certificate login: `authenticateServer(username, clientChallenge*)` -> `result` (ServerAuthResult:
+  `authSessionId`, `encryptedClientChallenge*`, `serverChallenge*`); then `loginWithCertificate(
+  encryptedServerChallenge*)` with `AuthSessionHeader/authSessionId` -> `result/sessionId`. Byte arrays
+  are Java byte[] as the vendor's schema types them: one signed `xsd:byte` element per byte. A wrong
+  answer or a spent authSessionId is an `AccountFault` AUTHENTICATION_FAILED.
 - Every other operation needs `SessionHeader/sessionId`; a missing, unknown or expired session is an
   `UnexpectedErrorFault` with `exceptionCode` INVALID_SESSION_ID.
 - `mergeTriggerEmail`, `HaMergeTriggerEmail`, `mergeTriggerSMS` take `recordData`, `mergeRule`,
@@ -43,7 +48,8 @@ WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
 MAX_ENVELOPE = 10 * 1024 * 1024  # the vendor's documented 10 MB payload ceiling
 
 _MERGE_OPERATIONS = frozenset({"mergeTriggerEmail", "HaMergeTriggerEmail", "mergeTriggerSMS", "HaMergeTriggerSms"})
-_OPERATIONS = _MERGE_OPERATIONS | {"login", "logout", "triggerCustomEvent"}
+_LOGIN_OPERATIONS = frozenset({"login", "authenticateServer", "loginWithCertificate"})
+_OPERATIONS = _MERGE_OPERATIONS | _LOGIN_OPERATIONS | {"logout", "triggerCustomEvent"}
 _SECONDARY_OPERATIONS = frozenset({"login", "logout", "HaMergeTriggerEmail", "HaMergeTriggerSms"})
 _RECIPIENT_COLUMNS = {"recipientId": "RIID_", "customerId": "CUSTOMER_ID_", "emailAddress": "EMAIL_ADDRESS_",
                       "mobileNumber": "MOBILE_NUMBER_"}
@@ -156,6 +162,11 @@ class _SoapApi:
             return wire.soap_client_fault(f"SOAPAction names '{action}' but the Body calls '{name}'")
         if name == "login":
             return self._login(operation)
+        if name == "authenticateServer":
+            return await self._authenticate_server(operation)
+        if name == "loginWithCertificate":
+            auth_session = root.findtext(f"{{{SOAP_ENV}}}Header/{ws('AuthSessionHeader')}/{ws('authSessionId')}")
+            return await self._login_with_certificate(operation, (auth_session or "").strip())
         session_id = root.findtext(f"{{{SOAP_ENV}}}Header/{ws('SessionHeader')}/{ws('sessionId')}")
         session_id = session_id.strip() if session_id else None
         if not self._state.begin_session_call(session_id):
@@ -216,6 +227,68 @@ class _SoapApi:
         answer = etree.Element(ws("loginResponse"), nsmap={"ns1": wire.WS_NS})
         etree.SubElement(etree.SubElement(answer, ws("result")), ws("sessionId")).text = session_id
         return wire.soap_response(answer)
+
+
+    async def _authenticate_server(self, operation: etree._Element) -> Response:
+        """Certificate login, step 1 (see gateway.simulator.certificates)."""
+        user = operation.findtext(ws("username")) or ""
+        client_challenge = _byte_array(operation, "clientChallenge")
+        if client_challenge is None:
+            return wire.soap_fault(fault="UnexpectedErrorFault", code="INVALID_PARAMETER",
+                                   message="clientChallenge must be one or more xsd:byte values", client=True)
+        if user != self._state.user_name:
+            return wire.soap_fault(fault="AccountFault", code="INVALID_USER_NAME", message="Invalid user name",
+                                   client=True)
+        answer = await asyncio.to_thread(self._state.certificates.authenticate_server, client_challenge)
+        if answer is None:
+            return wire.soap_fault(fault="AccountFault", code="AUTHENTICATION_FAILED",
+                                   message="Certificate login is not enabled for this user", client=True)
+        response = etree.Element(ws("authenticateServerResponse"), nsmap={"ns1": wire.WS_NS})
+        result = etree.SubElement(response, ws("result"))
+        etree.SubElement(result, ws("authSessionId")).text = answer.handle
+        _append_bytes(result, "encryptedClientChallenge", answer.encrypted_client_challenge)
+        _append_bytes(result, "serverChallenge", answer.server_challenge)
+        return wire.soap_response(response)
+
+    async def _login_with_certificate(self, operation: etree._Element, auth_session: str) -> Response:
+        """Certificate login, step 2: the server challenge encrypted with the user's private key."""
+        answer = _byte_array(operation, "encryptedServerChallenge")
+        if answer is None:
+            return wire.soap_fault(fault="UnexpectedErrorFault", code="INVALID_PARAMETER",
+                                   message="encryptedServerChallenge must be one or more xsd:byte values",
+                                   client=True)
+        if not auth_session:
+            return wire.soap_fault(fault="UnexpectedErrorFault", code="INVALID_SOAP_HEADER",
+                                   message="AuthSessionHeader/authSessionId is required", client=True)
+        if not await asyncio.to_thread(self._state.certificates.login_with_certificate, auth_session, answer):
+            return wire.soap_fault(fault="AccountFault", code="AUTHENTICATION_FAILED",
+                                   message="Authentication failed", client=True)
+        session_id = self._state.open_session()
+        if session_id is None:
+            return wire.soap_fault(fault="AccountFault", code="REQUEST_LIMIT_EXCEEDED",
+                                   message="Maximum number of concurrent sessions reached for this account")
+        response = etree.Element(ws("loginWithCertificateResponse"), nsmap={"ns1": wire.WS_NS})
+        etree.SubElement(etree.SubElement(response, ws("result")), ws("sessionId")).text = session_id
+        return wire.soap_response(response)
+
+
+def _byte_array(parent: etree._Element, local: str) -> bytes | None:
+    """A Java byte[] as the vendor's schema sends it: one `xsd:byte` element (-128..127) per byte."""
+    values = bytearray()
+    for node in parent.findall(ws(local)):
+        try:
+            value = int((node.text or "").strip())
+        except ValueError:
+            return None
+        if not -128 <= value <= 127:
+            return None
+        values.append(value & 0xFF)
+    return bytes(values) or None
+
+
+def _append_bytes(parent: etree._Element, local: str, data: bytes) -> None:
+    for value in data:
+        etree.SubElement(parent, ws(local)).text = str(value - 256 if value > 127 else value)
 
 
 def _named_operation(soap_action: str) -> str:

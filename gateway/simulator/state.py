@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from gateway.simulator.certificates import CertificateLogin
+
 Protocol = Literal["rest", "soap"]
 
 
@@ -81,14 +83,21 @@ class _Stats:
 class AccountState:
     """The account's memory. Keyword-only; defaults mirror the vendor's documented limits."""
 
-    def __init__(self, *, name: str, user_name: str, password: str, secondary: bool = False,
+    def __init__(self, *, name: str, user_name: str, password: str | None, secondary: bool = False,
                  token_lifetime: float = 7200.0, session_idle_timeout: float = 7200.0,
                  max_sessions: int = 100, strict_sessions: bool = True,
+                 client_certificate: str | None = None, server_key: str | None = None,
+                 server_certificate: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.name = name
         self.user_name = user_name
-        self._password = password
+        self._password = password  # None: a certificate-only API user (password login refused)
+        # Certificate login: the API user's uploaded certificate, and the account's own server key pair
+        # (made here when not given; `server_certificate` is what the user downloads to check us).
+        self.certificates = CertificateLogin(client_certificate=client_certificate, server_key=server_key,
+                                             server_certificate=server_certificate, clock=clock,
+                                             server_name=f"{name}.simulated-responsys.test")
         self.secondary = secondary
         self.token_lifetime = token_lifetime
         self.session_idle_timeout = session_idle_timeout
@@ -111,6 +120,8 @@ class AccountState:
     # --- credentials and REST tokens ------------------------------------------------------------
 
     def credentials_match(self, user_name: str, password: str) -> bool:
+        if self._password is None:
+            return False
         return secrets.compare_digest(user_name.encode(), self.user_name.encode()) and \
             secrets.compare_digest(password.encode(), self._password.encode())
 

@@ -23,6 +23,7 @@ import yaml
 
 from gateway.config import hash_password
 from tests.deploy.test_dockerfile import DOCKERFILE, parse_stages
+from tests.support.certificate_login import key_pair
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "aftm-gateway"
@@ -35,8 +36,9 @@ CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 RELEASE, NAMESPACE = "aftm", "messaging"
 VALUE_FILES = {"default": [], "full": [CHART / "ci" / "full-values.yaml"]}
 # A Kubernetes env var or config key that holds a credential, and the gateway's own secret config keys.
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|API_?KEY", re.IGNORECASE)
-SECRET_CONFIG_KEYS = {"password", "password_hash", "token", "session_secret", "failure_post_secret"}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_KEY|SERVER_KEY", re.IGNORECASE)
+SECRET_CONFIG_KEYS = {"password", "password_hash", "token", "session_secret", "failure_post_secret", "private_key",
+                      "server_key"}
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 MISSING_HELM = f"{HELM.relative_to(REPO)} is missing: run `bash scripts/deploy-tools` to install helm"
@@ -226,9 +228,10 @@ def test_every_credential_in_the_config_comes_from_the_existing_secret(rendered:
     referenced |= {m for _, v in _walk(config) if isinstance(v, str) for m in ENV_REFERENCE.findall(v)}
     secret_env = _secret_env(rendered)
     assert referenced <= secret_env.keys(), f"config names variables no Secret fills: {referenced - secret_env.keys()}"
-    keys = {values["credentials"][k] for k in ("sessionSecretKey", "adminTokenKey", "storePasswordKey")}
-    keys |= {a["passwordKey"] for a in values["accounts"]}
-    keys |= {c.get("passwordKey") or c["passwordHashKey"] for c in values["clients"]}
+    keys = {values["credentials"].get(k, "") for k in ("sessionSecretKey", "adminTokenKey", "storePasswordKey",
+                                                       "serverKeyKey", "serverCertificateKey")}
+    keys |= {a.get("passwordKey") or a["privateKeyKey"] for a in values["accounts"]}
+    keys |= {c.get("passwordKey") or c["passwordHashKey"] for c in values["clients"] if "certificate" not in c}
     keys |= {c["failurePostSecretKey"] for c in values["clients"] if c.get("failurePostSecretKey")}
     keys |= {u["passwordKey"] for u in values.get("sms", {}).get("upstreams", [])}
     assert set(secret_env.values()) == keys - {""}
@@ -375,13 +378,24 @@ def _python_path() -> dict[str, str]:
 def test_rendered_config_passes_check_config_with_the_secret_variables_set(rendered: Rendered,
                                                                             tmp_path: Path) -> None:
     # every value at least 32 bytes: check-config refuses shorter signing keys and admin tokens
-    environ = {name: hash_password("app-secret", iterations=1) if name.endswith("_HASH")
-               else f"value-of-{key}-{'0' * 32}" for name, key in _secret_env(rendered).items()}
+    environ = {name: _secret_value(name, key) for name, key in _secret_env(rendered).items()}
     result = _check_config(rendered, tmp_path, environ)
     assert result.returncode == 0, result.stderr
     accounts, clients = len(rendered.values["accounts"]), len(rendered.values["clients"])
     assert f": ok ({accounts} accounts" in result.stdout
     assert f"{clients} clients)" in result.stdout
+
+
+def _secret_value(name: str, key: str) -> str:
+    """What the Secret would hold under `key`: a hash, a PEM key or certificate, or a long token."""
+    if name.endswith("_HASH"):
+        return hash_password("app-secret", iterations=1)
+    if name.endswith("_PRIVATE_KEY"):
+        return key_pair(name).key
+    if name in ("AFTM_SERVER_KEY", "AFTM_SERVER_CERTIFICATE"):
+        pair = key_pair("gateway-server")
+        return pair.key if name == "AFTM_SERVER_KEY" else pair.certificate
+    return f"value-of-{key}-{'0' * 32}"
 
 
 def test_rendered_config_fails_check_config_without_the_secret_variables(rendered: Rendered, tmp_path: Path) -> None:

@@ -56,13 +56,22 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- /* libpq's variable: the store URL carries no password */}}
 {{- $env = append $env (dict "name" "PGPASSWORD" "key" $c.storePasswordKey) }}
 {{- end }}
+{{- if $c.serverKeyKey }}
+{{- /* the gateway's key pair for apps' certificate logins: one Secret, so every replica proves the same key */}}
+{{- $env = append $env (dict "name" "AFTM_SERVER_KEY" "key" $c.serverKeyKey) }}
+{{- $env = append $env (dict "name" "AFTM_SERVER_CERTIFICATE" "key" $c.serverCertificateKey) }}
+{{- end }}
 {{- range $i, $account := .Values.accounts }}
+{{- if $account.privateKeyKey }}
+{{- $env = append $env (dict "name" (printf "AFTM_ACCOUNT_%d_PRIVATE_KEY" $i) "key" $account.privateKeyKey) }}
+{{- else }}
 {{- $env = append $env (dict "name" (printf "AFTM_ACCOUNT_%d_PASSWORD" $i) "key" $account.passwordKey) }}
+{{- end }}
 {{- end }}
 {{- range $i, $client := .Values.clients }}
 {{- if $client.passwordKey }}
 {{- $env = append $env (dict "name" (printf "AFTM_CLIENT_%d_PASSWORD" $i) "key" $client.passwordKey) }}
-{{- else }}
+{{- else if $client.passwordHashKey }}
 {{- $env = append $env (dict "name" (printf "AFTM_CLIENT_%d_PASSWORD_HASH" $i) "key" $client.passwordHashKey) }}
 {{- end }}
 {{- if $client.failurePostSecretKey }}
@@ -79,7 +88,11 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- define "aftm-gateway.config" -}}
 {{- $accounts := list }}
 {{- range $i, $account := .Values.accounts }}
+{{- if $account.privateKeyKey }}
+{{- $accounts = append $accounts (set (omit $account "privateKeyKey") "private_key_env" (printf "AFTM_ACCOUNT_%d_PRIVATE_KEY" $i)) }}
+{{- else }}
 {{- $accounts = append $accounts (set (omit $account "passwordKey") "password_env" (printf "AFTM_ACCOUNT_%d_PASSWORD" $i)) }}
+{{- end }}
 {{- end }}
 {{- $clients := list }}
 {{- range $i, $client := .Values.clients }}
@@ -89,7 +102,7 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- end }}
 {{- if $client.passwordKey }}
 {{- $_ := set $entry "password_env" (printf "AFTM_CLIENT_%d_PASSWORD" $i) }}
-{{- else }}
+{{- else if $client.passwordHashKey }}
 {{- /* password_hash is not a Secret field, so it comes in through ${VAR} substitution */}}
 {{- $_ := set $entry "password_hash" (printf "${AFTM_CLIENT_%d_PASSWORD_HASH}" $i) }}
 {{- end }}
@@ -103,6 +116,10 @@ names each through <key>_env (or ${VAR}), the Deployment fills each from credent
 {{- $_ := set $config "session_secret_env" "AFTM_SESSION_SECRET" }}
 {{- if .Values.credentials.adminTokenKey }}
 {{- $_ := set $config "admin" (dict "token_env" "AFTM_ADMIN_TOKEN") }}
+{{- end }}
+{{- if .Values.credentials.serverKeyKey }}
+{{- $_ := set $config "server_key_env" "AFTM_SERVER_KEY" }}
+{{- $_ := set $config "server_certificate_env" "AFTM_SERVER_CERTIFICATE" }}
 {{- end }}
 {{- $_ := set $config "accounts" $accounts }}
 {{- $_ := set $config "clients" $clients }}

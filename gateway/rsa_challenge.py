@@ -1,0 +1,147 @@
+"""The RSA primitives of Responsys's certificate login: "encrypt with the private key", "decrypt with the
+certificate", and the base64 the challenges travel in.
+
+The vendor's flow (REST `auth_type=server` then `auth_type=client`; SOAP `authenticateServer` then
+`loginWithCertificate`) has each side prove it holds a private key by RSA-*encrypting* the other side's
+random challenge with it; the other side RSA-decrypts with the public key of the certificate it was
+given and compares. That is PKCS#1 v1.5 block type 1 over the raw challenge bytes, without a
+DigestInfo: what Java's `Cipher("RSA/ECB/PKCS1Padding")` in ENCRYPT mode with a private key and
+OpenSSL's `RSA_private_encrypt(..., RSA_PKCS1_PADDING)` produce (the vendor's sample clients use
+those). `cryptography` recovers such a block (`recover_data_from_signature(..., algorithm=None)`) but
+has no call that makes one, so `private_encrypt` does the RSA step itself, CRT with blinding (a fresh
+random factor each call, so its timing says nothing about the key) and checks its own result before
+returning it. It is CPU work (about 10 ms at 2048 bits): callers run it off the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import secrets
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+CHALLENGE_BYTES = 32
+MAX_CHALLENGE_BYTES = 117  # PKCS#1 v1.5 room in a 1024-bit block; the vendor's keys are at least that
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAnswer:
+    """Step 1's answer, whichever protocol carried it: the handle for step 2 (REST temporary
+    `authToken`, SOAP `authSessionId`), the server's challenge, and the client's challenge as the
+    server encrypted it with its private key."""
+
+    handle: str
+    server_challenge: bytes
+    encrypted_client_challenge: bytes
+
+    def __repr__(self) -> str:  # the handle is a credential for one step: never in a log line
+        return "ServerAnswer(***)"
+
+
+class PemError(ValueError):
+    """A PEM that is not an RSA private key or an RSA certificate; the message says which."""
+
+
+def load_private_key(pem: str) -> rsa.RSAPrivateKey:
+    """An unencrypted PEM private key (PKCS#1 or PKCS#8), RSA only."""
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise PemError(f"not an unencrypted PEM private key ({exc.__class__.__name__})") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise PemError("not an RSA private key (certificate login is RSA)")
+    return key
+
+
+def load_certificate_key(pem: str) -> rsa.RSAPublicKey:
+    """The RSA public key of a PEM X.509 certificate."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        raise PemError(f"not a PEM X.509 certificate ({exc.__class__.__name__})") from None
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise PemError("the certificate's key is not RSA (certificate login is RSA)")
+    return key
+
+
+def private_encrypt(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """`data` in a PKCS#1 v1.5 type-1 block raised to the private exponent (blinded CRT)."""
+    numbers = key.private_numbers()
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    size = (n.bit_length() + 7) // 8
+    if len(data) > size - 11:
+        raise ValueError(f"{len(data)} bytes do not fit a {size * 8}-bit PKCS#1 v1.5 block")
+    block = int.from_bytes(b"\x00\x01" + b"\xff" * (size - 3 - len(data)) + b"\x00" + data, "big")
+    while True:
+        blind = secrets.randbelow(n - 3) + 2
+        try:
+            unblind = pow(blind, -1, n)
+            break
+        except ValueError:  # shares a factor with n: astronomically unlikely, draw again
+            continue
+    blinded = block * pow(blind, e, n) % n
+    s_p = pow(blinded, numbers.dmp1, numbers.p)
+    s_q = pow(blinded, numbers.dmq1, numbers.q)
+    signed = (s_q + numbers.q * (numbers.iqmp * (s_p - s_q) % numbers.p)) * unblind % n
+    if pow(signed, e, n) != block:  # a fault in the CRT step would leak a factor of n
+        raise ValueError("RSA private operation failed its own check")
+    return signed.to_bytes(size, "big")
+
+
+def public_decrypt(key: rsa.RSAPublicKey, blob: bytes) -> bytes | None:
+    """What `private_encrypt` put in `blob` with the matching private key, or None."""
+    try:
+        return key.recover_data_from_signature(blob, padding.PKCS1v15(), None)
+    except (InvalidSignature, ValueError):
+        return None
+
+
+def matches(key: rsa.RSAPublicKey, blob: bytes, expected: bytes) -> bool:
+    """True when `blob` is `expected` encrypted with the private key of `key`."""
+    recovered = public_decrypt(key, blob)
+    return recovered is not None and secrets.compare_digest(recovered, expected)
+
+
+def new_challenge() -> bytes:
+    return secrets.token_bytes(CHALLENGE_BYTES)
+
+
+def encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode(text: str) -> bytes | None:
+    """Base64 in either alphabet, padding optional (the vendor's Java sample sends URL-safe unpadded)."""
+    cleaned = "".join(text.split()).replace("-", "+").replace("_", "/")
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        return base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def self_signed_pair(common_name: str, *, bits: int = 2048) -> tuple[str, str]:
+    """(private key PEM, certificate PEM) of a new RSA key in a self-signed certificate valid one year.
+
+    What an API user uploads to Responsys, or the simulator's own server certificate, made at run time.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return key_pem, certificate.public_bytes(serialization.Encoding.PEM).decode()
