@@ -74,7 +74,7 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).parents[2] / "examples" / "gateway.yaml"
     config = load_config(example, environ={"PRIMARY_PASSWORD": "a", "FAILOVER_PASSWORD": "b",
                                            "APP_PASSWORD": "c", "ADMIN_TOKEN": "d" * 32, "SESSION_SECRET": "e" * 32,
-                                           "SMS_PW": "f"})
+                                           "SMS_PW": "f", "APP_FDXML_SECRET": "g" * 32})
     assert [a.name for a in config.accounts] == ["primary", "failover"]
     assert config.sms.alternate_senders == {"98765": ["+13125550100"]}
 
