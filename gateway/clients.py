@@ -231,12 +231,13 @@ class Credentials:
         if opened is None or handle is None:
             return None
         digest = _digest(handle)
-        if digest in self._revoked or (self._store is not None and await self._store().is_revoked(digest)):
+        if digest in self._revoked:
             return None
-        issued_at = opened[2]
-        if self._store is not None:
-            await self._store().revoke(digest, issued_at + CHALLENGE_LIFETIME + 1.0)
+        # Marked before the first await, then spent atomically in the store: concurrent uses of one
+        # handle, on this replica or another, leave exactly one through.
         self._revoked[digest] = True
+        if self._store is not None and not await self._store().spend(digest, opened[2] + CHALLENGE_LIFETIME + 1.0):
+            return None
         return opened[0], opened[1]
 
     def _open_challenge(self, handle: str | None) -> tuple[str, bytes, float] | None:

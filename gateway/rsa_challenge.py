@@ -29,6 +29,9 @@ from cryptography.x509.oid import NameOID
 
 CHALLENGE_BYTES = 32
 MAX_CHALLENGE_BYTES = 117  # PKCS#1 v1.5 room in a 1024-bit block; the vendor's keys are at least that
+# Smaller keys are refused at config load: a 512-bit key is factored in hours (anyone could then log in
+# as the app or answer as the server), and below 1024 bits a 117-byte challenge does not fit the block.
+MIN_KEY_BITS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ def load_private_key(pem: str) -> rsa.RSAPrivateKey:
         raise PemError(f"not an unencrypted PEM private key ({exc.__class__.__name__})") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise PemError("not an RSA private key (certificate login is RSA)")
+    _check_size(key.key_size)
     return key
 
 
@@ -69,7 +73,13 @@ def load_certificate_key(pem: str) -> rsa.RSAPublicKey:
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise PemError("the certificate's key is not RSA (certificate login is RSA)")
+    _check_size(key.key_size)
     return key
+
+
+def _check_size(bits: int) -> None:
+    if bits < MIN_KEY_BITS:
+        raise PemError(f"a {bits}-bit RSA key is too small (at least {MIN_KEY_BITS} bits)")
 
 
 def private_encrypt(key: rsa.RSAPrivateKey, data: bytes) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -191,6 +192,9 @@ def _soap_request(url: str, operation: str, envelope: bytes) -> httpx.Request:
                          headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{operation}"'})
 
 
+_HANDLE = re.compile(r"[\x21-\x7e]{1,4096}")
+
+
 @functools.lru_cache(maxsize=64)
 def _account_keys(private_key: str, server_certificate: str) -> tuple[rsa.RSAPrivateKey, rsa.RSAPublicKey]:
     return rsa_challenge.load_private_key(private_key), rsa_challenge.load_certificate_key(server_certificate)
@@ -206,6 +210,12 @@ def answer_server_challenge(account: Account, client_challenge: bytes, server: r
     key, server_key = _account_keys(account.private_key.reveal(), account.server_certificate)
     if not rsa_challenge.matches(server_key, server.encrypted_client_challenge, client_challenge):
         raise LoginRefused("certificate login refused: the server's answer does not match server_certificate")
+    if not 0 < len(server.server_challenge) <= rsa_challenge.MAX_CHALLENGE_BYTES:
+        # Not ours to sign: a block that large is no challenge (it could be a DigestInfo), and one that
+        # does not fit the key raised ValueError, which the forward loop took for a bug (a 500).
+        raise LoginRefused(f"certificate login refused: a {len(server.server_challenge)}-byte server challenge")
+    if not _HANDLE.fullmatch(server.handle):  # it goes back in a header or a SOAP element
+        raise LoginRefused("certificate login refused: the server's temporary token is not printable ASCII")
     return rsa_challenge.private_encrypt(key, server.server_challenge)
 
 

@@ -253,6 +253,11 @@ async def document(request: Request) -> Response:
 # The documents the cache starts from; the rest it learns from their references (served_references).
 ROOT_DOCUMENTS = (soap.WSDL_PATH,)
 DOCUMENT_TREE = "/webservices/"
+# Each fetched document is read up to this many raw bytes, within this many seconds; a longer or slower
+# one is not served (the last good copy stays). The vendor's largest, the types schema, is about 200 KB;
+# 32 documents at the bound keep the cache's worst case at 128 MiB of memory.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+DOCUMENT_FETCH_SECONDS = 30.0
 
 
 def _base(runtime: Runtime) -> str:
@@ -299,9 +304,16 @@ async def fetch_document(runtime: Runtime, path: str) -> bytes | None:
         if account.soap_url is None:
             continue
         url = httpx.URL(account.soap_url).copy_with(path=path, query=None)
-        try:
-            response = await runtime.upstream.send(httpx.Request("GET", url))
+        try:  # bounded: an account (or whoever answers for it) may send an endless or huge document
+            response = await runtime.upstream.send(httpx.Request("GET", url), max_answer_bytes=MAX_DOCUMENT_BYTES,
+                                                   total_timeout=DOCUMENT_FETCH_SECONDS)
         except UpstreamError:
+            continue
+        encoding = str(response.extensions.get("raw_content_encoding") or "identity").strip().lower()
+        if response.extensions.get("answer_truncated") or encoding != "identity":
+            # Too long, or compressed (asked for identity; never inflated: a small answer could be a bomb).
+            log.warning("not serving a vendor document: too long or compressed",
+                        extra={"path": path, "account": account.name, "max_bytes": MAX_DOCUMENT_BYTES})
             continue
         if response.status_code == 200:
             try:

@@ -393,8 +393,11 @@ def soap_action_for(value: str, *, app_operation: str, operation: str) -> str:
     `"urn:ws.rsys.com/mergeTriggerEmail"`) gets the name replaced, quoting kept, so the header never
     names a call other than the one in the Body (a stack that dispatches on SOAPAction would run it).
     """
-    quoted = len(value) >= 2 and value[0] == value[-1] == '"'
-    action = value[1:-1] if quoted else value
+    # Read as leniently as a dispatching stack would: blanks around it, and quotes at either end even
+    # when unbalanced (`"mergeTriggerSMS`, `'mergeTriggerSMS'`), so no spelling keeps the old name.
+    text = value.strip(" \t")
+    quoted = text.startswith(('"', "'")) or text.endswith(('"', "'"))
+    action = text.strip("\"'").strip(" \t")
     stem = action[: len(action) - len(app_operation)]
     if not action.endswith(app_operation) or (stem and stem[-1] not in "/:#"):
         return value

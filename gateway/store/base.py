@@ -378,6 +378,10 @@ class Store(Protocol):
     async def is_revoked(self, token_hash: str) -> bool:
         """Whether a credential with this hash was revoked and its revocation has not expired."""
 
+    async def spend(self, token_hash: str, expires_at: float) -> bool:
+        """Record a single-use credential as spent until `expires_at`; True for exactly one caller on every
+        replica (an atomic insert: a check-then-revoke let concurrent uses all pass)."""
+
     async def shared_get(self, key: str) -> SharedValue | None:
         """A fact shared by all replicas (e.g. the failover state), with who wrote it when."""
 

@@ -356,6 +356,12 @@ class PostgresStore:
                    ON CONFLICT (token_hash) DO UPDATE
                    SET expires_at = greatest(revocations.expires_at, excluded.expires_at)""", token_hash, expires_at)
 
+    async def spend(self, token_hash: str, expires_at: float) -> bool:
+        async with self._connection() as db:
+            return _row_count(await db.execute(
+                """INSERT INTO revocations (token_hash, expires_at) VALUES ($1, $2)
+                   ON CONFLICT (token_hash) DO NOTHING""", token_hash, expires_at)) == 1
+
     async def is_revoked(self, token_hash: str) -> bool:
         async with self._connection() as db:
             return bool(await db.fetchval(

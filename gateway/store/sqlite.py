@@ -354,6 +354,14 @@ class SQLiteStore:
                 (token_hash, expires_at))
 
     @_translated
+    async def spend(self, token_hash: str, expires_at: float) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "INSERT INTO revocations (token_hash, expires_at) VALUES (?, ?) ON CONFLICT (token_hash) DO NOTHING",
+                (token_hash, expires_at))
+            return cursor.rowcount == 1
+
+    @_translated
     async def is_revoked(self, token_hash: str) -> bool:
         rows = await self._reader.execute_fetchall(
             "SELECT 1 FROM revocations WHERE token_hash = ? AND expires_at > ?", (token_hash, self._clock()))

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError
+from gateway.rsa_challenge import self_signed_pair
 from tests.support.certificate_login import key_pair
 
 
@@ -81,3 +82,18 @@ def test_a_certificate_app_needs_no_password() -> None:
 def test_the_gateway_certificate_must_be_its_key_s() -> None:
     problems = _with_clients([], server_key=key_pair("server").key, server_certificate=key_pair("app").certificate)
     assert "server_certificate: is not the certificate of server_key" in problems
+
+
+def test_rsa_keys_under_2048_bits_are_refused_wherever_configured() -> None:
+    small_key, small_certificate = self_signed_pair("small", bits=1024)
+    server = key_pair("server")
+    problems = _problems(_account(private_key=small_key, server_certificate=server.certificate))
+    assert "accounts[0].private_key: a 1024-bit RSA key is too small (at least 2048 bits)" in problems
+    problems = _problems(_account(private_key=server.key, server_certificate=small_certificate))
+    assert "accounts[0].server_certificate: a 1024-bit RSA key is too small (at least 2048 bits)" in problems
+    problems = _with_clients([{"user_name": "app", "certificate": small_certificate}],
+                             server_key=server.key, server_certificate=server.certificate)
+    assert "clients[0].certificate: a 1024-bit RSA key is too small (at least 2048 bits)" in problems
+    problems = _with_clients([{"user_name": "app", "certificate": server.certificate}],
+                             server_key=small_key, server_certificate=small_certificate)
+    assert "server_key/server_certificate: a 1024-bit RSA key is too small (at least 2048 bits)" in problems

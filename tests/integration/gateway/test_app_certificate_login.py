@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -165,3 +166,24 @@ def test_soap_login_with_certificate_without_its_header_is_a_fault(soap_client: 
     with pytest.raises(zeep.exceptions.Fault) as raised:
         soap_client.service.loginWithCertificate(encryptedServerChallenge=[1, 2, 3])
     assert raised.value.detail[0].findtext("{urn:fault.ws.rsys.com}exceptionCode") == "AUTHENTICATION_FAILED"
+
+
+def test_a_temporary_token_sent_many_times_at_once_logs_in_once(cert_deployment: Deployment,
+                                                                 http: httpx.Client) -> None:
+    step = rest_authenticate_server(http, "", user=CERT_APP, server_certificate=_server_certificate())
+    answer = base64.b64encode(encrypt_with_private_key(key_pair(CERT_APP).key, step.server_challenge)).decode()
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def replay() -> None:
+        with httpx.Client(base_url=cert_deployment.url, trust_env=False, timeout=15) as client:
+            barrier.wait(timeout=10)
+            statuses.append(client.post(LOGIN, headers={"Authorization": step.temporary_token}, data={
+                "user_name": CERT_APP, "auth_type": "client", "server_challenge": answer}).status_code)
+
+    threads = [threading.Thread(target=replay) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses) == [200] + [401] * 7

@@ -159,3 +159,22 @@ def test_schemas_are_served_from_the_cache_not_fetched_per_get(deployment: Deplo
     assert len(bodies) == 2
     fetched = deployment.primary.stats()["schema_fetches"] + deployment.failover.stats()["schema_fetches"]
     assert fetched == 2  # one fetch of each schema (the refresh interval is 900 s), none per GET
+
+
+def test_a_document_longer_than_the_bound_is_not_served_and_the_rest_still_are(
+        make_deployment: Callable[..., Deployment]) -> None:
+    deployment = make_deployment(start=False)
+    padding = b"<!-- " + b"x" * (5 * 1024 * 1024) + b" -->"  # past the 4 MiB bound (MAX_DOCUMENT_BYTES)
+    huge = _extra_schema("urn:extra:0").replace(b"<xsd:element", padding + b"<xsd:element")
+    for account in (deployment.primary, deployment.failover):
+        account.set_schema("ResponsysWSTypes_Schema.xsd", _schema_importing("Huge.xsd"))
+        account.set_schema("Huge.xsd", huge)
+    deployment.start_gateway()
+    with deployment.http() as http:
+        assert http.get(WSDL).status_code == 200
+        wait_until(lambda: deployment.runtime.documents.serves(XSD_DIR + "Huge.xsd"), timeout=10,
+                   message="the huge schema's reference learned")
+        response = http.get(XSD_DIR + "Huge.xsd")  # waits for the fetch under way, if any
+        assert response.status_code == 503 and b"faultcode" in response.content
+        assert len(response.content) < 4096
+        assert http.get(TYPES).status_code == 200

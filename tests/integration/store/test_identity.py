@@ -3,6 +3,7 @@ revocations are shared and expire; a finished SMS send keeps no receipt token.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -68,6 +69,21 @@ async def test_a_revocation_is_seen_by_another_store_handle_until_it_expires(sto
         assert await replica_b.is_revoked("hash-1")
         clock.advance(2.0)
         assert not await replica_b.is_revoked("hash-1")  # the credential itself has expired by now
+    finally:
+        await replica_a.close()
+        await replica_b.close()
+
+
+async def test_a_single_use_credential_spent_at_once_through_two_store_handles_is_spent_once(
+        store_url: str, clock: FakeClock) -> None:
+    replica_a = await open_store(store_url, clock=clock)
+    replica_b = await open_store(store_url, clock=clock)
+    try:
+        spent = await asyncio.gather(*(replica.spend("handle-1", clock() + 100.0)
+                                       for replica in (replica_a, replica_b) * 4))
+        assert sorted(spent) == [False] * 7 + [True]
+        assert await replica_b.is_revoked("handle-1")
+        assert not await replica_a.spend("handle-1", clock() + 100.0)
     finally:
         await replica_a.close()
         await replica_b.close()

@@ -98,6 +98,10 @@ def test_every_merge_trigger_operation_has_its_aftm_twin() -> None:
     ('"urn:ws.rsys.com/mergeTriggerSMS"', '"urn:ws.rsys.com/HaMergeTriggerSms"'),
     ('"urn:mergeTriggerSMS"', '"urn:HaMergeTriggerSms"'),
     ('"xmergeTriggerSMS"', '"xmergeTriggerSMS"'),  # names another thing: left alone
+    ('"mergeTriggerSMS', '"HaMergeTriggerSms"'),  # unbalanced quotes, single quotes, blanks inside
+    ('mergeTriggerSMS"', '"HaMergeTriggerSms"'),
+    ("'mergeTriggerSMS'", '"HaMergeTriggerSms"'),
+    ('" urn:ws.rsys.com/mergeTriggerSMS "', '"urn:ws.rsys.com/HaMergeTriggerSms"'),
 ])
 def test_soap_action_names_the_operation_sent(sent: str, forwarded: str) -> None:
     assert soap.soap_action_for(sent, app_operation="mergeTriggerSMS", operation="HaMergeTriggerSms") == forwarded
