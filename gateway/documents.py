@@ -13,6 +13,7 @@ account, what rewriting) is the `fetch` function's business. The cache starts fr
 WSDL) and learns the rest from the documents themselves: `references(path, document)` names the paths a
 fetched document refers to (its schemas, their imports), and each new one is fetched and refreshed like
 the roots, up to `max_documents` (a vendor WSDL that names hundreds of files is not followed further).
+After each refresh round, documents the roots no longer reach are forgotten, which frees their places.
 Only known paths are ever served, so a request for anything else never reaches an account.
 """
 
@@ -111,14 +112,7 @@ class DocumentCache:
 
     def _discover(self, path: str, document: bytes) -> None:
         """Learn the paths `document` refers to; each new one is fetched now, in the background."""
-        if self._references is None:
-            return
-        try:
-            referenced = list(self._references(path, document))
-        except Exception:  # an unreadable document serves as it is; its references are not followed
-            log.exception("reading a vendor document's references raised", extra={"path": path})
-            return
-        for reference in referenced:
+        for reference in self._referenced_by(path, document):
             if reference in self._paths:
                 continue
             if len(self._paths) >= self._max_documents:
@@ -128,8 +122,48 @@ class DocumentCache:
             self._paths[reference] = None
             self._fetch_once(reference)
 
+    async def refresh_all(self) -> None:
+        """One round: refetch every document, then forget those no current copy refers to any more."""
+        for path in list(self._paths):  # documents discovered meanwhile join the next round
+            await self._fetch_once(path)  # shared with GETs arriving meanwhile
+        self._forget_unreferenced()
+
+    def _forget_unreferenced(self) -> None:
+        """Drop documents the roots no longer reach, so a vendor revision that named others (or a bad
+        refresh that named junk up to `max_documents`) does not hold their places for ever; then learn
+        what the current copies name in the room that frees."""
+        if self._references is None:
+            return
+        roots = list(self._paths)[:self._roots]
+        reached = dict.fromkeys(roots)
+        pending = list(roots)
+        while pending:
+            path = pending.pop()
+            copy = self._copies.get(path)
+            for reference in self._referenced_by(path, copy) if copy is not None else ():
+                if reference in self._paths and reference not in reached:
+                    reached[reference] = None
+                    pending.append(reference)
+        for path in [p for p in self._paths if p not in reached]:
+            log.info("a vendor document is no longer referenced; no longer served", extra={"path": path})
+            del self._paths[path]
+            self._copies.pop(path, None)
+            self._failed_at.pop(path, None)
+        for path in list(self._paths):
+            if (copy := self._copies.get(path)) is not None:
+                self._discover(path, copy)
+
+    def _referenced_by(self, path: str, document: bytes) -> list[str]:
+        """The paths `document` refers to (none when it cannot be read: it serves as it is)."""
+        if self._references is None:
+            return []
+        try:
+            return list(self._references(path, document))
+        except Exception:  # an unreadable document serves as it is; its references are not followed
+            log.exception("reading a vendor document's references raised", extra={"path": path})
+            return []
+
     async def _refresh_loop(self) -> None:
         while True:
-            for path in list(self._paths):  # documents discovered meanwhile join the next round
-                await self._fetch_once(path)  # shared with GETs arriving meanwhile
+            await self.refresh_all()
             await asyncio.sleep(self._interval)

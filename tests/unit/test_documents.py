@@ -57,3 +57,33 @@ def test_the_cache_fetches_referenced_documents_up_to_its_bound() -> None:
     cache = asyncio.run(scenario())
     assert list(cache.paths) == ["/root", "/a", "/b", "/c", "/d"]  # /e would be the sixth: not followed
     assert sorted(fetched) == ["/a", "/b", "/c", "/d", "/root"]  # each once
+
+
+def test_documents_a_revision_no_longer_names_are_forgotten_and_free_their_places() -> None:
+    junk = [f"j{n}" for n in range(40)]
+    documents: dict[str, bytes] = {"/root": _schema(*junk), **{f"/{name}": _schema() for name in junk}}
+
+    async def fetch(path: str) -> bytes | None:
+        return documents.get(path)
+
+    def references(path: str, body: bytes) -> list[str]:
+        return ["/" + part.split('"')[0] for part in body.decode().split('schemaLocation="')[1:]]
+
+    async def scenario() -> DocumentCache:
+        cache = DocumentCache(paths=["/root"], fetch=fetch, refresh_interval=900, references=references,
+                              max_documents=8)
+        await cache.refresh_all()
+        assert len(cache.paths) == 8 and not cache.serves("/real")  # a bad revision took every place
+        documents["/root"] = _schema("real")  # the vendor's next revision names one schema
+        documents["/real"] = _schema()
+        await cache.refresh_all()
+        for _ in range(100):  # the newly named schema is fetched in the background
+            if await cache.get("/real") is not None:
+                break
+            await asyncio.sleep(0.01)
+        await cache.stop()
+        return cache
+
+    cache = asyncio.run(scenario())
+    assert list(cache.paths) == ["/root", "/real"]
+    assert not cache.serves("/j0")
