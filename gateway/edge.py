@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import rest_api, soap_api
 from gateway.middleware import route_of
 from gateway.protocols import sms
-from gateway.targets import UnsafeTarget, checked_target
+from gateway.targets import UnsafeTarget, target_of
 
 _REST_CODES = {400: "INVALID_REQUEST", 404: "RESOURCE_NOT_FOUND", 408: "REQUEST_TIMEOUT",
                413: "REQUEST_TOO_LARGE"}
@@ -54,7 +54,7 @@ class TargetGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
-                checked_target(scope.get("raw_path") or scope["path"].encode("utf-8"), scope["query_string"])
+                target_of(scope)
             except UnsafeTarget as exc:
                 await refusal(scope["path"], 400, f"Refused request target: {exc}")(scope, receive, send)
                 return

@@ -156,7 +156,7 @@ async def forward(request: Request) -> Response:
     """Any other `/rest/...` call: authenticate the app, then forward to the active account."""
     runtime: Runtime = request.app.state.runtime
     try:  # the raw target, never the decoded path: what is checked here is what goes upstream
-        target = targets.checked_target(request.scope["raw_path"], request.scope["query_string"])
+        target = targets.target_of(request.scope)  # checked once, by the target guard before routing
     except targets.UnsafeTarget as exc:
         return error(400, "Bad request", "INVALID_REQUEST", f"Refused request target: {exc}")
     path = target.partition("?")[0]

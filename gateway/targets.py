@@ -19,6 +19,8 @@ refused when it has a `#`, a control or non-ASCII byte, or an invalid escape.
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 import httpx
@@ -73,6 +75,22 @@ def checked_target(raw_path: bytes, query: bytes) -> str:
     """`path[?query]` from a request's raw parts, both checked."""
     path = checked_path(raw_path)
     return f"{path}?{checked_query(query)}" if query else path
+
+
+_SCOPE_KEY = "aftm.checked_target"
+
+
+def target_of(scope: MutableMapping[str, Any]) -> str:
+    """The request's checked raw target, `path[?query]`, checked once per request and kept in its scope.
+
+    The target guard checks every request before routing; the REST route reads the same result.
+    Raises UnsafeTarget when the target is refused.
+    """
+    target = scope.get(_SCOPE_KEY)
+    if target is None:
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        target = scope[_SCOPE_KEY] = checked_target(raw_path, scope["query_string"])
+    return str(target)
 
 
 def upstream_url(origin: str, target: str) -> httpx.URL:
