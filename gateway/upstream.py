@@ -279,16 +279,6 @@ def _ssl_object(response: httpx.Response) -> ssl.SSLObject | ssl.SSLSocket | Non
     return ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None
 
 
-class _Borrowed(httpx.AsyncBaseTransport):
-    """Lends the shared transport to an AsyncClient whose aclose() must not close it."""
-
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
-        self._transport = transport
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._transport.handle_async_request(request)
-
-
 class Upstream:
     """What the proxy calls: one request out, a fully read response or an `UpstreamError` back."""
 
@@ -350,11 +340,6 @@ class Upstream:
             with contextlib.suppress(UpstreamError):
                 await response.aclose()
             raise
-
-    def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """An AsyncClient on this seam (same DNS, TLS, pools, errors); closing it leaves the seam open."""
-        kwargs.setdefault("timeout", self.timeout())
-        return httpx.AsyncClient(transport=_Borrowed(self.transport), trust_env=False, **kwargs)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

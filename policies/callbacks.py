@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from policies.dns import is_ip_literal
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -177,12 +179,7 @@ def _bits(value: int, spans: tuple[tuple[int, int], ...]) -> int:
     return joined
 
 
-def is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+is_address = is_ip_literal  # a host given as an address (brackets allowed) is judged as that address
 
 
 def _is_localhost_name(host: str) -> bool:

@@ -344,23 +344,6 @@ async def test_dns_server_down_is_a_dns_failure(make_upstream: MakeUpstream) -> 
         await upstream.send(httpx.Request("GET", "https://primary.test/"))
 
 
-# --- the client view ---------------------------------------------------------------------------------
-
-
-async def test_client_on_the_seam_shares_dns_and_errors_and_leaves_it_open(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
-    with serve(EchoApp("client"), "127.0.0.2", server_context(test_ca, "primary.test")) as server:
-        dns_server.set("primary.test", ["127.0.0.2"])
-        url = f"https://primary.test:{server.port}/"
-        async with make_upstream() as upstream:
-            async with upstream.client() as client:
-                response = await client.get(url)
-                with pytest.raises(DNSFailure):
-                    await client.get("https://nowhere.test/")
-            assert answer_of(response)["server"] == "client"
-            assert (await upstream.send(httpx.Request("GET", url))).status_code == 200
-
-
 async def test_ipv6_only_name_resolves_through_the_aaaa_fallback(dns_server: DNSTestServer) -> None:
     dns_server.set("v6only.test", ["::1"])
     dns_server.set("dual.test", ["127.0.0.2", "::1"])
