@@ -2,7 +2,7 @@
 
 Against a dnsmasq on loopback (started here), N sequential lookups of the upstream name each way:
 
-    gateway        gateway.resolver.DNSResolver.resolve (dnspython's async resolver, no cache): what
+    gateway        gateway.upstreams.resolver.DNSResolver.resolve (dnspython's async resolver, no cache): what
                    every forwarded request pays today
     dnspython      dns.asyncresolver.Resolver.resolve alone (no sharing layer)
     udp-query      dns.asyncquery.udp with a prepared query: no Resolver bookkeeping, new socket per query
@@ -34,7 +34,7 @@ import dns.message
 import dns.rdatatype
 
 from bench.services import UPSTREAM_NAME, Stack, sigterm_unwinds, start_dnsmasq
-from gateway.resolver import DNSResolver
+from gateway.upstreams.resolver import DNSResolver
 
 
 class PersistentUDP(asyncio.DatagramProtocol):

@@ -58,7 +58,7 @@ _REPO = str(Path(__file__).resolve().parents[1]) + "/"
 
 
 def _short(frame: str) -> str:
-    """'forward (gateway/rest_api.py:104)' with site-packages paths cut to the package."""
+    """'forward (gateway/edge/rest.py:104)' with site-packages paths cut to the package."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     if "site-packages/" in where:

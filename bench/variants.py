@@ -1,7 +1,7 @@
 """`python -m bench.variants NAME CONFIG`: the real gateway with one hot-path change made from outside.
 
 The benchmark uses these to measure an idea before anyone edits `gateway/`: each variant builds the
-same `gateway.app.build_app(config, runtime=...)` and serves it with uvicorn as `aftm-gateway serve`
+same `gateway.edge.app.build_app(config, runtime=...)` and serves it with uvicorn as `aftm-gateway serve`
 does, changing one thing:
 
     stock          nothing (control: must match `aftm-gateway serve`)
@@ -12,7 +12,7 @@ does, changing one thing:
     raw-asgi       the REST send path answered by a plain ASGI callable in front of Starlette, using the
                    same Runtime.handle (what Starlette's routing/Request/Response cost per call)
     combined       raw-asgi and lean-transport together
-    raw-dns        gateway.resolver's FreshSharedQueries kept (same freshness rule), but each query sent on
+    raw-dns        gateway.upstreams.resolver's FreshSharedQueries kept (same freshness rule), but each query sent on
                    one persistent UDP socket with prebuilt wire bytes and the A records read with struct
                    (bench/dns_cost.py RawWireUDP) instead of dnspython's resolver
     all            combined + raw-dns
@@ -35,10 +35,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from gateway.app import build_app
 from gateway.config import load_config
-from gateway.observability import configure_logging
+from gateway.edge.app import build_app
 from gateway.runtime import Runtime
+from gateway.telemetry.logs import configure_logging
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -99,9 +99,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
 def raw_asgi(app: Any) -> Any:
     """REST sends handled without Starlette's router, Request and Response; everything else passes through."""
     from gateway import rest_api
-    from gateway.correlation import forwarded_headers, request_ids
+    from gateway.core.loop import Call
+    from gateway.edge.correlation import forwarded_headers, request_ids
     from gateway.protocols import responsys_rest as rest
-    from gateway.proxy import Call
 
     state: dict[str, Runtime] = {}
 
@@ -179,10 +179,10 @@ def floor_app(kind: str, upstream: str, ca_bundle: str | None) -> Any:
 
 
 class RawDNSResolver:
-    """gateway.resolver.DNSResolver's contract (fresh shared queries, DNSFailure) on a raw UDP client."""
+    """gateway.upstreams.resolver.DNSResolver's contract (fresh shared queries, DNSFailure) on a raw UDP client."""
 
     def __init__(self, *, nameservers: list[str] | None = None, port: int = 53, timeout: float = 2.0) -> None:
-        from gateway.resolver import FreshSharedQueries
+        from gateway.upstreams.resolver import FreshSharedQueries
 
         self._server = ((nameservers or ["127.0.0.1"])[0], port)
         self._timeout = timeout
@@ -234,7 +234,7 @@ def main(argv: list[str]) -> None:
         runtime = Runtime(config)
     if name in ("lean-transport", "combined", "all"):
         import gateway.runtime as runtime_module
-        from gateway.upstream import Upstream
+        from gateway.upstreams.upstream import Upstream
 
         class LeanUpstream(Upstream):
             def __init__(self, **kwargs: Any) -> None:

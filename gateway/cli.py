@@ -14,10 +14,9 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway.chaos import SCENARIOS as CHAOS_SCENARIOS
 from gateway.config import Config, config_warnings, load_config
 from gateway.errors import ConfigError
-from gateway.observability import configure_logging
+from gateway.telemetry.logs import configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,8 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     drill = commands.add_parser("drill", help="the failover drill, or with --chaos the crash drill; prints a table")
     drill.add_argument("--chaos", action="store_true",
                        help="kill gateways and crash PostgreSQL under load instead of the failover drill")
-    drill.add_argument("--scenario", action="append", choices=CHAOS_SCENARIOS,
-                       help="with --chaos: run only this scenario (repeatable; default: all)")
+    drill.add_argument("--scenario", action="append", metavar="NAME",
+                       help="with --chaos: run only this scenario (repeatable; default: all; an unknown name "
+                            "lists the scenarios)")
     drill.add_argument("--scale", type=float, default=1.0, help="duration scale (default 1.0)")
     drill.add_argument("--data-dir", help="where stores and logs go (default: a temporary folder)")
     drill.set_defaults(run=_drill)
@@ -135,8 +135,8 @@ def _serve(args: argparse.Namespace) -> int:
 def serve_config(config: Config, *, host: str | None = None, port: int | None = None,
                  sock: socket.socket | None = None) -> None:
     """Serve the gateway in this process (on `sock` when given, e.g. shared by worker processes)."""
-    from gateway.app import build_app
-    from gateway.listener import server_config
+    from gateway.edge.app import build_app
+    from gateway.edge.listener import server_config
     from policies.tls import server_context
 
     listen = config.listen
@@ -184,11 +184,11 @@ def _outbox(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from gateway.simulator.server import run_simulator
+    from gateway_tools.simulator.server import run_simulator
 
     password = os.environ.get(args.password_env) or f"demo-{args.name}-password"
     if args.sms:
-        from gateway.simulator.sms import run_sms_simulator
+        from gateway_tools.simulator.sms import run_sms_simulator
 
         asyncio.run(run_sms_simulator(
             host=args.host, port=args.port, control_port=args.control_port or args.port + 1000, name=args.name,
@@ -237,21 +237,26 @@ def _drill(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="aftm-drill-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     if args.chaos:
-        from gateway.chaos import main as chaos
+        from gateway_tools.chaos.main import SCENARIOS
+        from gateway_tools.chaos.main import main as chaos
 
-        return chaos(scale=args.scale, only=tuple(args.scenario or CHAOS_SCENARIOS), directory=data_dir)
-    from gateway.drill import run_drill
+        unknown = [name for name in args.scenario or () if name not in SCENARIOS]
+        if unknown:
+            print(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
+            return 2
+        return chaos(scale=args.scale, only=tuple(args.scenario or SCENARIOS), directory=data_dir)
+    from gateway_tools.drill.main import run_drill
 
     return asyncio.run(run_drill(data_dir=data_dir, duration_scale=args.scale))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway_tools.demo import run_demo
 
     data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="aftm-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     if args.drill:
-        from gateway.drill import run_drill
+        from gateway_tools.drill.main import run_drill
 
         return asyncio.run(run_drill(data_dir=data_dir, duration_scale=args.scale))
     asyncio.run(run_demo(port=args.port, data_dir=data_dir))

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway import rsa_challenge
 from gateway.errors import ConfigError
+from gateway.protocols import rsa_challenge
 
 
 class Secret:
@@ -63,7 +63,7 @@ class Listen:
     tls_cert: str | None = None  # when set with tls_key, the gateway serves HTTPS (TLS 1.2 floor)
     tls_key: str | None = None
     # Bounds on what a client may make the listener hold before any route or authentication runs
-    # (gateway/listener.py): request line plus headers, header count, seconds for the head to arrive,
+    # (gateway/edge/listener.py): request line plus headers, header count, seconds for the head to arrive,
     # and connections or requests open at once per process (beyond it: 503).
     max_header_bytes: int = 16_384
     max_headers: int = 100

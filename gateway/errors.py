@@ -11,7 +11,7 @@
     └── OutboundRefused               a URL an app or customer chose leads only to refused addresses
 
 Library errors (httpx, httpcore, ssl, dnspython) are translated to these at one boundary,
-`gateway.upstream`. Each carries the `policies.outcome.Failure` it means, so callers branch on
+`gateway.upstreams.upstream`. Each carries the `policies.outcome.Failure` it means, so callers branch on
 data, not on exception types of libraries.
 """
 

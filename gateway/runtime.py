@@ -20,16 +20,10 @@ from typing import Any
 import httpx
 from starlette.requests import Request
 
-from gateway import idempotency, targets
-from gateway.app_certificates import AppCertificates
-from gateway.bodies import read_body
-from gateway.clients import Credentials
 from gateway.config import Account, Config
-from gateway.delivery.service import SmsService
-from gateway.documents import DocumentCache
-from gateway.errors import UpstreamError
-from gateway.outbound import OutboundPoster
-from gateway.outbox import (
+from gateway.core import idempotency
+from gateway.core.loop import Call, Dialect, Proxy, Result
+from gateway.core.outbox import (
     Delivered,
     DeliveryResult,
     FailedPermanently,
@@ -38,20 +32,27 @@ from gateway.outbox import (
     RetryAfter,
     default_owner,
 )
+from gateway.delivery.service import SmsService
+from gateway.edge import targets
+from gateway.edge.app_certificates import AppCertificates
+from gateway.edge.bodies import read_body
+from gateway.edge.clients import Credentials
+from gateway.edge.rest import RestDialect
+from gateway.edge.soap import ROOT_DOCUMENTS, SoapDialect, fetch_document, served_references
+from gateway.errors import UpstreamError
 from gateway.protocols import responsys_rest as rest
-from gateway.proxy import Call, Dialect, Proxy, Result
 from gateway.reporting.codes import FailureKind
 from gateway.reporting.poster import FailurePoster
 from gateway.reporting.recorder import FailureReporter
-from gateway.resolver import DNSResolver
-from gateway.rest_api import RestDialect
-from gateway.sessions import RestSessions, SoapSessions
-from gateway.shared_failover import SharedFailover
-from gateway.soap_api import ROOT_DOCUMENTS, SoapDialect, fetch_document, served_references
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store, scoped_key
 from gateway.tasks import cancel_and_wait
-from gateway.telemetry import Telemetry
-from gateway.upstream import Upstream
+from gateway.telemetry.otel import Telemetry
+from gateway.upstreams.documents import DocumentCache
+from gateway.upstreams.outbound import OutboundPoster
+from gateway.upstreams.resolver import DNSResolver
+from gateway.upstreams.sessions import RestSessions, SoapSessions
+from gateway.upstreams.shared_failover import SharedFailover
+from gateway.upstreams.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
 from policies.callbacks import CallbackPolicy
 from policies.failover import (
@@ -201,7 +202,7 @@ class Runtime:
         return [self._by_name[name] for name in self.failover.candidates()]
 
     async def read_body(self, request: Request, *, limit: int | None = None) -> bytes:
-        """The request body through the one bounded reader (gateway.bodies): `limit` bytes, default
+        """The request body through the one bounded reader (gateway.edge.bodies): `limit` bytes, default
         `requests.max_body_bytes`, within `requests.body_timeout`; raises BodyRefused otherwise."""
         return await read_body(request, limit=self.config.requests.max_body_bytes if limit is None else limit,
                                within=self.config.requests.body_timeout)
@@ -286,7 +287,7 @@ class Runtime:
     async def _handle_keyed(self, call: Call, key: str, dialect: Dialect, deadline: float) -> Result:
         """A keyed request: the first answer replayed, the queued send named, or this one sent once.
 
-        Raises KeyReused when the key was used for a different request (gateway.idempotency).
+        Raises KeyReused when the key was used for a different request (gateway.core.idempotency).
         """
         store = self._store()
         scoped, claim = scoped_key(call.client, key), secrets.token_hex(16).encode()

@@ -3,7 +3,7 @@
 Apps name their callback URLs and customers their FDXML post URLs, so without a rule the gateway
 would POST wherever it is told: to its own admin port on loopback, to a database on the private
 network, to a cloud metadata service. This module is the one rule for every URL the gateway did not
-choose itself; `gateway.outbound` applies it to each POST. Applied twice:
+choose itself; `gateway.upstreams.outbound` applies it to each POST. Applied twice:
 
 - when a URL is accepted (`check_callback_url`): an http(s) URL with a host; a literal address
   or a `localhost` name must be allowed (below);

@@ -2,7 +2,7 @@
 
 A callback is an outbox item (`protocol="callback"`) made in the same transaction as the status change
 it reports, so a crash never loses one, and the outbox retries it with backoff (in its own lane, so
-slow receivers never take the slots of sends). Each POST goes through `gateway.outbound`: the host
+slow receivers never take the slots of sends). Each POST goes through `gateway.upstreams.outbound`: the host
 resolved afresh, only addresses `policies.callbacks` allows connected to (pinned), the answer read at
 most a few KB and never inflated, the whole POST bounded by `callbacks.timeout`.
 
@@ -21,13 +21,13 @@ import uuid
 
 import httpx
 
+from gateway.core.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.errors import OutboundRefused, UpstreamError
-from gateway.outbound import OutboundPoster
-from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.protocols import sms
-from gateway.resolver import Resolver
 from gateway.store import MessageRecord, OutboxItem
-from gateway.upstream import Upstream
+from gateway.upstreams.outbound import OutboundPoster
+from gateway.upstreams.resolver import Resolver
+from gateway.upstreams.upstream import Upstream
 from policies.backoff import parse_retry_after
 from policies.callbacks import CallbackPolicy
 

@@ -2,7 +2,7 @@
 
 The upstreams are a cluster of their own (their health says nothing of the Responsys accounts'), run
 by the same `policies.failover.FailoverPolicy`, `policies.ratelimit.TokenBucket` and upstream seam
-(`gateway.upstream.Upstream`: fresh DNS per request, TLS 1.2 floor, typed errors). A send is one
+(`gateway.upstreams.upstream.Upstream`: fresh DNS per request, TLS 1.2 floor, typed errors). A send is one
 pass over the candidates, as the proxy does within one app request:
 
 - the upstream answered: accepted (200 with its messageId), or refused (4xx: by the carrier or not);
@@ -31,7 +31,7 @@ from gateway.config import Config, SmsUpstream
 from gateway.errors import UpstreamError
 from gateway.protocols import sms
 from gateway.tasks import cancel_and_wait
-from gateway.upstream import Upstream
+from gateway.upstreams.upstream import Upstream
 from policies.backoff import parse_retry_after
 from policies.failover import FailoverEvent, FailoverPolicy, FailoverSettings, may_retry_elsewhere
 from policies.outcome import Kind, Outcome

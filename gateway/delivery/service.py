@@ -28,18 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.clients import Credentials
 from gateway.config import Config
+from gateway.core.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.delivery import messages
 from gateway.delivery.callbacks import CallbackPoster, callback_item, message_id_of, receipt_date
 from gateway.delivery.sender import Accepted, NotSent, Refused, SendResult, SmsSender
-from gateway.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
+from gateway.edge.clients import Credentials
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
 from gateway.reporting.recorder import FailureReporter
-from gateway.resolver import Resolver
 from gateway.store import MessageChange, MessageEvent, MessageRecord, MessageStatus, OutboxItem, Store, StoreError
-from gateway.upstream import Upstream
+from gateway.upstreams.resolver import Resolver
+from gateway.upstreams.upstream import Upstream
 from policies.callbacks import CallbackPolicy, CallbackRefused
 from policies.failover import FailoverEvent
 

@@ -6,7 +6,7 @@ Vendor facts (Oracle Responsys REST API, "Authenticating" and "Error codes"):
   Certificate login ("Log in with username and certificates") is two such POSTs: `auth_type=server`,
   `user_name`, `client_challenge` (base64) answered `{"authToken" (temporary), "serverChallenge",
   "clientChallenge"}`; then `auth_type=client`, `user_name`, `server_challenge` with the temporary token
-  in `Authorization`, answered like a password login (crypto in gateway.rsa_challenge).
+  in `Authorization`, answered like a password login (crypto in gateway.protocols.rsa_challenge).
 - Later calls carry the bare token in `Authorization`; an invalid or expired token answers 401 with
   `errorCode: INVALID_TOKEN`.
 - Errors are JSON `{"type", "title", "errorCode", "detail", "errorDetails"}`.
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from gateway import rsa_challenge
+from gateway.edge.inputs import loads_json
 from gateway.errors import LoginRefused, login_failure
-from gateway.inputs import loads_json
+from gateway.protocols import rsa_challenge
 from policies.outcome import Failure, Outcome
 
 LOGIN_PATH = "/rest/api/v1.3/auth/token"
@@ -187,7 +187,7 @@ def upstream_path(method: str, app_path: str, api_prefix: str | None) -> str:
 
     Only calls with a twin (the table above) are rewritten; every other call goes as the app sent it, and a
     failover account answers it 401 API_NOT_ALLOWED_IN_SECONDARY, which the app gets as is. Only
-    whole segments move, so the target stays one `gateway.targets` passes when the app's did.
+    whole segments move, so the target stays one `gateway.edge.targets` passes when the app's did.
     """
     if api_prefix is None:
         return app_path

@@ -29,8 +29,8 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
-from gateway import rsa_challenge
 from gateway.errors import LoginRefused, login_failure
+from gateway.protocols import rsa_challenge
 from policies.outcome import Failure, Outcome
 
 WS_NS = "urn:ws.rsys.com"

@@ -8,7 +8,7 @@ after the server answered 2xx, and only in the revision that was posted: an entr
 backlog later; nothing is skipped and nothing posted twice (unless the server took a POST and the
 answer was lost, which no HTTP poster can tell from a failure).
 
-Each POST goes through `gateway.outbound`, like the apps' callbacks: the customer's URL is connected
+Each POST goes through `gateway.upstreams.outbound`, like the apps' callbacks: the customer's URL is connected
 to only at addresses `policies.callbacks` allows (the operator's `callbacks.allow_networks` opens
 private ones), pinned, its answer read at most a few KB and never inflated, the whole POST bounded by
 `reporting.post_timeout` (a batch is larger than a callback and the customer's server may parse it
@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 from gateway.config import Client
 from gateway.errors import GatewayError
-from gateway.outbound import OutboundPoster
 from gateway.reporting.fdxml import FailEntry, form_body
 from gateway.store import FailureRecord, Store
 from gateway.tasks import cancel_and_wait
+from gateway.upstreams.outbound import OutboundPoster
 
 log = logging.getLogger("aftm.reporting")
 

@@ -129,7 +129,7 @@ class OutboxItem:
     updated_at: float | None = None
     result: Delivered | None = None
     correlation_id: str | None = None
-    fingerprint: str | None = None  # of the keyed request it was queued for (gateway.idempotency); else None
+    fingerprint: str | None = None  # of the keyed request it was queued for (gateway.core.idempotency); else None
 
     @classmethod
     def new(
@@ -175,7 +175,7 @@ class IdempotencyRecord:
     body: bytes
     created_at: float
     expires_at: float
-    fingerprint: str | None = None  # of the request the key was first used for (gateway.idempotency)
+    fingerprint: str | None = None  # of the request the key was first used for (gateway.core.idempotency)
 
 
 @dataclass(frozen=True, slots=True)

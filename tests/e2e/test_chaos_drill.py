@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.chaos import SCENARIOS, render, run_chaos
+from gateway_tools.chaos.main import SCENARIOS, render, run_chaos
 
 
 def test_every_scenario_loses_nothing_and_sends_keyed_ones_once(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.drill import run_drill, script
+from gateway_tools.drill.main import run_drill, script
 
 SCALE = 0.2
 WITHIN = 40.0  # seconds the short drill may take, start to finish

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.support.servers import free_port, wait_until
 
 

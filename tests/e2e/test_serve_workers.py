@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.support.servers import free_port, wait_until
 
 

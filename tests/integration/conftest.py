@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import trustme
 
-from gateway.resolver import DNSResolver
-from gateway.upstream import Upstream
+from gateway.upstreams.resolver import DNSResolver
+from gateway.upstreams.upstream import Upstream
 from policies.tls import client_context
 from tests.support.dns_server import DNSTestServer
 from tests.support.otlp import Receiver

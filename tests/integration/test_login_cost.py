@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.clients import SOURCE_CHECKS, SOURCE_MAX_FAILURES
 from gateway.config import hash_password
+from gateway.edge.clients import SOURCE_CHECKS, SOURCE_MAX_FAILURES
 from policies.login_throttle import ThrottleSettings
 from tests.support.gateway import serve_as_cli
 from tests.support.raw_http import read_response

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from gateway.core.outbox import Delivered, Retry
 from gateway.delivery.callbacks import CallbackPoster
-from gateway.outbox import Delivered, Retry
-from gateway.resolver import DNSResolver
 from gateway.store import OutboxItem
-from gateway.upstream import Upstream
+from gateway.upstreams.resolver import DNSResolver
+from gateway.upstreams.upstream import Upstream
 from policies.callbacks import CallbackPolicy
 from tests.support.dns_server import DNSTestServer
 from tests.support.servers import async_wait_until

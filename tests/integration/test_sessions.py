@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from gateway.config import Account, parse_config
-from gateway.resolver import DNSResolver
-from gateway.sessions import REFRESH_FRACTION, RestSessions, SoapSessions
-from gateway.simulator.server import SimulatedAccount
-from gateway.upstream import Upstream
+from gateway.upstreams.resolver import DNSResolver
+from gateway.upstreams.sessions import REFRESH_FRACTION, RestSessions, SoapSessions
+from gateway.upstreams.upstream import Upstream
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.support.clock import FakeClock
 
 

@@ -7,7 +7,7 @@ the bytes sent; then POST `auth_type=client`, `user_name`, `server_challenge` (t
 `Authorization`. SOAP: `authenticateServer(username, clientChallenge*)`, then `loginWithCertificate(
 encryptedServerChallenge*)` under `AuthSessionHeader/authSessionId`, byte arrays as signed xsd:byte.
 
-The RSA step here is deliberately not the gateway's (`gateway.rsa_challenge`, blinded CRT): it is the
+The RSA step here is deliberately not the gateway's (`gateway.protocols.rsa_challenge`, blinded CRT): it is the
 textbook `m^d mod n` over the PKCS#1 v1.5 type-1 block, so a test compares two implementations.
 """
 
@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from gateway.rsa_challenge import self_signed_pair
+from gateway.protocols.rsa_challenge import self_signed_pair
 
 LOGIN_PATH = "/rest/api/v1.3/auth/token"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.app import build_app
 from gateway.config import parse_config
-from gateway.listener import server_config
+from gateway.edge.app import build_app
+from gateway.edge.listener import server_config
 from gateway.runtime import Runtime
 from tests.support.servers import ServerThread, bind_socket
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import rsa_challenge
 from gateway.config import Account, parse_config
 from gateway.errors import LoginRefused
-from gateway.sessions import answer_server_challenge
+from gateway.protocols import rsa_challenge
+from gateway.upstreams.sessions import answer_server_challenge
 from tests.support.certificate_login import encrypt_with_private_key, key_pair
 
 CLIENT_CHALLENGE = b"12345678901234567"

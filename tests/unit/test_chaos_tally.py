@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway.chaos import render, tally
-from gateway.chaos_env import AppLoad, Send
+from gateway_tools.chaos.env import AppLoad, Send
+from gateway_tools.chaos.main import render, tally
 
 
 def load_with(*sends: Send) -> AppLoad:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from gateway.clients import REST_TOKEN_LIFETIME, Credentials
 from gateway.config import parse_config
+from gateway.edge.clients import REST_TOKEN_LIFETIME, Credentials
 from tests.support.clock import FakeClock
 
 CONFIG = parse_config(

@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError
-from gateway.rsa_challenge import self_signed_pair
+from gateway.protocols.rsa_challenge import self_signed_pair
 from tests.support.certificate_login import key_pair
 
 

@@ -6,8 +6,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from gateway.documents import DocumentCache
-from gateway.soap_api import served_references
+from gateway.edge.soap import served_references
+from gateway.upstreams.documents import DocumentCache
 
 GATEWAY = "https://gw.example.com/prefix"
 

@@ -7,7 +7,7 @@ import logging
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.observability import JsonFormatter
+from gateway.telemetry.logs import JsonFormatter
 
 
 def record(message: str, **extra: object) -> logging.LogRecord:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from gateway.outbox import (
+from gateway.core.outbox import (
     Dead,
     Delivered,
     FailedPermanently,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from gateway.password_checks import CheckQueue
+from gateway.edge.password_checks import CheckQueue
 
 
 async def test_a_waiting_check_of_lower_rank_runs_before_earlier_ones_of_higher_rank() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.errors import DNSFailure
-from gateway.resolver import FreshSharedQueries
+from gateway.upstreams.resolver import FreshSharedQueries
 
 
 class ControlledQuery:

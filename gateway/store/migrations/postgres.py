@@ -179,7 +179,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX revocations_expiry ON revocations (expires_at)",
     )),
     Migration(7, "idempotency fingerprints", (
-        # What each Idempotency-Key was first used for (gateway.idempotency), on its record and on the
+        # What each Idempotency-Key was first used for (gateway.core.idempotency), on its record and on the
         # queued send holding it: a reuse of the key for another request is refused instead of answered
         # with the first send's outcome. Rows from before this step have none and match any request (a
         # path queued decoded by an older gateway cannot be compared with the raw target of a retry).

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trustme
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.support.dns_server import DNSTestServer
 from tests.support.gateway import GatewayHost
 from tests.support.servers import ServerThread, wait_until

@@ -13,7 +13,7 @@ import trustme
 import zeep
 from zeep.transports import Transport
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment, delivered_to
 from tests.support.certificate_login import key_pair
 from tests.support.responsys_clients import merge_trigger_email_args, soap_session_header

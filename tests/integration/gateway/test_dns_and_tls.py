@@ -10,7 +10,7 @@ from typing import Any
 
 import trustme
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.gateway.conftest import Deployment, delivered_to
 from tests.support.servers import wait_until
 from tests.support.tls import legacy_server_context, server_context

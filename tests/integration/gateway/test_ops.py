@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.observability import JsonFormatter
+from gateway.telemetry.logs import JsonFormatter
 from tests.integration.gateway.conftest import ADMIN_TOKEN, APP_PASSWORD, Deployment
 from tests.support.servers import wait_until
 

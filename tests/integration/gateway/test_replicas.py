@@ -11,7 +11,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from gateway.reporting.portal import COOKIE as PORTAL_COOKIE
+from gateway.edge.portal import COOKIE as PORTAL_COOKIE
 from tests.integration.gateway.conftest import ADMIN_TOKEN, APP_PASSWORD, APP_USER, Deployment
 from tests.integration.store.conftest import postgres_schema
 from tests.integration.store.tcp_proxy import tcp_proxy

@@ -15,7 +15,7 @@ import zeep
 from lxml import etree
 from zeep.transports import Transport
 
-from gateway.simulator.soap import load_schema
+from gateway_tools.simulator.soap import load_schema
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment
 from tests.support.raw_http import exchange, request_head
 from tests.support.responsys_clients import merge_trigger_email_args as merge_args

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import httpx
 
-from gateway.simulator.soap import load_wsdl_template
+from gateway_tools.simulator.soap import load_wsdl_template
 from tests.integration.gateway.conftest import Deployment
 from tests.support.servers import wait_until
 

@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 
 USER = "api_primary"
 PASSWORD = "pw-primary-test"

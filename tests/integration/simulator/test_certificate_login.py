@@ -13,7 +13,7 @@ import zeep.exceptions
 from lxml import etree
 from zeep.transports import Transport
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import PASSWORD, USER, trigger_body
 from tests.support.certificate_login import (
     encrypt_with_private_key,

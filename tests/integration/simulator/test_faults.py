@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import rest_login, trigger_body
 from tests.support.servers import wait_until
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import PASSWORD, USER
 from tests.support.responsys_clients import ResponsysRestClient, responsysrest_client
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from gateway.simulator.server import SimulatedAccount, build_api_app
-from gateway.simulator.state import AccountState
+from gateway_tools.simulator.server import SimulatedAccount, build_api_app
+from gateway_tools.simulator.state import AccountState
 from tests.integration.simulator.conftest import PASSWORD, USER, rest_login, trigger_body
 from tests.support.servers import serve
 

@@ -8,7 +8,7 @@ import threading
 
 import httpx
 
-from gateway.simulator.server import run_simulator
+from gateway_tools.simulator.server import run_simulator
 from tests.integration.simulator.conftest import rest_login
 from tests.support.servers import wait_until
 

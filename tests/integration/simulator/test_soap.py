@@ -14,7 +14,7 @@ import zeep.exceptions
 from lxml import etree
 from zeep.transports import Transport
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import PASSWORD, USER
 from tests.support.responsys_clients import soap_session_header
 from tests.support.servers import wait_until

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trustme
 
-from gateway.simulator.server import SimulatedAccount
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import rest_login
 
 

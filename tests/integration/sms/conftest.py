@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.simulator.server import SimulatedAccount
-from gateway.simulator.sms import SimulatedSmsAggregator
+from gateway_tools.simulator.server import SimulatedAccount
+from gateway_tools.simulator.sms import SimulatedSmsAggregator
 from tests.integration.gateway.conftest import _merge, start_account
 from tests.support.dns_server import DNSTestServer
 from tests.support.gateway import GatewayHost

@@ -17,14 +17,14 @@ import httpx
 import pytest
 from lxml import etree
 
-from gateway.observability import QUIET_LOGGERS, JsonFormatter, configure_logging
+from gateway.telemetry.logs import QUIET_LOGGERS, JsonFormatter, configure_logging
 from tests.integration.gateway.conftest import EMAIL_PATH, email_body
 from tests.integration.sms.conftest import APP_PASSWORD, APP_USER, SMS_PASSWORD, SmsDeployment, mt_message
 from tests.support.servers import wait_until
 
 MESSAGE_TEXT = "Your one-time code is 9F8E7D6C"
 SOAP_NS = "urn:ws.rsys.com"
-SIMULATORS = "gateway.simulator"  # the test's own upstreams log in this process too; they are not the gateway
+SIMULATORS = "gateway_tools.simulator"  # the test's own upstreams log in this process too; they are not the gateway
 
 
 class Captured(logging.Handler):

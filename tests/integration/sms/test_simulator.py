@@ -11,7 +11,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from gateway.simulator.sms import SimulatedSmsAggregator
+from gateway_tools.simulator.sms import SimulatedSmsAggregator
 from tests.integration.sms.conftest import CallbackReceiver
 from tests.support.servers import free_port, wait_until
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.outbox import (
+from gateway.core.outbox import (
     Delivered,
     DeliveryResult,
     FailedPermanently,

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from gateway.outbox import Delivered, DeliveryResult, OutboxWorker
+from gateway.core.outbox import Delivered, DeliveryResult, OutboxWorker
 from gateway.store import OutboxItem, OutboxStatus, Store, StoreError, open_store
 from tests.integration.store.conftest import (
     FakeClock,
