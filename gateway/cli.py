@@ -15,7 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.config import Config, config_warnings, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreError
 from gateway.telemetry.logs import configure_logging
 
 
@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    except StoreError as exc:  # migrate and outbox: the store is down, refused, or not a store at all
+        print(f"store problem: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

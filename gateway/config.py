@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PemError
 from gateway.protocols import rsa_challenge
 
 
@@ -316,7 +316,7 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
         if client.certificate is not None:
             try:
                 rsa_challenge.load_certificate_key(client.certificate)
-            except rsa_challenge.PemError as exc:
+            except PemError as exc:
                 problems.append(f"clients[{i}].certificate: {exc}")
         if client.password_hash is not None and not _HASH_RE.fullmatch(client.password_hash):
             problems.append(f"clients[{i}].password_hash: expected pbkdf2_sha256$ITERATIONS$SALT$HASH")
@@ -359,14 +359,14 @@ def _check_account_login(where: str, account: Account, problems: list[str]) -> N
                         "server certificate, which its answer is checked against)")
     try:
         key = rsa_challenge.load_private_key(account.private_key.reveal())
-    except rsa_challenge.PemError as exc:
+    except PemError as exc:
         problems.append(f"{where}.private_key: {exc}")
         return
     for name in ("certificate", "server_certificate"):
         pem = getattr(account, name)
         try:
             public = rsa_challenge.load_certificate_key(pem) if pem is not None else None
-        except rsa_challenge.PemError as exc:
+        except PemError as exc:
             problems.append(f"{where}.{name}: {exc}")
             continue
         mine = key.public_key().public_numbers()
@@ -387,7 +387,7 @@ def _check_server_key_pair(config: Config, problems: list[str]) -> None:
     try:
         key = rsa_challenge.load_private_key(config.server_key.reveal())
         public = rsa_challenge.load_certificate_key(config.server_certificate)
-    except rsa_challenge.PemError as exc:
+    except PemError as exc:
         problems.append(f"server_key/server_certificate: {exc}")
         return
     if public.public_numbers() != key.public_key().public_numbers():

@@ -1,18 +1,88 @@
-"""The gateway's exception tree, written down once.
+"""The gateway's exceptions: one tree, drawn once. Each line says where the error is raised -> who answers it.
 
-    GatewayError
-    └── UpstreamError                 the call to an account did not produce an HTTP answer
-        ├── UpstreamUnreachable       no request bytes sent (DNS, connect refused, connect timeout)
-        │   ├── DNSFailure            the name did not resolve
-        │   └── TLSRefused            handshake failed (protocol floor, certificate, name)
-        ├── UpstreamAmbiguous         request sent, answer lost (read timeout, reset mid-answer)
-        └── LoginRefused              the account's upstream login was refused or unreadable
-            └── LoginThrottled        the login itself was throttled (wait, do not fail over)
-    └── OutboundRefused               a URL an app or customer chose leads only to refused addresses
+    GatewayError                      every error the gateway raises on purpose
+    ├── ConfigError                   the configuration is invalid; `.problems` lists `key: why`
+    │                                 gateway.config, store.sqlite_path -> cli prints each problem, exits 2
+    ├── PemError (ValueError)         a PEM that is not an RSA key or certificate
+    │                                 protocols.rsa_challenge -> gateway.config adds it to a ConfigError
+    ├── UpstreamError                 a call to an upstream got no HTTP answer; `.failure` is the Failure it
+    │   │                             means, `.address` the address tried, `.sent_nothing` whether no request
+    │   │                             byte was written (the request may try the next answered address)
+    │   │                             upstreams.transport, upstreams.httpx_transport, upstreams.upstream
+    │   │                             -> core.loop (an account failure: fail over or not by `.failure`);
+    │   │                             delivery (retry), upstreams.documents (keep the last copy)
+    │   │                             As itself: a request that cannot be encoded (Failure.CONNECT)
+    │   ├── UpstreamUnreachable       the upstream never got the call: refused, unreachable, connect or
+    │   │   │                         pool timeout (Failure.CONNECT, CONNECT_TIMEOUT): safe to fail over
+    │   │   │                         also upstreams.sessions (no free SOAP session in time)
+    │   │   ├── DNSFailure            the name did not resolve (Failure.DNS)
+    │   │   │                         upstreams.resolver (dnspython translated there)
+    │   │   └── TLSRefused            the handshake failed: protocol floor, certificate, name (Failure.TLS)
+    │   │                             upstreams.tls_refusals, for both transports
+    │   ├── UpstreamAmbiguous         the request left, the answer did not come back whole: read timeout,
+    │   │                             reset or close mid-answer, unreadable answer (Failure.READ_TIMEOUT);
+    │   │                             a resend might duplicate the call
+    │   └── LoginRefused              the account's upstream login was refused or unreadable (UNAVAILABLE)
+    │       │                         protocols.responsys_rest/soap (`login_failure`), upstreams.sessions
+    │       │                         -> core.loop (next account)
+    │       └── LoginThrottled        the login itself was throttled: wait `.retry_after`, do not fail over
+    │                                 -> core.loop (a throttled Outcome)
+    ├── OutboundRefused               a URL an app or customer chose is unusable or leads only to refused
+    │                                 addresses; nothing was sent      upstreams.outbound
+    │                                 -> delivery.callbacks (fails for good), reporting.poster (backlog waits)
+    ├── StoreError                    the store could not do what was asked (down, busy, closed, refused)
+    │   │                             store.sqlite, store.postgres (sqlite3, aiosqlite, asyncpg and OS errors
+    │   │                             translated at each backend's `_translated`, once)
+    │   │                             -> edge routes answer 503 in their shape; workers retry next round
+    │   ├── ItemNotFound              no outbox item has that id (dropped, purged, never enqueued)
+    │   │                             -> core.outbox (the item is gone: nothing to finish)
+    │   └── LeaseLost                 the caller's lease expired and another worker holds the item
+    │                                 -> core.outbox (the other worker finishes it)
+    └── RequestError                  the app's request is refused: answered in the surface's own shape
+        │                             (REST JSON error, SOAP client fault, mtMessageResponse, portal page),
+        │                             never a 500; nothing was sent upstream for it
+        ├── BodyRefused               the body was not read whole on purpose; `.status` 400
+        │   │                         edge.bodies.read_body -> edge.app's handler (edge.refusals.refusal)
+        │   ├── BodyTooLarge          over the route's limit; 413
+        │   └── BodyTooSlow           not all there in time; 408
+        ├── UnsafeTarget (ValueError) the raw request target could leave the API it names
+        │                             edge.targets -> edge.refusals.TargetGuard, edge.rest (400)
+        ├── BadInput (ValueError)     a value the gateway will not use (JSON, number, header, key, filter)
+        │                             edge.inputs, edge.correlation, core.idempotency.key_of
+        │                             -> edge.rest/soap/admin (400), edge.portal (as BadFilter)
+        ├── KeyReused                 an Idempotency-Key reused for a different request
+        │                             core.idempotency (through runtime.handle) -> REST 422, SOAP client fault
+        ├── CertificateRefused        an app's certificate login refused; `.code` is the vendor's
+        │                             edge.app_certificates -> edge.rest (400/401), edge.soap (fault)
+        ├── TooManyFailedLogins       too many failed logins from a source; `.retry_after`
+        │                             edge.clients -> edge.rest/soap/sms_api/portal (429 or the vendor's
+        │                             API_LIMIT_EXCEEDED, with Retry-After)
+        ├── BadEnvelope (ValueError)  XML that is not a SOAP envelope the gateway reads (lxml's errors are
+        │                             translated in protocols.responsys_soap.parse_xml, the one parser)
+        │                             -> edge.soap (400 client fault); protocols.sms rereads it as BadMessage;
+        │                             an upstream's unreadable answer is classified, never rendered
+        ├── BadMessage (ValueError)   not a readable mtMessage / receipt (app) or answer (aggregator)
+        │                             protocols.sms -> edge.sms_api (400); delivery.sender classifies it
+        ├── InvalidMessage (ValueError) an mtMessage that breaks a rule of this gateway
+        │                             delivery.service.submit -> edge.sms_api (400)
+        └── ReceiptRefused            a receipt URL the gateway never handed out
+                                      delivery.service.take_receipt -> edge.sms_api (404)
 
-Library errors (httpx, httpcore, ssl, dnspython) are translated to these at one boundary,
-`gateway.upstreams.upstream`. Each carries the `policies.outcome.Failure` it means, so callers branch on
-data, not on exception types of libraries.
+Foreign exceptions are translated once, where the library is called, and chained (`raise ... from`):
+
+    aiohttp, asyncio, ssl, socket     upstreams.transport._translated (the default inner transport)
+    httpx, httpcore                   upstreams.httpx_transport (the optional inner transport);
+                                      httpx's own answer decoding in upstreams.upstream.Upstream
+    httpx.InvalidURL                  upstreams.outbound (a URL someone else chose) -> OutboundRefused
+    dnspython                         upstreams.resolver -> DNSFailure
+    sqlite3, aiosqlite, OSError       store.sqlite._translated and SQLiteStore.open -> StoreError
+    asyncpg, OSError, TimeoutError    store.postgres._translated and PostgresStore.open -> StoreError
+    lxml                              protocols.responsys_soap.parse_xml -> BadEnvelope
+    cryptography                      protocols.rsa_challenge -> PemError
+    policies.callbacks.CallbackRefused  delivery.service (policies import nothing of the gateway)
+                                      -> InvalidMessage
+
+Callers branch on these classes and on `.failure` (data), never on a library's exception types.
 """
 
 from __future__ import annotations
@@ -24,14 +94,37 @@ class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
 
 
+class ConfigError(GatewayError):
+    """The configuration is invalid; `problems` lists every `key: why`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class PemError(GatewayError, ValueError):
+    """A PEM that is not an RSA private key or an RSA certificate; the message says which."""
+
+
+# --- upstream calls ------------------------------------------------------------------------------------
+
+
 class UpstreamError(GatewayError):
+    """A call to an upstream got no HTTP answer; `failure` says what that means for failover.
+
+    `sent_nothing`: no byte of the request was written (the connection failed to open, or no pooled
+    connection came free), so the same request may go to another address of the same name.
+    """
+
     failure: Failure = Failure.CONNECT
 
-    def __init__(self, message: str, *, failure: Failure | None = None, address: str | None = None) -> None:
+    def __init__(self, message: str, *, failure: Failure | None = None, address: str | None = None,
+                 sent_nothing: bool = False) -> None:
         super().__init__(message)
         if failure is not None:
             self.failure = failure
         self.address = address
+        self.sent_nothing = sent_nothing
 
 
 class UpstreamUnreachable(UpstreamError):
@@ -48,10 +141,6 @@ class TLSRefused(UpstreamUnreachable):
 
 class UpstreamAmbiguous(UpstreamError):
     failure = Failure.READ_TIMEOUT
-
-
-class OutboundRefused(GatewayError):
-    """Every address of an app's or customer's URL is one `policies.callbacks` refuses; nothing was sent."""
 
 
 class LoginRefused(UpstreamError):
@@ -80,9 +169,104 @@ def login_failure(what: str, *, status: int, code: str | None, throttled: bool,
     return LoginRefused(f"{what} refused: {reason}")
 
 
-class ConfigError(GatewayError):
-    """The configuration is invalid; `problems` lists every `key: why`."""
+def upstream_name(host: str, address: str | None) -> str:
+    """How messages name an upstream: its host, and the address tried when that is not the host itself."""
+    return host if address in (None, host) else f"{host} ({address})"
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+
+class OutboundRefused(GatewayError):
+    """A URL an app or customer chose is unusable, or every address it has is one `policies.callbacks`
+    refuses; nothing was sent."""
+
+
+# --- the store -----------------------------------------------------------------------------------------
+
+
+class StoreError(GatewayError):
+    """The store refused or could not do what was asked."""
+
+
+class ItemNotFound(StoreError):
+    """No outbox item has this id."""
+
+
+class LeaseLost(StoreError):
+    """The caller's lease on the item expired and another worker holds it (or it is finished)."""
+
+
+# --- refused app requests ------------------------------------------------------------------------------
+
+
+class RequestError(GatewayError):
+    """The app's request is refused; the surface answers in its vendor's shape, never with a 500."""
+
+
+class BodyRefused(RequestError):
+    """The body was not read to the end on purpose; `status` and `detail` are the app's answer."""
+
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BodyTooLarge(BodyRefused):
+    status = 413
+
+
+class BodyTooSlow(BodyRefused):
+    status = 408
+
+
+class UnsafeTarget(RequestError, ValueError):
+    """The app's request target could leave the API it names; the message says why (no secrets in it)."""
+
+
+class BadInput(RequestError, ValueError):
+    """The app sent a value the gateway will not use; the message is a sentence for the app."""
+
+
+class KeyReused(RequestError):
+    """The app reused an Idempotency-Key for a different request; nothing was sent for this one."""
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used for a different request; "
+                         "use a new key for a new send, or repeat the first request unchanged")
+
+
+class CertificateRefused(RequestError):
+    """The login is refused; `code` is the vendor's (INVALID_PARAMETER or AUTHENTICATION_FAILED)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TooManyFailedLogins(RequestError):
+    """Too many failed logins from this source for this name (or too many logins waiting): retry later."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"login throttled; retry after {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, round(self.retry_after)))
+
+
+class BadEnvelope(RequestError, ValueError):
+    """The app sent something that is not a SOAP 1.1 envelope the gateway can read."""
+
+
+class BadMessage(RequestError, ValueError):
+    """The app (or an upstream) sent something that is not a readable mtMessage / mtMessageResponse."""
+
+
+class InvalidMessage(RequestError, ValueError):
+    """The app's message breaks a rule; the text says which, for the app's error answer."""
+
+
+class ReceiptRefused(RequestError):
+    """The receipt URL is not one the gateway handed out (unknown message or wrong token)."""

@@ -18,20 +18,12 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from gateway.edge.inputs import BadInput
-from gateway.errors import GatewayError
+from gateway.errors import BadInput
+from gateway.errors import KeyReused as KeyReused  # callers name it idempotency.KeyReused
 
 HEADER = "idempotency-key"
 MAX_LENGTH = 255  # a UUID is 36; Stripe's keys are at most 255
 _USABLE = re.compile(rf"[\x21-\x7e](?:[\x20-\x7e]{{0,{MAX_LENGTH - 2}}}[\x21-\x7e])?")
-
-
-class KeyReused(GatewayError):
-    """The app reused an Idempotency-Key for a different request; nothing was sent for this one."""
-
-    def __init__(self) -> None:
-        super().__init__("this Idempotency-Key was used for a different request; "
-                         "use a new key for a new send, or repeat the first request unchanged")
 
 
 def key_of(values: Sequence[str]) -> str | None:

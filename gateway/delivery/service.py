@@ -34,10 +34,11 @@ from gateway.delivery import messages
 from gateway.delivery.callbacks import CallbackPoster, callback_item, message_id_of, receipt_date
 from gateway.delivery.sender import Accepted, NotSent, Refused, SendResult, SmsSender
 from gateway.edge.clients import Credentials
+from gateway.errors import InvalidMessage, ReceiptRefused, StoreError
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
 from gateway.reporting.recorder import FailureReporter
-from gateway.store import MessageChange, MessageEvent, MessageRecord, MessageStatus, OutboxItem, Store, StoreError
+from gateway.store import MessageChange, MessageEvent, MessageRecord, MessageStatus, OutboxItem, Store
 from gateway.upstreams.resolver import Resolver
 from gateway.upstreams.upstream import Upstream
 from policies.callbacks import CallbackPolicy, CallbackRefused
@@ -48,14 +49,6 @@ log = logging.getLogger("aftm.sms")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 RECEIPT_PATH = "/sms/v1/receipts"
 GATEWAY = "Gateway"  # the `type` of a report the gateway itself made (not the carrier's)
-
-
-class InvalidMessage(ValueError):
-    """The app's message breaks a rule; the text says which, for the app's error answer."""
-
-
-class ReceiptRefused(Exception):
-    """The receipt URL is not one the gateway handed out (unknown message or wrong token)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ from gateway.config import Config
 from gateway.edge import admin, portal, sms_api
 from gateway.edge import rest as rest_api
 from gateway.edge import soap as soap_api
-from gateway.edge.bodies import CLOSE, BodyRefused
+from gateway.edge.bodies import CLOSE
 from gateway.edge.middleware import TelemetryMiddleware
 from gateway.edge.refusals import TargetGuard, refusal
+from gateway.errors import BodyRefused
 from gateway.protocols import responsys_soap as soap
 from gateway.runtime import Runtime
 

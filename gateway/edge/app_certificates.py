@@ -27,16 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.config import Config
 from gateway.edge.clients import Credentials
+from gateway.errors import CertificateRefused
 from gateway.protocols import rsa_challenge
-
-
-class CertificateRefused(Exception):
-    """The login is refused; `code` is the vendor's (INVALID_PARAMETER or AUTHENTICATION_FAILED)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,26 +14,10 @@ import asyncio
 
 from starlette.requests import Request
 
+from gateway.errors import BodyTooLarge, BodyTooSlow
+
 FORM_LIMIT = 16_384  # bytes: a login form or an operator's override, never more
 CLOSE = {"Connection": "close"}  # a refused body is not drained: the connection goes with it
-
-
-class BodyRefused(Exception):
-    """The body was not read to the end on purpose; `status` and `detail` are the app's answer."""
-
-    status = 400
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class BodyTooLarge(BodyRefused):
-    status = 413
-
-
-class BodyTooSlow(BodyRefused):
-    status = 408
 
 
 async def read_body(request: Request, *, limit: int, within: float) -> bytes:

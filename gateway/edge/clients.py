@@ -46,6 +46,7 @@ from starlette.requests import HTTPConnection
 
 from gateway.config import Client, Config, verify_password_hash
 from gateway.edge.password_checks import CheckQueue
+from gateway.errors import TooManyFailedLogins
 from gateway.store import Store
 from policies.login_throttle import LoginThrottle, ThrottleSettings
 
@@ -74,18 +75,6 @@ TRUSTED_SOURCE_TTL = 86_400.0  # a source that logged in within this long may qu
 MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE  # checks waiting or running in all: never more
 CHALLENGE_KIND = "certificate-challenge"  # never a REST, SOAP or portal kind: a handle logs nothing in
 CHALLENGE_LIFETIME = 120.0  # seconds between a certificate login's two steps
-
-
-class TooManyFailedLogins(Exception):
-    """Too many failed logins from this source for this name (or too many logins waiting): retry later."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"login throttled; retry after {retry_after:.0f}s")
-        self.retry_after = retry_after
-
-    @property
-    def retry_after_header(self) -> str:
-        return str(max(1, round(self.retry_after)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,9 @@ import json
 import math
 from typing import Any
 
+from gateway.errors import BadInput as BadInput  # callers name it inputs.BadInput
+
 MAX_JSON_DEPTH = 64  # a Responsys send or an mtMessage nests 5 deep; nothing real comes close
-
-
-class BadInput(ValueError):
-    """The app sent a value the gateway will not use; the message is a sentence for the app."""
 
 
 def loads_json(body: bytes | str) -> Any:

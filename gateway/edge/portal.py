@@ -26,11 +26,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from gateway.edge.bodies import FORM_LIMIT
-from gateway.edge.clients import ADMIN_PRINCIPAL, TooManyFailedLogins, basic_credentials, source_of
-from gateway.edge.inputs import BadInput, bounded_int, finite_float
+from gateway.edge.clients import ADMIN_PRINCIPAL, basic_credentials, source_of
+from gateway.edge.inputs import bounded_int, finite_float
+from gateway.errors import BadInput, StoreError, TooManyFailedLogins
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
-from gateway.store import FailureQuery, FailureRecord, StoreError
+from gateway.store import FailureQuery, FailureRecord
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

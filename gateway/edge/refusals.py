@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.edge import rest as rest_api
 from gateway.edge import soap as soap_api
 from gateway.edge.middleware import route_of
-from gateway.edge.targets import UnsafeTarget, target_of
+from gateway.edge.targets import target_of
+from gateway.errors import UnsafeTarget
 from gateway.protocols import sms
 
 _REST_CODES = {400: "INVALID_REQUEST", 404: "RESOURCE_NOT_FOUND", 408: "REQUEST_TIMEOUT",

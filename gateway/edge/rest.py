@@ -22,15 +22,13 @@ from gateway.config import Account
 from gateway.core import idempotency
 from gateway.core.loop import Call, Lease, Result
 from gateway.edge import inputs, targets
-from gateway.edge.app_certificates import CertificateRefused
-from gateway.edge.bodies import FORM_LIMIT, BodyRefused
-from gateway.edge.clients import TooManyFailedLogins, source_of
+from gateway.edge.bodies import FORM_LIMIT
+from gateway.edge.clients import source_of
 from gateway.edge.correlation import HEADER, forwarded_headers, request_ids
-from gateway.edge.inputs import BadInput
+from gateway.errors import BadInput, BodyRefused, CertificateRefused, StoreError, TooManyFailedLogins
 from gateway.protocols import responsys_rest as rest
 from gateway.protocols import rsa_challenge
 from gateway.reporting.codes import FailureKind
-from gateway.store import StoreError
 from gateway.upstreams.sessions import RestSession, RestSessions
 from policies.outcome import Failure, Kind, Outcome
 

@@ -16,13 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.delivery.service import InvalidMessage, ReceiptRefused, SmsService
-from gateway.edge.bodies import BodyRefused
-from gateway.edge.clients import TooManyFailedLogins, basic_credentials, source_of
+from gateway.delivery.service import SmsService
+from gateway.edge.clients import basic_credentials, source_of
 from gateway.edge.inputs import loads_json
+from gateway.errors import BodyRefused, InvalidMessage, ReceiptRefused, StoreError, TooManyFailedLogins
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
-from gateway.store import StoreError
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

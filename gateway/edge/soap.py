@@ -22,16 +22,20 @@ from starlette.responses import Response
 from gateway.config import Account
 from gateway.core import idempotency
 from gateway.core.loop import Call, Lease, Result
-from gateway.edge.app_certificates import CertificateRefused
-from gateway.edge.bodies import BodyRefused
-from gateway.edge.clients import TooManyFailedLogins, source_of
+from gateway.edge.clients import source_of
 from gateway.edge.correlation import HEADER, forwarded_headers, request_ids
-from gateway.edge.inputs import BadInput
-from gateway.edge.targets import UnsafeTarget, checked_path
-from gateway.errors import UpstreamError
+from gateway.edge.targets import checked_path
+from gateway.errors import (
+    BadInput,
+    BodyRefused,
+    CertificateRefused,
+    StoreError,
+    TooManyFailedLogins,
+    UnsafeTarget,
+    UpstreamError,
+)
 from gateway.protocols import responsys_soap as soap
 from gateway.reporting.codes import FailureKind
-from gateway.store import StoreError
 from gateway.upstreams.sessions import SoapSessions, SoapSlot
 from policies.outcome import Failure, Kind, Outcome
 

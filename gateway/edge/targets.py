@@ -25,6 +25,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 import httpx
 
+from gateway.errors import UnsafeTarget as UnsafeTarget  # callers name it targets.UnsafeTarget
+
 # Printable ASCII but space (0x21-0x7e): anything else on the request line is refused. uvicorn drops a
 # raw `#` and what follows, so a raw fragment never reaches the gateway (nor, therefore, upstream).
 _PRINTABLE = re.compile(rb"^[\x21-\x7e]*$")
@@ -34,10 +36,6 @@ _ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # a % that does not start %XX
 # decoded (`%252e` is `%2e` to a server that decodes twice). `50%25off` stays a campaign name.
 _STRUCTURAL = re.compile(rb"%(?:2[Ff]|5[Cc]|3[Ff]|23|25(?=[0-9A-Fa-f]{2})|3[Bb]|[01][0-9A-Fa-f]|7[Ff])")
 _DOT = re.compile(rb"^(?:\.|%2[Ee]){1,2}$")
-
-
-class UnsafeTarget(ValueError):
-    """The app's request target could leave the API it names; the message says why (no secrets in it)."""
 
 
 def checked_path(raw_path: bytes) -> str:

@@ -29,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
+from gateway.errors import BadEnvelope as BadEnvelope  # callers name it soap.BadEnvelope
 from gateway.errors import LoginRefused, login_failure
 from gateway.protocols import rsa_challenge
 from policies.outcome import Failure, Outcome
@@ -61,10 +62,6 @@ SEND_OPERATIONS = frozenset({"mergeTriggerEmail", "HaMergeTriggerEmail", "trigge
                              "mergeTriggerSMS", "HaMergeTriggerSms"})
 
 _MAX_FAULT_BODY = 262_144
-
-
-class BadEnvelope(ValueError):
-    """The app sent something that is not a SOAP 1.1 envelope the gateway can read."""
 
 
 def _parser(encoding: str | None = None) -> etree.XMLParser:

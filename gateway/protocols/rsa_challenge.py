@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from gateway.errors import PemError
+
 CHALLENGE_BYTES = 32
 MAX_CHALLENGE_BYTES = 117  # PKCS#1 v1.5 room in a 1024-bit block; the vendor's keys are at least that
 # Smaller keys are refused at config load: a 512-bit key is factored in hours (anyone could then log in
@@ -46,10 +48,6 @@ class ServerAnswer:
 
     def __repr__(self) -> str:  # the handle is a credential for one step: never in a log line
         return "ServerAnswer(***)"
-
-
-class PemError(ValueError):
-    """A PEM that is not an RSA private key or an RSA certificate; the message says which."""
 
 
 def load_private_key(pem: str) -> rsa.RSAPrivateKey:

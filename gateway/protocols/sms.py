@@ -30,8 +30,10 @@ from typing import Any, Literal, get_args
 
 from lxml import etree
 
-from gateway.edge.inputs import BadInput, loads_json
-from gateway.protocols.responsys_soap import BadEnvelope, parse_xml
+from gateway.edge.inputs import loads_json
+from gateway.errors import BadEnvelope, BadInput
+from gateway.errors import BadMessage as BadMessage  # callers name it sms.BadMessage
+from gateway.protocols.responsys_soap import parse_xml
 from policies.outcome import Failure, Outcome
 
 ReceiptLevel = Literal["ALL", "FINAL", "ERROR", "NONE"]
@@ -51,10 +53,6 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
-
-
-class BadMessage(ValueError):
-    """The app (or an upstream) sent something that is not a readable mtMessage / mtMessageResponse."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,14 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ItemNotFound, LeaseLost, StoreError
 from gateway.store.base import (
     Delivered,
     Headers,
     IdempotencyRecord,
-    ItemNotFound,
     Lane,
-    LeaseLost,
     MessageChange,
     MessageEvent,
     MessageRecord,
@@ -31,7 +29,6 @@ from gateway.store.base import (
     PurgeCount,
     SharedValue,
     Store,
-    StoreError,
     new_request_id,
     replayable_headers,
     scoped_key,

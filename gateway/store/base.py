@@ -5,9 +5,8 @@ next) implements them. Times are epoch seconds (`time.time()`). Worker decisions
 caller, so workers and tests control the clock; bookkeeping stamps, admin actions and idempotency
 expiry use the clock the store was opened with.
 
-    StoreError            the store refused or could not do what was asked
-    ├── ItemNotFound      no outbox item has that id (dropped, purged or never enqueued)
-    └── LeaseLost         the caller no longer holds the item's lease (expired and taken over)
+Errors are `gateway.errors.StoreError` and its `ItemNotFound` and `LeaseLost` (drawn in that module's
+tree); each backend translates its driver's errors into them at one boundary.
 
 Identity: an outbox item's `id` is always the gateway's own (`new_request_id()`, or an id the gateway
 derived from its own message ids); what an app sent as `X-Request-Id` is only its `correlation_id`,
@@ -26,8 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
-from gateway.errors import GatewayError
-
 if TYPE_CHECKING:
     from gateway.store.failures import FailureQuery, FailureRecord, NewFailure
 
@@ -43,18 +40,6 @@ Headers = tuple[tuple[str, str], ...]
 # or a delivery receipt for an app's callback URL (callback). The worker's owner dispatches on it.
 OutboxProtocol = Literal["rest", "soap", "sms", "callback"]
 OUTBOX_PROTOCOLS: tuple[str, ...] = ("rest", "soap", "sms", "callback")
-
-
-class StoreError(GatewayError):
-    """The store refused or could not do what was asked."""
-
-
-class ItemNotFound(StoreError):
-    """No outbox item has this id."""
-
-
-class LeaseLost(StoreError):
-    """The caller's lease on the item expired and another worker holds it (or it is finished)."""
 
 
 class OutboxStatus(enum.Enum):

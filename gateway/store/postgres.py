@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from gateway.errors import ItemNotFound, LeaseLost, StoreError
 from gateway.store import redact_url
 from gateway.store.base import (
     ALL_ITEMS,
@@ -43,9 +44,7 @@ from gateway.store.base import (
     Delivered,
     Headers,
     IdempotencyRecord,
-    ItemNotFound,
     Lane,
-    LeaseLost,
     MessageChange,
     MessageEvent,
     MessageRecord,
@@ -53,7 +52,6 @@ from gateway.store.base import (
     OutboxStatus,
     PurgeCount,
     SharedValue,
-    StoreError,
     dump_headers,
     event_from_row,
     event_values,

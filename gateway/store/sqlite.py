@@ -23,12 +23,13 @@ import dataclasses
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
+from gateway.errors import ItemNotFound, LeaseLost, StoreError
 from gateway.store.base import (
     ALL_ITEMS,
     MESSAGE_COLUMNS,
@@ -37,9 +38,7 @@ from gateway.store.base import (
     Delivered,
     Headers,
     IdempotencyRecord,
-    ItemNotFound,
     Lane,
-    LeaseLost,
     MessageChange,
     MessageEvent,
     MessageRecord,
@@ -47,7 +46,6 @@ from gateway.store.base import (
     OutboxStatus,
     PurgeCount,
     SharedValue,
-    StoreError,
     dump_headers,
     event_from_row,
     event_values,
@@ -83,6 +81,20 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+@contextlib.contextmanager
+def _driver_errors(path: Path, *, opening: bool = False) -> Iterator[None]:
+    """sqlite3's errors (aiosqlite re-raises them as they are) as StoreError; the OS's too while opening."""
+    try:
+        yield
+    except sqlite3.Error as exc:  # busy past the timeout, disk full, corrupt file, not a database, ...
+        raise StoreError(f"store {path}: {'cannot open: ' if opening else ''}{type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        if not opening:
+            raise
+        # Creating the folder or the file: a read-only or foreign directory, a path through a file.
+        raise StoreError(f"store {path}: cannot open: {exc.strerror or exc}") from exc
+
+
 def _translated(method: Callable[Concatenate[SQLiteStore, P], Coroutine[Any, Any, R]],
                 ) -> Callable[Concatenate[SQLiteStore, P], Coroutine[Any, Any, R]]:
     """The store's error boundary: a closed store or a driver error surfaces as StoreError."""
@@ -90,10 +102,8 @@ def _translated(method: Callable[Concatenate[SQLiteStore, P], Coroutine[Any, Any
     async def wrapper(store: SQLiteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         if store._closed:
             raise StoreError(f"store {store.path} is closed")
-        try:
+        with _driver_errors(store.path):
             return await method(store, *args, **kwargs)
-        except sqlite3.Error as exc:  # busy past the timeout, disk full, corrupt file, ...
-            raise StoreError(f"store {store.path}: {type(exc).__name__}: {exc}") from exc
 
     wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
     return wrapper
@@ -121,16 +131,18 @@ class SQLiteStore:
         if str(path) in ("", ":memory:") or str(path).startswith("file:"):
             raise StoreError(f"store path {str(path)!r}: give a file path; "
                              "an in-memory store loses the outbox")
-        await asyncio.to_thread(_create_private, path)
-        writer = await _connect(path)
+        with _driver_errors(path, opening=True):
+            await asyncio.to_thread(_create_private, path)
+            writer = await _connect(path)
         reader: aiosqlite.Connection | None = None
         try:
-            # WAL is a property of the file: set once, it holds for every later connection.
-            mode = await _scalar(writer, "PRAGMA journal_mode=WAL")
-            if str(mode).lower() != "wal":
-                raise StoreError(f"store {path}: SQLite refused WAL mode (got {mode!r}); "
-                                 "put the store on a local filesystem")
-            reader = await _connect(path)
+            with _driver_errors(path, opening=True):
+                # WAL is a property of the file: set once, it holds for every later connection.
+                mode = await _scalar(writer, "PRAGMA journal_mode=WAL")
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"store {path}: SQLite refused WAL mode (got {mode!r}); "
+                                     "put the store on a local filesystem")
+                reader = await _connect(path)
             store = cls(path=path, writer=writer, reader=reader, clock=clock)
             if migrate:
                 await store.migrate()
