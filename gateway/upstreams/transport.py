@@ -7,8 +7,31 @@ only carries the pinned request (URL with the answered address, `sni_hostname` w
 The answer's body streams as it arrives, raw (aiohttp decompresses nothing), so the caller decides how
 much of it to read (`Upstream.send`'s `max_answer_bytes`); closing it early closes the connection.
 
-aiohttp's errors are re-raised as the httpx errors they mean, chained to the original (and to the
-ssl error behind it), so `gateway.upstreams.upstream.map_upstream_errors` stays the one translation boundary.
+aiohttp's errors (and the asyncio, ssl and socket errors behind or beside them) are translated here,
+once, into the gateway's (`_translated`, most specific first), chained to the original:
+
+    aiohttp raised                                  gateway error          Failure          sent_nothing
+    ClientConnectorDNSError                         DNSFailure             DNS              yes
+    ClientConnectorCertificateError                 TLSRefused             TLS              yes
+    ClientConnectorSSLError (floor, alert)          TLSRefused             TLS              yes
+    ClientConnectorError, reset during an https     TLSRefused             TLS              yes
+      connect (a peer that drops its handshake)
+    ClientConnectorError (refused, unreachable)     UpstreamUnreachable    CONNECT          yes
+    ConnectionTimeoutError (connect, handshake,     UpstreamUnreachable    CONNECT_TIMEOUT  yes
+      waiting for a pooled connection)
+    a certificate alert after our handshake         TLSRefused             TLS              no
+      (TLS 1.3: the request may have left)
+    SocketTimeoutError, other timeouts              UpstreamAmbiguous      READ_TIMEOUT     no
+    ServerDisconnectedError, ClientPayloadError,    UpstreamAmbiguous      READ_TIMEOUT     no
+      ClientResponseError, ClientOSError, any other
+      ClientError or OSError
+    InvalidURL, NonHttpUrlClientError, ValueError   UpstreamError          CONNECT          yes
+      (a request aiohttp will not encode)
+
+`sent_nothing` rows failed before a request byte was written: `ResolvingTransport` may try the
+request on the next answered address. The rest may have reached the upstream; unknown errors
+included, they are ambiguous (a resend might duplicate the call). Nothing here fabricates an error
+of another library.
 """
 
 from __future__ import annotations
@@ -22,7 +45,11 @@ from typing import Any
 import aiohttp
 import httpx
 
-KEEPALIVE_EXPIRY = 5.0  # as gateway.upstreams.upstream: bounds how long a connection to a dropped address idles
+from gateway.errors import DNSFailure, UpstreamAmbiguous, UpstreamError, UpstreamUnreachable, upstream_name
+from gateway.upstreams.tls_refusals import is_handshake_refusal, ssl_error_in, tls_refused
+from policies.outcome import Failure
+
+KEEPALIVE_EXPIRY = 5.0  # seconds an idle pooled connection lives; bounds how long a dropped address lingers
 
 
 # What the connector learnt of the connection a request got (its TLS object and peer), for the request
@@ -65,7 +92,7 @@ class _AnswerStream(httpx.AsyncByteStream):
         self._response, self._request = response, request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx_errors(self._request):
+        with _translated(self._request):
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
@@ -103,7 +130,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         extra: dict[str, Any] = {}
         token = _CONNECTION.set(extra)
         try:
-            with _as_httpx_errors(request):
+            with _translated(request):
                 response = await self._client().request(
                     request.method, str(request.url), headers=list(request.headers.multi_items()),
                     data=body or None, allow_redirects=False, timeout=client_timeout, server_hostname=sni,
@@ -121,41 +148,58 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-def _handshake_cause(request: httpx.Request, error: OSError) -> BaseException:
-    """asyncio reports a peer that hangs up mid-handshake as a reset; over https that is a TLS refusal.
-
-    A refused TCP connect is ConnectionRefusedError; a reset after the connect was accepted, before any
-    request byte, can only come from the handshake (a server that offers only TLS < 1.2 and drops its
-    alert, or refuses our certificate).
-    """
-    if request.url.scheme == "https" and isinstance(error, ConnectionResetError | ConnectionAbortedError):
-        return ssl.SSLEOFError(8, "the peer closed the connection during the TLS handshake")
-    return error
-
-
 def aiohttp_transport(*, ssl_context: ssl.SSLContext, max_connections: int) -> httpx.AsyncBaseTransport:
     """The gateway's default inner transport (see `gateway.upstreams.upstream.TransportFactory`)."""
     return AiohttpTransport(ssl_context=ssl_context, max_connections=max_connections)
 
 
 @contextlib.contextmanager
-def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
-    """Re-raise aiohttp's errors as the httpx errors that mean the same, for the one mapping boundary."""
+def _translated(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's, asyncio's, ssl's and the socket's errors as the gateway's (the module docstring's table)."""
     try:
         yield
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise httpx.ConnectError(str(exc), request=request) from exc.certificate_error
-    except aiohttp.ClientConnectorError as exc:  # TCP connect or TLS handshake: nothing was sent
-        raise httpx.ConnectError(str(exc), request=request) from _handshake_cause(request, exc.os_error)
-    except aiohttp.ConnectionTimeoutError as exc:  # sock_connect, or waiting for a pooled connection
-        raise httpx.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or "read timeout", request=request) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from exc
-    except aiohttp.ClientOSError as exc:  # the connection broke after the request went out
-        raise httpx.ReadError(str(exc), request=request) from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
-    except aiohttp.ClientError as exc:  # payload and protocol errors: the answer was lost mid-way
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+    except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+        host = request.extensions.get("sni_hostname") or request.url.host
+        raise _gateway_error(exc, host=host, address=request.url.host,
+                             https=request.url.scheme == "https") from exc
+
+
+def _gateway_error(exc: Exception, *, host: str, address: str, https: bool) -> UpstreamError:
+    """The gateway error `exc` means, most specific class first."""
+    where = upstream_name(host, address)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return DNSFailure(f"{host} did not resolve: {exc.os_error}", address=address, sent_nothing=True)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return tls_refused(ssl_error_in(exc.certificate_error), host=host, address=address, sent_nothing=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # opening the connection: TCP connect or TLS handshake
+        cause = exc.os_error
+        if isinstance(cause, ssl.SSLError):
+            return tls_refused(cause, host=host, address=address, sent_nothing=True)
+        if https and isinstance(cause, ConnectionResetError | ConnectionAbortedError):
+            # A refused TCP connect is ConnectionRefusedError; a reset after the connect was accepted,
+            # before any request byte, can only come from the handshake (a server that offers only
+            # TLS < 1.2 and drops its alert, or refuses our certificate).
+            return tls_refused(None, host=host, address=address, sent_nothing=True)
+        return UpstreamUnreachable(f"cannot connect to {where}: {cause.strerror or cause}",
+                                   failure=Failure.CONNECT, address=address, sent_nothing=True)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # sock_connect, or waiting for a pooled connection
+        return UpstreamUnreachable(f"connecting to {where} timed out", failure=Failure.CONNECT_TIMEOUT,
+                                   address=address, sent_nothing=True)
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError) or (
+            isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError)):
+        # Refused by aiohttp before anything was written: a gateway bug or a bad configured URL.
+        return UpstreamError(f"cannot send the request to {where}: {exc}", failure=Failure.CONNECT,
+                             address=address, sent_nothing=True)
+    tls = ssl_error_in(exc)
+    if tls is not None and is_handshake_refusal(tls):
+        return tls_refused(tls, host=host, address=address, sent_nothing=False)
+    if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError (sock_read) is one
+        return UpstreamAmbiguous(f"no answer from {where} in time", failure=Failure.READ_TIMEOUT, address=address)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        what = "closed the connection before its answer was whole"
+    elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        what = "broke the HTTP exchange"
+    else:  # the connection broke after the request went out, or an error nobody expected: never resend
+        what = "lost the connection awaiting the answer"
+    detail = str(exc) or type(exc).__name__
+    return UpstreamAmbiguous(f"{where} {what}: {detail}", failure=Failure.READ_TIMEOUT, address=address)

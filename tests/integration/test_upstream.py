@@ -19,8 +19,9 @@ import pytest
 import trustme
 
 from gateway.errors import DNSFailure, TLSRefused, UpstreamAmbiguous, UpstreamError, UpstreamUnreachable
+from gateway.upstreams.httpx_transport import http_transport, translate_error
 from gateway.upstreams.resolver import DNSResolver
-from gateway.upstreams.upstream import Upstream, http_transport, translate_error
+from gateway.upstreams.upstream import Upstream
 from policies.outcome import Failure
 from tests.support.dns_server import DNSTestServer, free_udp_port
 from tests.support.servers import ServerThread, async_wait_until, bind_socket
