@@ -69,14 +69,14 @@ class CallbackPoster:
         self._timeout = timeout
 
     async def post(self, item: OutboxItem) -> DeliveryResult:
-        host = httpx.URL(item.path).host
         try:
             response = await self._outbound.post(item.path, headers=item.headers, content=item.body,
                                                  total_timeout=self._timeout)
-        except OutboundRefused as exc:
+        except OutboundRefused as exc:  # an unusable URL or refused addresses: no resend can help
             return FailedPermanently(f"callback host {exc}")
         except UpstreamError as exc:
-            return Retry(f"callback to {host}: {exc}")
+            return Retry(f"callback to {httpx.URL(item.path).host}: {exc}")
+        host = httpx.URL(item.path).host
         status = response.status_code
         if 200 <= status < 300:
             return Delivered(status_code=status, body=response.content[:256])

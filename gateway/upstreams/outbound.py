@@ -3,6 +3,7 @@
 The gateway does not choose these URLs, so every POST goes through `OutboundPoster.post`, the one
 place that applies the outbound rule (`policies.callbacks`, its module docstring states it):
 
+    parse the URL as httpx will send it      it cannot: OutboundRefused, nothing connected
     resolve the URL's host afresh            gateway.upstreams.resolver (a literal address is its own answer)
     keep the addresses the rule allows       none left: OutboundRefused, nothing connected
     pin the request to the first of them     URL names the address; Host, SNI and the certificate
@@ -20,6 +21,7 @@ receiver that drips its answer would hold the outbox slot for as long as it like
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -45,10 +47,14 @@ class OutboundPoster:
                    total_timeout: float) -> httpx.Response:
         """POST `content` to `url` within `total_timeout` seconds in total; the answer's body is bounded.
 
-        Raises OutboundRefused when the host resolves only to refused addresses (resending cannot
-        help), UpstreamError for DNS, connect, TLS and timeout failures (resending may).
+        Raises OutboundRefused when the URL cannot be called or its host resolves only to refused
+        addresses (resending cannot help), UpstreamError for DNS, connect, TLS and timeout failures
+        (resending may).
         """
-        target = httpx.URL(url)
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL as exc:  # one the callback rule let through (an IDNA host httpx refuses)
+            raise OutboundRefused(f"{urlsplit(url).hostname or 'the URL'} cannot be called: {exc}") from exc
         host = target.host
         answer = [host] if is_address(host) else await self._resolver.resolve(host)
         allowed = self.policy.allowed_addresses(answer)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.core.outbox import Delivered, Retry
+from gateway.core.outbox import Delivered, FailedPermanently, Retry
 from gateway.delivery.callbacks import CallbackPoster
 from gateway.store import OutboxItem
 from gateway.upstreams.resolver import DNSResolver
@@ -168,3 +168,12 @@ async def test_a_receiver_dripping_its_answer_is_cut_at_the_total_timeout(
                                message="the receiver to see the gateway hang up")
     assert isinstance(result, Retry) and "within 1s" in result.error
     assert elapsed < 1.8, f"the POST held its slot for {elapsed:.1f}s with a 1 s timeout"
+
+
+async def test_a_callback_url_the_rule_accepts_but_httpx_cannot_call_fails_for_good(
+        poster: Callable[..., CallbackPoster]) -> None:
+    url = "http://ex\u00e4mple..test/cb"  # an empty IDNA label: urlsplit reads it, httpx refuses it
+    built = poster()
+    assert built.policy.check_callback_url(url) == "ex\u00e4mple..test"
+    result = await built.post(callback(url))
+    assert isinstance(result, FailedPermanently) and "cannot be called" in result.reason
