@@ -1,88 +1,89 @@
-"""The gateway's exceptions: one tree, drawn once. Each line says where the error is raised -> who answers it.
+"""The gateway's exceptions: one tree, drawn once. Under each class: where it is raised -> who answers it.
 
     GatewayError                      every error the gateway raises on purpose
     ├── ConfigError                   the configuration is invalid; `.problems` lists `key: why`
     │                                 gateway.config, store.sqlite_path -> cli prints each problem, exits 2
     ├── PemError (ValueError)         a PEM that is not an RSA key or certificate
     │                                 protocols.rsa_challenge -> gateway.config adds it to a ConfigError
-    ├── UpstreamError                 a call to an upstream got no HTTP answer; `.failure` is the Failure it
-    │   │                             means, `.address` the address tried, `.sent_nothing` whether no request
-    │   │                             byte was written (the request may try the next answered address)
+    ├── UpstreamError                 a call to an upstream got no HTTP answer: `.failure` is the Failure it
+    │   │                             means, `.address` the address tried, `.sent_nothing` true when no
+    │   │                             request byte was written (the call may try the next answered address)
     │   │                             upstreams.transport, upstreams.httpx_transport, upstreams.upstream
-    │   │                             -> core.loop (an account failure: fail over or not by `.failure`);
-    │   │                             delivery (retry), upstreams.documents (keep the last copy)
-    │   │                             As itself: a request that cannot be encoded (Failure.CONNECT)
-    │   ├── UpstreamUnreachable       the upstream never got the call: refused, unreachable, connect or
-    │   │   │                         pool timeout (Failure.CONNECT, CONNECT_TIMEOUT): safe to fail over
-    │   │   │                         also upstreams.sessions (no free SOAP session in time)
-    │   │   ├── DNSFailure            the name did not resolve (Failure.DNS)
-    │   │   │                         upstreams.resolver (dnspython translated there)
-    │   │   └── TLSRefused            the handshake failed: protocol floor, certificate, name (Failure.TLS)
-    │   │                             upstreams.tls_refusals, for both transports
-    │   ├── UpstreamAmbiguous         the request left, the answer did not come back whole: read timeout,
-    │   │                             reset or close mid-answer, unreadable answer (Failure.READ_TIMEOUT);
-    │   │                             a resend might duplicate the call
+    │   │                             -> core.loop makes it Outcome.account_failure(.failure); health probes,
+    │   │                             edge.soap.fetch_document (next account), delivery (retry the item)
+    │   │                             As itself: a request no client will encode (Failure.CONNECT)
+    │   ├── UpstreamUnreachable       the upstream never got the call: refused, unreachable, connect or pool
+    │   │   │                         timeout (CONNECT, CONNECT_TIMEOUT): safe to fail over; also raised by
+    │   │   │                         upstreams.sessions (no free SOAP session in time)
+    │   │   ├── DNSFailure            the name did not resolve (DNS)      upstreams.resolver
+    │   │   └── TLSRefused            the handshake failed: protocol floor, certificate, name (TLS)
+    │   │                             upstreams.tls_refusals, for either inner transport
+    │   ├── UpstreamAmbiguous         the request left and no whole answer came back: read timeout, close
+    │   │                             or reset mid-answer, an undecodable answer (READ_TIMEOUT); a resend
+    │   │                             might duplicate the call
     │   └── LoginRefused              the account's upstream login was refused or unreadable (UNAVAILABLE)
     │       │                         protocols.responsys_rest/soap (`login_failure`), upstreams.sessions
-    │       │                         -> core.loop (next account)
+    │       │                         -> core.loop (the next account)
     │       └── LoginThrottled        the login itself was throttled: wait `.retry_after`, do not fail over
-    │                                 -> core.loop (a throttled Outcome)
-    ├── OutboundRefused               a URL an app or customer chose is unusable or leads only to refused
-    │                                 addresses; nothing was sent      upstreams.outbound
+    │                                 -> core.loop makes it Outcome.throttled
+    ├── OutboundRefused               a URL an app or customer chose cannot be called, or leads only to
+    │                                 refused addresses; nothing was sent       upstreams.outbound
     │                                 -> delivery.callbacks (fails for good), reporting.poster (backlog waits)
-    ├── StoreError                    the store could not do what was asked (down, busy, closed, refused)
-    │   │                             store.sqlite, store.postgres (sqlite3, aiosqlite, asyncpg and OS errors
-    │   │                             translated at each backend's `_translated`, once)
-    │   │                             -> edge routes answer 503 in their shape; workers retry next round
+    ├── StoreError                    the store could not do what was asked: down, busy, closed, refused
+    │   │                             store.sqlite, store.postgres -> edge routes answer 503 or a fault in
+    │   │                             their shape; cli prints it (exit 1); workers retry next round
     │   ├── ItemNotFound              no outbox item has that id (dropped, purged, never enqueued)
-    │   │                             -> core.outbox (the item is gone: nothing to finish)
+    │   │                             -> core.outbox (nothing left to finish)
     │   └── LeaseLost                 the caller's lease expired and another worker holds the item
     │                                 -> core.outbox (the other worker finishes it)
-    └── RequestError                  the app's request is refused: answered in the surface's own shape
+    └── RequestError                  the app's request is refused, answered in its surface's own shape
         │                             (REST JSON error, SOAP client fault, mtMessageResponse, portal page),
         │                             never a 500; nothing was sent upstream for it
-        ├── BodyRefused               the body was not read whole on purpose; `.status` 400
+        ├── BodyRefused               the body was not read whole, on purpose; `.status` 400
         │   │                         edge.bodies.read_body -> edge.app's handler (edge.refusals.refusal)
         │   ├── BodyTooLarge          over the route's limit; 413
         │   └── BodyTooSlow           not all there in time; 408
         ├── UnsafeTarget (ValueError) the raw request target could leave the API it names
-        │                             edge.targets -> edge.refusals.TargetGuard, edge.rest (400)
-        ├── BadInput (ValueError)     a value the gateway will not use (JSON, number, header, key, filter)
+        │                             edge.targets -> edge.refusals.TargetGuard, edge.rest, edge.soap (400)
+        ├── BadInput (ValueError)     a value the gateway will not use: JSON, number, header, key, filter
         │                             edge.inputs, edge.correlation, core.idempotency.key_of
-        │                             -> edge.rest/soap/admin (400), edge.portal (as BadFilter)
+        │                             -> edge.rest, edge.soap, edge.admin (400), edge.portal (as BadFilter)
         ├── KeyReused                 an Idempotency-Key reused for a different request
-        │                             core.idempotency (through runtime.handle) -> REST 422, SOAP client fault
+        │                             core.idempotency, through runtime.handle -> REST 422, SOAP client fault
         ├── CertificateRefused        an app's certificate login refused; `.code` is the vendor's
-        │                             edge.app_certificates -> edge.rest (400/401), edge.soap (fault)
-        ├── TooManyFailedLogins       too many failed logins from a source; `.retry_after`
-        │                             edge.clients -> edge.rest/soap/sms_api/portal (429 or the vendor's
-        │                             API_LIMIT_EXCEEDED, with Retry-After)
+        │                             edge.app_certificates -> edge.rest (400/401), edge.soap (a fault)
+        ├── TooManyFailedLogins       too many failed logins from one source; `.retry_after`
+        │                             edge.clients -> edge.rest, soap, sms_api, portal: 429 or the vendor's
+        │                             API_LIMIT_EXCEEDED, with Retry-After
         ├── BadEnvelope (ValueError)  XML that is not a SOAP envelope the gateway reads (lxml's errors are
         │                             translated in protocols.responsys_soap.parse_xml, the one parser)
         │                             -> edge.soap (400 client fault); protocols.sms rereads it as BadMessage;
-        │                             an upstream's unreadable answer is classified, never rendered
-        ├── BadMessage (ValueError)   not a readable mtMessage / receipt (app) or answer (aggregator)
-        │                             protocols.sms -> edge.sms_api (400); delivery.sender classifies it
-        ├── InvalidMessage (ValueError) an mtMessage that breaks a rule of this gateway
+        │                             an upstream's unreadable answer is classified by its adapter instead
+        ├── BadMessage (ValueError)   not a readable mtMessage or receipt (app), or answer (aggregator)
+        │                             protocols.sms -> edge.sms_api (400); delivery.sender (no message id)
+        ├── InvalidMessage (ValueError) an mtMessage that breaks one of this gateway's rules
         │                             delivery.service.submit -> edge.sms_api (400)
         └── ReceiptRefused            a receipt URL the gateway never handed out
                                       delivery.service.take_receipt -> edge.sms_api (404)
 
 Foreign exceptions are translated once, where the library is called, and chained (`raise ... from`):
 
-    aiohttp, asyncio, ssl, socket     upstreams.transport._translated (the default inner transport)
-    httpx, httpcore                   upstreams.httpx_transport (the optional inner transport);
-                                      httpx's own answer decoding in upstreams.upstream.Upstream
-    httpx.InvalidURL                  upstreams.outbound (a URL someone else chose) -> OutboundRefused
-    dnspython                         upstreams.resolver -> DNSFailure
-    sqlite3, aiosqlite, OSError       store.sqlite._translated and SQLiteStore.open -> StoreError
-    asyncpg, OSError, TimeoutError    store.postgres._translated and PostgresStore.open -> StoreError
-    lxml                              protocols.responsys_soap.parse_xml -> BadEnvelope
-    cryptography                      protocols.rsa_challenge -> PemError
-    policies.callbacks.CallbackRefused  delivery.service (policies import nothing of the gateway)
-                                      -> InvalidMessage
+    aiohttp, asyncio, ssl, socket    upstreams.transport._translated (the default inner transport)
+    httpx, httpcore                  upstreams.httpx_transport (the optional inner transport); httpx's
+                                     Response decoding an answer: upstreams.upstream (UpstreamAmbiguous)
+    httpx.InvalidURL                 upstreams.outbound, for URLs someone else chose -> OutboundRefused
+    dnspython                        upstreams.resolver -> DNSFailure
+    sqlite3 (through aiosqlite), OS  store.sqlite: _translated, _driver_errors at open -> StoreError
+    asyncpg, OS, TimeoutError        store.postgres: _translated, and at open (messages scrubbed of the
+                                     URL's password) -> StoreError
+    lxml                             protocols.responsys_soap.parse_xml -> BadEnvelope
+    cryptography                     protocols.rsa_challenge -> PemError
+    policies.callbacks's CallbackRefused (policies import nothing of the gateway)
+                                     delivery.service.submit -> InvalidMessage
 
-Callers branch on these classes and on `.failure` (data), never on a library's exception types.
+Callers branch on these classes and on `.failure` (data), never on a library's exception types. The
+classes live here, not beside their raisers, so core and protocols raise BadInput or BadEnvelope without
+importing the edge, and so a test can hold this drawing to the code (tests/unit/test_errors.py).
 """
 
 from __future__ import annotations
