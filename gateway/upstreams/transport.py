@@ -166,28 +166,13 @@ def _translated(request: httpx.Request) -> Iterator[None]:
 
 def _gateway_error(exc: Exception, *, host: str, address: str, https: bool) -> UpstreamError:
     """The gateway error `exc` means, most specific class first."""
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return _opening_error(exc, host=host, address=address, https=https)
     where = upstream_name(host, address)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return DNSFailure(f"{host} did not resolve: {exc.os_error}", address=address, sent_nothing=True)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return tls_refused(ssl_error_in(exc.certificate_error), host=host, address=address, sent_nothing=True)
-    if isinstance(exc, aiohttp.ClientConnectorError):  # opening the connection: TCP connect or TLS handshake
-        cause = exc.os_error
-        if isinstance(cause, ssl.SSLError):
-            return tls_refused(cause, host=host, address=address, sent_nothing=True)
-        if https and isinstance(cause, ConnectionResetError | ConnectionAbortedError):
-            # A refused TCP connect is ConnectionRefusedError; a reset after the connect was accepted,
-            # before any request byte, can only come from the handshake (a server that offers only
-            # TLS < 1.2 and drops its alert, or refuses our certificate).
-            return tls_refused(None, host=host, address=address, sent_nothing=True)
-        return UpstreamUnreachable(f"cannot connect to {where}: {cause.strerror or cause}",
-                                   failure=Failure.CONNECT, address=address, sent_nothing=True)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # sock_connect, or waiting for a pooled connection
-        return UpstreamUnreachable(f"connecting to {where} timed out", failure=Failure.CONNECT_TIMEOUT,
-                                   address=address, sent_nothing=True)
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError) or (
             isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError)):
-        # Refused by aiohttp before anything was written: a gateway bug or a bad configured URL.
+        # Refused by aiohttp before anything was written (a header it will not encode, a scheme it does
+        # not speak): a gateway bug or a bad configured URL.
         return UpstreamError(f"cannot send the request to {where}: {exc}", failure=Failure.CONNECT,
                              address=address, sent_nothing=True)
     tls = ssl_error_in(exc)
@@ -203,3 +188,26 @@ def _gateway_error(exc: Exception, *, host: str, address: str, https: bool) -> U
         what = "lost the connection awaiting the answer"
     detail = str(exc) or type(exc).__name__
     return UpstreamAmbiguous(f"{where} {what}: {detail}", failure=Failure.READ_TIMEOUT, address=address)
+
+
+def _opening_error(exc: aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError, *, host: str,
+                   address: str, https: bool) -> UpstreamError:
+    """An error opening the connection (TCP connect, TLS handshake, a pooled connection): nothing was sent."""
+    where = upstream_name(host, address)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # sock_connect, or waiting for a pooled connection
+        return UpstreamUnreachable(f"connecting to {where} timed out", failure=Failure.CONNECT_TIMEOUT,
+                                   address=address, sent_nothing=True)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):  # only for a request not pinned to an address
+        return DNSFailure(f"{host} did not resolve: {exc.os_error}", address=address, sent_nothing=True)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return tls_refused(ssl_error_in(exc.certificate_error), host=host, address=address, sent_nothing=True)
+    cause = exc.os_error
+    if isinstance(cause, ssl.SSLError):  # ClientConnectorSSLError: a protocol or handshake alert
+        return tls_refused(cause, host=host, address=address, sent_nothing=True)
+    if https and isinstance(cause, ConnectionResetError | ConnectionAbortedError):
+        # A refused TCP connect is ConnectionRefusedError; a reset after the connect was accepted,
+        # before any request byte, can only come from the handshake (a server that offers only
+        # TLS < 1.2 and drops its alert, or refuses our certificate).
+        return tls_refused(None, host=host, address=address, sent_nothing=True)
+    return UpstreamUnreachable(f"cannot connect to {where}: {cause.strerror or cause}", failure=Failure.CONNECT,
+                               address=address, sent_nothing=True)
