@@ -52,7 +52,7 @@ _ERROR_MAP: dict[type[BaseException], _Mapping] = {
     httpx.ReadError: (UpstreamAmbiguous, Failure.READ_TIMEOUT, "connection to {where} lost awaiting answer"),
     httpx.WriteError: (UpstreamAmbiguous, Failure.READ_TIMEOUT, "connection to {where} lost while sending"),
     # Includes "server disconnected without sending a response" on a reused keep-alive connection:
-    # the server may have read the request before closing.
+    # RFC 9110 §9.2.2 lets a client resend only idempotent requests there, so it stays ambiguous.
     httpx.RemoteProtocolError: (UpstreamAmbiguous, Failure.READ_TIMEOUT, "{where} broke the HTTP exchange"),
     httpx.DecodingError: (UpstreamAmbiguous, Failure.READ_TIMEOUT, "answer from {where} is undecodable"),
     # Refused locally before anything was written: a gateway bug or a bad configured URL.

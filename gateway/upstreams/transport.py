@@ -180,8 +180,8 @@ def _gateway_error(exc: Exception, *, host: str, address: str, https: bool) -> U
         return tls_refused(tls, host=host, address=address, sent_nothing=False)
     if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError (sock_read) is one
         return UpstreamAmbiguous(f"no answer from {where} in time", failure=Failure.READ_TIMEOUT, address=address)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        what = "closed the connection before its answer was whole"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):  # also on a reused keep-alive connection: RFC 9110
+        what = "closed the connection before its answer was whole"  # §9.2.2 allows no resend of a POST there
     elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
         what = "broke the HTTP exchange"
     else:  # the connection broke after the request went out, or an error nobody expected: never resend
