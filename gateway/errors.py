@@ -66,7 +66,8 @@
         └── ReceiptRefused            a receipt URL the gateway never handed out
                                       delivery.service.take_receipt -> edge.sms_api (404)
 
-Foreign exceptions are translated once, where the library is called, and chained (`raise ... from`):
+Foreign exceptions are translated once, where the library is called, most chained to the original
+(`raise ... from exc`; never where the original may quote a secret, as a store URL's password):
 
     aiohttp, asyncio, ssl, socket    upstreams.transport._translated (the default inner transport)
     httpx, httpcore                  upstreams.httpx_transport (the optional inner transport); httpx's
