@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.protocols.xml import parse_untrusted
 from gateway_tools.drill.env import GatewayThread, bind_loopback
 from gateway_tools.simulator.sms import SimulatedSmsAggregator
 
@@ -52,7 +53,7 @@ class CallbackServer:
     thread: GatewayThread | None = None
 
     async def _take(self, request: Request) -> Response:
-        root = etree.fromstring(await request.body(), etree.XMLParser(resolve_entities=False, no_network=True))
+        root = parse_untrusted(await request.body())
         status = root.find("status")
         callback = Callback(message_id=root.get("messageId", ""), fwd_to=root.get("fwdToMessageId"),
                             fwd_from=root.get("fwdFromMessageId"),

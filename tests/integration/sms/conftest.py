@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.protocols.xml import parse_untrusted
 from gateway_tools.simulator.server import SimulatedAccount
 from gateway_tools.simulator.sms import SimulatedSmsAggregator
 from tests.integration.gateway.conftest import _merge, start_account
@@ -49,7 +50,7 @@ class Posted:
 
     @property
     def xml(self) -> etree._Element:
-        return etree.fromstring(self.body)
+        return parse_untrusted(self.body)
 
 
 class CallbackReceiver:
