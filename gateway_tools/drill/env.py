@@ -5,18 +5,15 @@ Nothing here is test code: the drill ships with the product, so it cannot lean o
   for a day) and writes them as PEM files; `tls_available()` says whether the package is importable.
 - `LoopbackDNS` answers A queries for the names it is told, from dnspython messages on a UDP socket
   of this event loop, with a long TTL (the gateway must ask again on every request anyway).
-- `GatewayThread` runs the gateway app under uvicorn on its own event loop in a thread, so the drill's
-  clients never share a loop with the code they measure.
+- `drill_server` runs the gateway app under uvicorn on its own event loop in a thread (the harness's
+  `ServerThread`), so the drill's clients never share a loop with the code they measure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import socket
-import threading
-import time
 import typing
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
-import uvicorn
+
+from gateway_tools.harness import ServerThread
 
 DNS_TTL = 3600
 _START_TIMEOUT = 15.0
@@ -165,55 +163,6 @@ class LoopbackDNS:
             self._transport = None
 
 
-def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(256)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class GatewayThread:
-    """The gateway app under uvicorn on a pre-bound loopback socket, on its own loop in a thread."""
-
-    def __init__(self, app: Any, sock: socket.socket) -> None:
-        self.app = app
-        self._sock = sock
-        self.port = int(sock.getsockname()[1])
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=3, server_header=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name=f"drill-gateway-{self.port}", daemon=True)
-        self._failure: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        try:
-            # Off the main thread uvicorn installs no signal handlers: Ctrl-C stays the drill's.
-            asyncio.run(self._server.serve(sockets=[self._sock]))
-        except BaseException as exc:  # reported to start(); a thread has nowhere else to put it
-            self._failure = exc
-
-    async def start(self) -> GatewayThread:
-        self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        if not self._server.started:
-            self.stop()
-            raise RuntimeError("the gateway failed to start") from self._failure
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=15)
-        with contextlib.suppress(OSError):
-            self._sock.close()
+def drill_server(app: Any, sock: socket.socket) -> ServerThread:
+    """`app` (the gateway, or the app's PIN receiver) under uvicorn on `sock`, on its own loop in a thread."""
+    return ServerThread(app, sock=sock, name="drill", lifespan="on", timeout_graceful_shutdown=3, server_header=False)

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import httpx
 
 from gateway_tools.simulator.server import run_simulator
 from tests.integration.simulator.conftest import rest_login
-from tests.support.servers import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.servers import free_port, wait_until
 
 
 def _answers(url: str) -> bool:
@@ -35,7 +28,7 @@ def _refuses(url: str) -> bool:
 
 
 def test_run_simulator_serves_the_account_and_its_control_api(http: httpx.Client) -> None:
-    port, control_port = _free_port(), _free_port()
+    port, control_port = free_port(), free_port()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
