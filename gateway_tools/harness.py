@@ -3,8 +3,9 @@
     free_port()     a port free right now, for a child process that must be told its port before it binds
     bind_socket()   a listening TCP socket on an address (port 0: ephemeral), closed again if binding fails
     Listener        uvicorn serving one app on the running loop; `stop()`, then `start()` again on the same port
-    ServerThread    a Listener on its own event loop in a daemon thread, so the caller's loop (or a test
-                    with none) never shares a loop with the code it measures
+    LoopThread      a coroutine serving on its own event loop in a daemon thread, so the caller's loop (or
+                    a test with none) never shares a loop with the code it measures
+    ServerThread    a Listener in a LoopThread
 
 uvicorn's own signal handling stays off unless asked for (the owner decides when a server stops), and
 so does its log configuration (`log_config=None` by default: it would replace the host process's
@@ -18,12 +19,12 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Self
 
 import uvicorn
 
-__all__ = ["Listener", "ServerThread", "bind_socket", "free_port"]
+__all__ = ["Listener", "LoopThread", "ServerThread", "bind_socket", "free_port"]
 
 START_TIMEOUT = 15.0
 # What every harness server shares unless the caller says otherwise: no per-request access lines, and
@@ -177,8 +178,71 @@ async def _outcome(task: asyncio.Task[None]) -> BaseException | None:
     return None
 
 
+class LoopThread:
+    """`main(ready)` on a new event loop in a daemon thread: how a server runs beside a caller's loop.
+
+    `main` calls `ready()` once it serves, then runs until its owner tells it to stop (by its own means:
+    an event set through `call_soon`, a flag). What `main` raises before `ready()` is the cause of the
+    RuntimeError `start()` raises. Use each instance once.
+    """
+
+    def __init__(self, main: Callable[[Callable[[], None]], Awaitable[None]], *, name: str) -> None:
+        self._main = main
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._serving = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self, *, timeout: float = START_TIMEOUT) -> None:
+        """Start the thread; return once `main` is ready, or raise RuntimeError."""
+        self._thread.start()
+        self._ready.wait(timeout)
+        self._check_started()
+
+    async def start_async(self) -> None:
+        """`start()` without blocking the caller's loop (which may have to answer `main` meanwhile)."""
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait, START_TIMEOUT)
+        self._check_started()
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run `callback` on the thread's loop soon; nothing once that loop has closed."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
+
+    def join(self, timeout: float = START_TIMEOUT) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._enter())
+        except BaseException as exc:  # reported by start(); a thread has nowhere else to put it
+            self._failure = exc
+        finally:
+            self._ready.set()  # also when it failed or ended: start() must not wait out its timeout
+
+    async def _enter(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self._main(self._mark_ready)
+
+    def _mark_ready(self) -> None:
+        self._serving = True
+        self._ready.set()
+
+    def _check_started(self) -> None:
+        if not self._serving or self._failure is not None:
+            raise RuntimeError(f"{self._thread.name} failed to start") from self._failure
+
+
 class ServerThread:
-    """A `Listener` on its own event loop in a daemon thread; takes the Listener's arguments.
+    """A `Listener` on its own event loop in a daemon thread (a `LoopThread`); takes the Listener's arguments.
 
     Binds at once (the port is known before `start()`, e.g. for the app's public URL). `start()` waits
     for readiness blocking; `start_async()` waits without blocking the caller's loop (which may have to
@@ -192,9 +256,7 @@ class ServerThread:
         self.app = app
         self.host = host
         self.port = self.listener.port
-        self._serving = threading.Event()
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"{name}-{self.port}", daemon=True)
+        self._runner = LoopThread(self._serve, name=f"{name}-{self.port}")
 
     @property
     def server(self) -> uvicorn.Server:
@@ -209,43 +271,34 @@ class ServerThread:
     def url(self) -> str:
         return self.listener.url
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported by start(); a thread has nowhere else to put it
-            self._failure = exc
-        finally:
-            self._serving.set()  # also when it failed or ended: start() must not wait out its timeout
-
-    async def _serve(self) -> None:
+    async def _serve(self, ready: Callable[[], None]) -> None:
         await self.listener.start()
-        self._serving.set()
+        ready()
         await self.listener.wait_closed()  # until stop() sets should_exit from the caller's thread
 
-    def start(self, *, timeout: float = START_TIMEOUT) -> Self:
-        self._thread.start()
-        self._serving.wait(timeout)
-        return self._started()
+    def start(self) -> Self:
+        try:
+            self._runner.start()
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     async def start_async(self) -> Self:
-        self._thread.start()
-        await asyncio.to_thread(self._serving.wait, START_TIMEOUT)
-        return self._started()
-
-    def _started(self) -> Self:
-        if not self.listener.running:
+        try:
+            await self._runner.start_async()
+        except RuntimeError:
             self.stop()
-            raise RuntimeError(f"server on {self.url} failed to start") from self._failure
+            raise
         return self
 
     def stop(self, *, timeout: float = START_TIMEOUT) -> None:
         server = self.listener.server
         if server is not None:
             server.should_exit = True  # uvicorn's main loop looks at it every 0.1 s
-        if self._thread.is_alive():
-            self._thread.join(timeout=timeout)
+        self._runner.join(timeout)
         sock = self.listener.sock
-        if sock is not None and not self._thread.is_alive():  # never started, or stopped before it served
+        if sock is not None and not self._runner.alive:  # never started, or stopped before it served
             sock.close()
 
     def __enter__(self) -> Self:

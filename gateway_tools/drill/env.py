@@ -1,35 +1,21 @@
-"""The drill's deployment pieces on loopback: a throwaway CA, a DNS responder, the gateway in a thread.
+"""The drill's deployment pieces on loopback: a throwaway CA and the gateway in a thread.
 
 Nothing here is test code: the drill ships with the product, so it cannot lean on trustme or dnslib.
 - `ThrowawayCA` issues a CA and one server certificate with the `cryptography` package (EC P-256, valid
   for a day) and writes them as PEM files; `tls_available()` says whether the package is importable.
-- `LoopbackDNS` answers A queries for the names it is told, from dnspython messages on a UDP socket
-  of this event loop, with a long TTL (the gateway must ask again on every request anyway).
+- the DNS responder is `gateway_tools.loopback_dns.LoopbackDNS` (dnspython), shared with the tests.
 - `drill_server` runs the gateway app under uvicorn on its own event loop in a thread (the harness's
   `ServerThread`), so the drill's clients never share a loop with the code they measure.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import socket
-import typing
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
-
 from gateway_tools.harness import ServerThread
-
-DNS_TTL = 3600
-_START_TIMEOUT = 15.0
 
 
 def tls_available() -> bool:
@@ -93,74 +79,6 @@ class ThrowawayCA:
         key.touch(mode=0o600)
         key.write_bytes(self.key_pem)
         return str(ca), str(cert), str(key)
-
-
-class _DNSProtocol(asyncio.DatagramProtocol):
-    def __init__(self, zone: dict[str, list[str]]) -> None:
-        self._zone = zone
-        self._transport: asyncio.DatagramTransport | None = None
-        self.queries = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = typing.cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            query = dns.message.from_wire(data)
-        except dns.exception.DNSException:
-            return  # not DNS: a real server drops it too
-        if self._transport is not None:
-            self._transport.sendto(self._answer(query).to_wire(), addr)
-
-    def _answer(self, query: dns.message.Message) -> dns.message.Message:
-        self.queries += 1
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        for question in query.question:
-            name = question.name.to_text(omit_final_dot=True).lower()
-            addresses = self._zone.get(name)
-            if addresses is None:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.A:
-                response.answer.append(dns.rrset.from_text_list(
-                    question.name, DNS_TTL, dns.rdataclass.IN, dns.rdatatype.A, addresses))
-            # other types of a known name: NOERROR with no answer (the name exists, the type does not)
-        return response
-
-
-class LoopbackDNS:
-    """A UDP DNS responder on 127.0.0.1 (ephemeral port) for the names `set` gives it.
-
-    `set` takes effect for the next query: the gateway resolves per request, so a changed answer is
-    the next request's address. Unknown names answer NXDOMAIN.
-    """
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
-        self._zone: dict[str, list[str]] = {}
-        self._transport: asyncio.DatagramTransport | None = None
-        self._protocol: _DNSProtocol | None = None
-
-    def set(self, name: str, addresses: list[str]) -> None:
-        self._zone[name.lower().rstrip(".")] = list(addresses)
-
-    @property
-    def queries(self) -> int:
-        return self._protocol.queries if self._protocol is not None else 0
-
-    async def start(self) -> LoopbackDNS:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _DNSProtocol(self._zone), local_addr=(self.host, 0), family=socket.AF_INET)
-        self._transport, self._protocol = transport, protocol
-        self.port = int(transport.get_extra_info("sockname")[1])
-        return self
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
 
 
 def drill_server(app: Any, sock: socket.socket) -> ServerThread:

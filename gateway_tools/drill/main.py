@@ -38,12 +38,13 @@ import httpx
 from gateway.config import parse_config
 from gateway.edge.app import build_app
 from gateway.telemetry.logs import JsonFormatter
-from gateway_tools.drill.env import LoopbackDNS, ThrowawayCA, drill_server, tls_available
+from gateway_tools.drill.env import ThrowawayCA, drill_server, tls_available
 from gateway_tools.drill.load import AppClient, SendRecord
 from gateway_tools.drill.report import Snapshot, explain, render, tally
 from gateway_tools.drill.sms import SMS_ADDRESS, SMS_NAME, SmsSetup, run_pins, sms_listeners
 from gateway_tools.drill.sms import gateway_config as sms_config
 from gateway_tools.harness import ServerThread, bind_socket
+from gateway_tools.loopback_dns import LoopbackDNS
 from gateway_tools.simulator.server import SimulatedAccount
 from policies.tls import server_context
 
@@ -164,8 +165,8 @@ async def deploy(data_dir: Path, scale: float) -> AsyncIterator[Deployment]:
         failover = await _start_account(stack, name="failover", user_name="api_failover",
                                         password=passwords["failover"], host=FAILOVER_ADDRESS, secondary=True,
                                         ssl_context=listener_tls)
-        dns = await LoopbackDNS().start()
-        stack.callback(dns.close)
+        dns = await asyncio.to_thread(LoopbackDNS().start)
+        stack.callback(dns.stop)
         dns.set(PRIMARY_NAME, [PRIMARY_ADDRESS])
         dns.set(FAILOVER_NAME, [FAILOVER_ADDRESS])
         sms = await stack.enter_async_context(sms_listeners(password=passwords["sms"], ssl_context=listener_tls))

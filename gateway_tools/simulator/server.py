@@ -18,7 +18,6 @@ import contextlib
 import logging
 import signal
 import ssl
-import threading
 import time
 import warnings
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
-from gateway_tools.harness import Listener
+from gateway_tools.harness import START_TIMEOUT, Listener, LoopThread
 from gateway_tools.simulator.control import build_control_app
 from gateway_tools.simulator.faults import FaultGate
 from gateway_tools.simulator.rest import build_rest_routes
@@ -40,7 +39,6 @@ T = TypeVar("T")
 
 _TLS_VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2,
                  "1.3": ssl.TLSVersion.TLSv1_3}
-_START_TIMEOUT = 15.0
 
 
 def build_api_app(state: AccountState) -> ASGIApp:
@@ -104,9 +102,7 @@ class SimulatedAccount:
         self._control = _listener(self.control_app, host=host, port=control_port, ssl_context=None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
+        self._thread: LoopThread | None = None
 
     # --- addresses -------------------------------------------------------------------------------
 
@@ -138,8 +134,11 @@ class SimulatedAccount:
 
     # --- async lifecycle (on the account's own loop) -------------------------------------------------
 
-    async def serve_forever(self) -> None:
-        """Open both listeners and serve until `request_stop()`; always closes them on the way out."""
+    async def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
+        """Open both listeners and serve until `request_stop()`; always closes them on the way out.
+
+        `ready`, when given, is called once both listeners accept connections.
+        """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
@@ -147,7 +146,8 @@ class SimulatedAccount:
             await self._api.start()
             logger.info("simulated account %s: API %s, control %s, user %s%s", self.name, self.url,
                         self.control_url, self.state.user_name, " (secondary)" if self.state.secondary else "")
-            self._ready.set()
+            if ready is not None:
+                ready()
             await self._stop.wait()
         finally:
             await asyncio.gather(self._api.stop(), self._control.stop())
@@ -175,23 +175,14 @@ class SimulatedAccount:
 
     def start(self) -> SimulatedAccount:
         """Serve on a background thread; returns once both listeners accept connections."""
-        self._thread = threading.Thread(target=self._run_thread, name=f"simulator-{self.name}", daemon=True)
+        self._thread = LoopThread(self.serve_forever, name=f"simulated account {self.name}")
         self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT) or self._failure is not None:
-            raise RuntimeError(f"simulated account {self.name} failed to start") from self._failure
         return self
-
-    def _run_thread(self) -> None:
-        try:
-            asyncio.run(self.serve_forever())
-        except BaseException as exc:  # reported to start(); a thread has nowhere else to put it
-            self._failure = exc
-            self._ready.set()
 
     def stop(self) -> None:
         self.request_stop()
         if self._thread is not None:
-            self._thread.join(timeout=15)
+            self._thread.join()
             self._thread = None
 
     def __enter__(self) -> SimulatedAccount:
@@ -254,7 +245,7 @@ class SimulatedAccount:
         if _running_loop() is loop:
             work.close()
             raise RuntimeError("on the simulator's own loop, await change_mode()/reset_async() instead")
-        return asyncio.run_coroutine_threadsafe(work, loop).result(timeout=_START_TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(work, loop).result(timeout=START_TIMEOUT)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

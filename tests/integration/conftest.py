@@ -8,17 +8,17 @@ import trustme
 
 from gateway.upstreams.resolver import DNSResolver
 from gateway.upstreams.upstream import Upstream
+from gateway_tools.loopback_dns import LoopbackDNS
 from policies.tls import client_context
-from tests.support.dns_server import DNSTestServer
 from tests.support.otlp import Receiver
 from tests.support.servers import serve
 from tests.support.tls import ca_bundle_file
 
 
 @pytest.fixture
-def dns_server() -> Iterator[DNSTestServer]:
+def dns_server() -> Iterator[LoopbackDNS]:
     """A real DNS server on 127.0.0.1 (UDP+TCP, ephemeral port) whose answers the test sets."""
-    with DNSTestServer() as server:
+    with LoopbackDNS() as server:
         yield server
 
 
@@ -29,7 +29,7 @@ def test_ca() -> trustme.CA:
 
 
 @pytest.fixture
-async def make_upstream(dns_server: DNSTestServer,
+async def make_upstream(dns_server: LoopbackDNS,
                         test_ca: trustme.CA) -> AsyncIterator[Callable[..., Upstream]]:
     """Build `Upstream`s that resolve through `dns_server` and trust `test_ca`; all closed after the test.
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import trustme
 
+from gateway_tools.loopback_dns import LoopbackDNS
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.dns_server import DNSTestServer
 from tests.support.gateway import GatewayHost
 from tests.support.servers import ServerThread, wait_until
 from tests.support.tls import server_context
@@ -48,7 +48,7 @@ def start_account(ca: trustme.CA, *, name: str, host: str, hostname: str, port: 
 class Deployment(GatewayHost):
     ca_file: str
     store_path: Path
-    dns: DNSTestServer
+    dns: LoopbackDNS
     primary: SimulatedAccount
     failover: SimulatedAccount
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -142,7 +142,7 @@ def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_deployment(test_ca: trustme.CA, dns_server: DNSTestServer, ca_file: str,
+def make_deployment(test_ca: trustme.CA, dns_server: LoopbackDNS, ca_file: str,
                     tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     """Build (and afterwards tear down) a deployment; keyword arguments override gateway config keys."""
     started: list[Deployment] = []

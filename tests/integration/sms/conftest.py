@@ -27,10 +27,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.protocols.xml import parse_untrusted
+from gateway_tools.loopback_dns import LoopbackDNS
 from gateway_tools.simulator.server import SimulatedAccount
 from gateway_tools.simulator.sms import SimulatedSmsAggregator
 from tests.integration.gateway.conftest import _merge, start_account
-from tests.support.dns_server import DNSTestServer
 from tests.support.gateway import GatewayHost
 from tests.support.servers import ServerThread, wait_until
 from tests.support.tls import server_context
@@ -106,7 +106,7 @@ class SmsDeployment(GatewayHost):
     ca: trustme.CA
     ca_file: str
     store_path: Path
-    dns: DNSTestServer
+    dns: LoopbackDNS
     account: SimulatedAccount
     aggregator: SimulatedSmsAggregator
     receiver: CallbackReceiver
@@ -218,7 +218,7 @@ def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_sms(test_ca: trustme.CA, dns_server: DNSTestServer, ca_file: str,
+def make_sms(test_ca: trustme.CA, dns_server: LoopbackDNS, ca_file: str,
              tmp_path: Path) -> Iterator[Callable[..., SmsDeployment]]:
     """Build (and afterwards tear down) an SMS deployment; keyword arguments override gateway config keys."""
     built: list[SmsDeployment] = []
