@@ -19,9 +19,9 @@ from gateway.core.outbox import (
 )
 from gateway.store import OutboxItem, OutboxStatus, Store, open_store
 from policies.backoff import RetryPolicy
-from tests.integration.store.conftest import FakeClock, make_item, wait_for_item
-from tests.support.clock import PinnedRandom
+from tests.support.clock import FakeClock, PinnedRandom
 from tests.support.servers import async_wait_until
+from tests.support.stores import make_item, wait_for_item
 
 Deliver = Callable[[OutboxItem], Awaitable[DeliveryResult]]
 
