@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,14 @@ def dns_server() -> Iterator[LoopbackDNS]:
 def test_ca() -> trustme.CA:
     """The CA behind every test certificate; trusted by `make_upstream` unless told otherwise."""
     return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
+    """`test_ca`'s certificate as a PEM file: the `tls.ca_bundle` of a gateway under test."""
+    path = tmp_path / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return str(path)
 
 
 @pytest.fixture

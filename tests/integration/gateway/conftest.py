@@ -21,9 +21,8 @@ import trustme
 
 from gateway_tools.loopback_dns import LoopbackDNS
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.gateway import GatewayHost
+from tests.support.gateway import GatewayHost, merge_config, start_account
 from tests.support.servers import ServerThread, wait_until
-from tests.support.tls import server_context
 
 APP_USER, APP_PASSWORD = "app", "app-password"
 ADMIN_TOKEN = "admin-token-for-tests-" + "0" * 32  # at least 32 bytes, as check-config requires
@@ -34,14 +33,6 @@ def email_body(address: str) -> bytes:
     recipient = {"emailAddress": address, "listName": {"folderName": "Demo", "objectName": "Contacts"},
                  "emailFormat": "HTML_FORMAT"}
     return json.dumps({"recipientData": [{"recipient": recipient, "optionalData": []}]}).encode()
-
-
-def start_account(ca: trustme.CA, *, name: str, host: str, hostname: str, port: int = 0,
-                  password: str | None = None, **kwargs: Any) -> SimulatedAccount:
-    return SimulatedAccount(
-        name=name, user_name=f"api_{name}", password=password or f"{name}-password", host=host, port=port,
-        ssl_context=kwargs.pop("ssl_context", None) or server_context(ca, hostname), **kwargs,
-    ).start()
 
 
 @dataclass
@@ -81,7 +72,7 @@ class Deployment(GatewayHost):
                  "api_prefix": "/rest/haApi"},
             ],
         }
-        return _merge(base, self.overrides)
+        return merge_config(base, self.overrides)
 
 
 
@@ -122,23 +113,6 @@ class Deployment(GatewayHost):
 
 def delivered_to(account: SimulatedAccount, recipient_part: str) -> int:
     return sum(1 for d in account.deliveries() if recipient_part in d.recipient)
-
-
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-@pytest.fixture
-def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    test_ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from lxml import etree
 
 from gateway_tools.simulator.sms import SimulatedSmsAggregator
-from tests.integration.sms.conftest import CallbackReceiver
 from tests.support.servers import free_port, wait_until
+from tests.support.sms import CallbackReceiver
 
 AUTH = ("api_sms", "sim-password")
 

@@ -28,7 +28,8 @@ from starlette.routing import Route
 from gateway.protocols.xml import parse_untrusted
 from gateway.reporting.poster import SIGNATURE_HEADER, signature
 from gateway.store import NewFailure, open_store
-from tests.integration.sms.conftest import (
+from tests.support.servers import ServerThread, wait_until
+from tests.support.sms import (
     APP_PASSWORD,
     APP_USER,
     LONELY_SHORT_CODE,
@@ -36,7 +37,6 @@ from tests.integration.sms.conftest import (
     SHORT_CODE,
     SmsDeployment,
 )
-from tests.support.servers import ServerThread, wait_until
 
 HOSTILE = 'Carrier said "no" <b>&amp; bye</b>\nline two'
 OTHER_USER, OTHER_PASSWORD = "other-app", "other-password"
