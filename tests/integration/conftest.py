@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import trustme
 
 from gateway.upstreams.resolver import DNSResolver
@@ -12,6 +13,7 @@ from gateway.upstreams.upstream import Upstream
 from gateway_tools.loopback_dns import LoopbackDNS
 from policies.tls import client_context
 from tests.support.otlp import Receiver
+from tests.support.responsys_clients import plain_session
 from tests.support.servers import serve
 from tests.support.tls import ca_bundle_file
 
@@ -21,6 +23,13 @@ def dns_server() -> Iterator[LoopbackDNS]:
     """A real DNS server on 127.0.0.1 (UDP+TCP, ephemeral port) whose answers the test sets."""
     with LoopbackDNS() as server:
         yield server
+
+
+@pytest.fixture
+def http_session() -> Iterator[requests.Session]:
+    """A requests session for SOAP clients (zeep), blind to proxy and CA variables."""
+    with plain_session() as session:
+        yield session
 
 
 @pytest.fixture(scope="session")
