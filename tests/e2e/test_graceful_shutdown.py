@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import answers, free_port, wait_until
 
 
 def test_sigterm_finishes_the_call_in_flight(account: SimulatedAccount, tmp_path: Path) -> None:
@@ -28,13 +28,7 @@ def test_sigterm_finishes_the_call_in_flight(account: SimulatedAccount, tmp_path
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gw.yaml")],
                                stdout=log, stderr=log)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", trust_env=False).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, timeout=20, message="the gateway to listen")
+        wait_until(lambda: answers(f"{base}/healthz"), timeout=20, message="the gateway to listen")
         token = httpx.post(f"{base}/rest/api/v1.3/auth/token", trust_env=False, data={
             "user_name": "app", "password": "pw", "auth_type": "password"}).json()["authToken"]
         account.latency(1500)

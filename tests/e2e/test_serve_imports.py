@@ -19,7 +19,7 @@ import httpx
 import yaml
 
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import answers, free_port, wait_until
 
 TOOLING = ("gateway_tools", "tests", "trustme", "dnslib", "pytest", "zeep", "responsysrest", "playwright",
            "kubernetes_validate", "mypy", "ruff")
@@ -45,13 +45,7 @@ def test_serve_imports_no_tooling(account: SimulatedAccount, tmp_path: Path) -> 
                                     str(tmp_path / "gw.yaml")], stdout=subprocess.DEVNULL, stderr=stderr,
                                    env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
         try:
-            def up() -> bool:
-                try:
-                    return httpx.get(f"{base}/healthz", trust_env=False).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_until(up, timeout=20, message="the gateway to listen")
+            wait_until(lambda: answers(f"{base}/healthz"), timeout=20, message="the gateway to listen")
             token = httpx.post(f"{base}/rest/api/v1.3/auth/token", trust_env=False, data={
                 "user_name": "app", "password": "pw", "auth_type": "password"}).json()["authToken"]
             body = {"recipientData": [{"recipient": {"emailAddress": "a@example.com", "listName": {

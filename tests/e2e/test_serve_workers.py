@@ -12,7 +12,7 @@ import httpx
 import yaml
 
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import answers, free_port, wait_until
 
 
 def test_two_workers_serve_one_port_and_accept_each_others_tokens(account: SimulatedAccount,
@@ -27,13 +27,7 @@ def test_two_workers_serve_one_port_and_accept_each_others_tokens(account: Simul
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gw.yaml"),
                                 "--workers", "2"], stdout=log, stderr=log)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, timeout=20, message="the workers to listen")
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=20, message="the workers to listen")
         workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
                                                   text=True).stdout.split()]
         assert len(workers) == 2

@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from gateway_tools import harness
 from gateway_tools.harness import bind_socket, free_port
 
-__all__ = ["ServerThread", "async_wait_until", "bind_socket", "free_port", "serve", "wait_until"]
+__all__ = ["ServerThread", "answers", "async_wait_until", "bind_socket", "free_port", "serve", "wait_until"]
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.01,
@@ -37,6 +38,14 @@ async def async_wait_until(condition: Callable[[], bool], *, timeout: float = 10
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)
+
+
+def answers(url: str, *, timeout: float = 5.0) -> bool:
+    """True when a GET of `url` answers 200; False while nothing listens there yet (a starting process)."""
+    try:
+        return httpx.get(url, trust_env=False, timeout=timeout).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 # Tests keep uvicorn's own log configuration (its loggers do not propagate to the root logger, so

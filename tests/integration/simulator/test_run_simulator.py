@@ -9,14 +9,7 @@ import httpx
 
 from gateway_tools.simulator.server import run_simulator
 from tests.integration.simulator.conftest import rest_login
-from tests.support.servers import free_port, wait_until
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, trust_env=False, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+from tests.support.servers import answers, free_port, wait_until
 
 
 def _refuses(url: str) -> bool:
@@ -43,7 +36,7 @@ def test_run_simulator_serves_the_account_and_its_control_api(http: httpx.Client
 
     running = asyncio.run_coroutine_threadsafe(simulate(), loop)
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{control_port}/health"), message="the control API")
+        wait_until(lambda: answers(f"http://127.0.0.1:{control_port}/health", timeout=1), message="the control API")
         token = rest_login(http, f"http://127.0.0.1:{port}", user="api_demo", password="demo-password")
         stats = http.get(f"http://127.0.0.1:{control_port}/stats").json()
     finally:
