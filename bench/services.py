@@ -23,7 +23,7 @@ import httpx
 import trustme
 import yaml
 
-from gateway_tools.harness import free_port
+from gateway_tools.harness import free_port, stop_process
 
 SEND_BODY = (b'{"recipientData":[{"recipient":{"emailAddress":"bench@example.com","listName":{"folderName":"F",'
              b'"objectName":"L"},"emailFormat":"HTML_FORMAT"},"optionalData":[]}]}')
@@ -85,12 +85,7 @@ class Stack:
                                    env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
 
         def stop() -> None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop_process(process, grace=10)
             log.close()
 
         self.stack.callback(stop)

@@ -6,6 +6,7 @@
     LoopThread      a coroutine serving on its own event loop in a daemon thread, so the caller's loop (or
                     a test with none) never shares a loop with the code it measures
     ServerThread    a Listener in a LoopThread
+    stop_process()  a child process's end: SIGTERM, a grace period, SIGKILL only past it
 
 uvicorn's own signal handling stays off unless asked for (the owner decides when a server stops), and
 so does its log configuration (`log_config=None` by default: it would replace the host process's
@@ -18,13 +19,14 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Self
 
 import uvicorn
 
-__all__ = ["Listener", "LoopThread", "ServerThread", "bind_socket", "free_port"]
+__all__ = ["Listener", "LoopThread", "ServerThread", "bind_socket", "free_port", "stop_process"]
 
 START_TIMEOUT = 15.0
 # What every harness server shares unless the caller says otherwise: no per-request access lines, and
@@ -38,6 +40,20 @@ def free_port(host: str = "127.0.0.1", *, kind: socket.SocketKind = socket.SOCK_
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def stop_process(process: subprocess.Popen[Any], *, grace: float) -> bool:
+    """SIGTERM `process` and wait `grace` seconds, then SIGKILL it; True when it ended by itself (or had ended)."""
+    if process.poll() is not None:
+        return True
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        return False
+    return True
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0, *, backlog: int = 128) -> socket.socket:

@@ -30,7 +30,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from gateway_tools.harness import free_port
+from gateway_tools.harness import free_port, stop_process
 
 APP_USER, APP_PASSWORD = "chaos-app", "chaos-app-password"
 SEND_PATH = "/rest/api/v1.3/campaigns/chaos/email"
@@ -100,13 +100,8 @@ class GatewayProcess:
         self._close_log()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process, grace=20)
         self._close_log()
 
     def _close_log(self) -> None:

@@ -16,9 +16,10 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from gateway_tools import harness
-from gateway_tools.harness import bind_socket, free_port
+from gateway_tools.harness import bind_socket, free_port, stop_process
 
-__all__ = ["ServerThread", "answers", "async_wait_until", "bind_socket", "free_port", "serve", "wait_until"]
+__all__ = ["ServerThread", "answers", "async_wait_until", "bind_socket", "free_port", "serve", "stop_process",
+           "wait_until"]
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.01,
