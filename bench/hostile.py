@@ -29,8 +29,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from bench.services import Stack, free_port, sigterm_unwinds
+from bench.services import Stack, sigterm_unwinds
 from gateway.config import hash_password
+from gateway_tools.harness import free_port
 
 APP_USER, APP_PASSWORD = "hostile-bench", "the-right-password"
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef0123"  # noqa: S105 - the throwaway gateway's, not a credential

@@ -23,17 +23,13 @@ import httpx
 import trustme
 import yaml
 
+from gateway_tools.harness import free_port, stop_process
+
 SEND_BODY = (b'{"recipientData":[{"recipient":{"emailAddress":"bench@example.com","listName":{"folderName":"F",'
              b'"objectName":"L"},"emailFormat":"HTML_FORMAT"},"optionalData":[]}]}')
 SEND_PATH = "/rest/api/v1.3/campaigns/bench/email"
 UPSTREAM_NAME = "upstream.test"
 APP_USER, APP_PASSWORD = "bench", "bench-password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -89,12 +85,7 @@ class Stack:
                                    env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
 
         def stop() -> None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+            stop_process(process, grace=10)
             log.close()
 
         self.stack.callback(stop)

@@ -55,10 +55,12 @@
         ├── TooManyFailedLogins       too many failed logins from one source; `.retry_after`
         │                             edge.clients -> edge.rest, soap, sms_api, portal: 429 or the vendor's
         │                             API_LIMIT_EXCEEDED, with Retry-After
-        ├── BadEnvelope (ValueError)  XML that is not a SOAP envelope the gateway reads (lxml's errors are
-        │                             translated in protocols.responsys_soap.parse_xml, the one parser)
-        │                             -> edge.soap (400 client fault); protocols.sms rereads it as BadMessage;
-        │                             an upstream's unreadable answer is classified by its adapter instead
+        ├── XmlRefused (ValueError)   bytes the one XML parser refuses: not well-formed, unknown charset, a
+        │                             DOCTYPE (lxml's errors are translated there) protocols.xml.parse_untrusted
+        │                             -> the adapters reread it as BadEnvelope / BadMessage
+        ├── BadEnvelope (ValueError)  XML that is not a SOAP envelope the gateway reads
+        │                             protocols.responsys_soap -> edge.soap (400 client fault); an
+        │                             upstream's unreadable answer is classified by its adapter instead
         ├── BadMessage (ValueError)   not a readable mtMessage or receipt (app), or answer (aggregator)
         │                             protocols.sms -> edge.sms_api (400); delivery.sender (no message id)
         ├── InvalidMessage (ValueError) an mtMessage that breaks one of this gateway's rules
@@ -256,6 +258,10 @@ class TooManyFailedLogins(RequestError):
     @property
     def retry_after_header(self) -> str:
         return str(max(1, round(self.retry_after)))
+
+
+class XmlRefused(RequestError, ValueError):
+    """Bytes `protocols.xml.parse_untrusted` refuses; the message says why, fit for the sender."""
 
 
 class BadEnvelope(RequestError, ValueError):

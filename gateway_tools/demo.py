@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
 from pathlib import Path
-
-import uvicorn
 
 from gateway.config import parse_config
 from gateway.edge.app import build_app
 from gateway.edge.listener import server_config
+from gateway_tools.harness import Listener, bind_socket
 from gateway_tools.simulator.server import SimulatedAccount
 from gateway_tools.simulator.sms import SimulatedSmsAggregator
 
@@ -67,14 +65,9 @@ def _responsys_config(*, port: int, data_dir: Path, primary: SimulatedAccount, f
 _SOAP = "/webservices/services/ResponsysWSService"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def run_demo(*, port: int, data_dir: Path) -> None:
-    port = port or _free_port()
+    sock = bind_socket("127.0.0.1", port)  # bound first: `--port 0` picks the port the banner names
+    port = sock.getsockname()[1]
     passwords = {name: secrets.token_urlsafe(12) for name in ("primary", "failover", "sms")}
     admin_token = secrets.token_hex(32)  # a fixed demo token would be a known admin password on any host
     primary = SimulatedAccount(name="primary", user_name="api_primary", password=passwords["primary"])
@@ -86,28 +79,17 @@ async def run_demo(*, port: int, data_dir: Path) -> None:
                           primary_password=passwords["primary"], failover_password=passwords["failover"],
                           admin_token=admin_token, sms=sms, sms_password=passwords["sms"])
         config = parse_config(raw, environ={})
-        server = _ReadyServer(server_config(build_app(config), config, host="127.0.0.1", port=port))
-        serving = asyncio.create_task(server.serve())
-        ready = asyncio.create_task(server.ready.wait())
-        await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        if server.started:
-            print(_banner(port, primary, failover, sms, admin_token), flush=True)
+        app = build_app(config)
+        # uvicorn's signal capture on: SIGTERM/Ctrl-C shut the demo down gracefully, then end the process.
+        listener = Listener(app, sock=sock, config=server_config(app, config, host="127.0.0.1", port=port),
+                            capture_signals=True)
+        try:
+            await listener.start()
+        except RuntimeError:
+            return  # uvicorn said why (e.g. the app's lifespan failed); there is nothing to show
+        print(_banner(port, primary, failover, sms, admin_token), flush=True)
         with contextlib.suppress(asyncio.CancelledError):
-            await serving
-
-
-class _ReadyServer(uvicorn.Server):
-    """uvicorn with an event set once the app's lifespan started and the socket listens."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self.ready.set()
+            await listener.wait_closed()
 
 
 def _banner(port: int, primary: SimulatedAccount, failover: SimulatedAccount, sms: SimulatedSmsAggregator,

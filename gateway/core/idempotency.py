@@ -15,15 +15,14 @@ used to make every send of a client after the first a replay of the first.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 
+from gateway.edge.inputs import is_label
 from gateway.errors import BadInput
 from gateway.errors import KeyReused as KeyReused  # callers name it idempotency.KeyReused
 
 HEADER = "idempotency-key"
 MAX_LENGTH = 255  # a UUID is 36; Stripe's keys are at most 255
-_USABLE = re.compile(rf"[\x21-\x7e](?:[\x20-\x7e]{{0,{MAX_LENGTH - 2}}}[\x21-\x7e])?")
 
 
 def key_of(values: Sequence[str]) -> str | None:
@@ -38,7 +37,7 @@ def key_of(values: Sequence[str]) -> str | None:
     if len(distinct) > 1:
         raise BadInput("send one Idempotency-Key per request, not several different ones")
     (key,) = distinct
-    if _USABLE.fullmatch(key) is None:
+    if not is_label(key, max_length=MAX_LENGTH):
         raise BadInput(f"the Idempotency-Key must be 1 to {MAX_LENGTH} printable ASCII characters")
     return key
 

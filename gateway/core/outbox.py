@@ -5,7 +5,8 @@ item's fate after a try is decided by `next_step`, a pure function:
 
     Delivered(status_code, body, account)   recorded as delivered
     RetryAfter(seconds)                     due again after exactly that long (the upstream said so)
-    Retry(error)                            due again after `next_delay(attempts)` (full jitter by default)
+    Retry(error)                            due again after `next_delay(attempts)` (by default
+                                            `policies.backoff.backoff_delay` under the worker's `retry`)
     FailedPermanently(reason)               dead
 
 A retry that would fall past the item's `expires_at` makes it dead instead. Several workers (one per
@@ -33,10 +34,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.store import Delivered, ItemNotFound, Lane, LeaseLost, OutboxItem, OutboxProtocol, Store
+from policies.backoff import RetryPolicy, backoff_delay
 
 __all__ = [
     "Dead", "Deliver", "Delivered", "DeliveryResult", "FailedPermanently", "OnDead", "OutboxWorker", "Reschedule",
-    "Retry", "RetryAfter", "Step", "default_owner", "full_jitter", "next_step",
+    "Retry", "RetryAfter", "Step", "default_owner", "next_step",
 ]
 
 log = logging.getLogger("aftm.outbox")
@@ -88,15 +90,9 @@ class Dead:
 Step = Delivered | Reschedule | Dead
 
 
-def full_jitter(attempts: int, *, initial: float = 1.0, maximum: float = 300.0,
-                rng: Callable[[], float] = random.random) -> float:
-    """A delay drawn uniformly from [0, min(maximum, initial * 2**(attempts - 1))).
-
-    Full jitter (AWS architecture blog, "Exponential Backoff and Jitter") spreads a burst of failed
-    sends so they do not return to a recovering account in lockstep.
-    """
-    exponent = min(max(attempts - 1, 0), 64)  # past 2**64 the cap has long applied; avoid overflow
-    return rng() * min(maximum, initial * 2.0**exponent)
+# Queued sends back off between 1 s and 5 min by default: the account is down or throttling. Full jitter
+# spreads a burst of failed sends so they do not return to a recovering account in lockstep.
+DEFAULT_RETRY = RetryPolicy(wait_initial=1.0, wait_max=300.0)
 
 
 def next_step(item: OutboxItem, result: DeliveryResult, *, now: float,
@@ -140,6 +136,8 @@ class OutboxWorker:
     is abandoned and retried, so no other worker takes the item over while it is still being sent.
     `on_dead(item, reason)`, when given, is awaited after an item is recorded dead. `lanes` maps a
     protocol to its own concurrency (see the module docstring); other items share `concurrency`.
+    A retry waits `next_delay(attempts)` when given, else `policies.backoff.backoff_delay` under `retry`
+    with `rng` (pass a seeded or pinned `random.Random` in tests).
     """
 
     def __init__(
@@ -147,8 +145,8 @@ class OutboxWorker:
         clock: Callable[[], float] = time.time, wake: asyncio.Event | None = None,
         lease_seconds: float = 30.0, batch: int = 20, concurrency: int = 8, poll_interval: float = 5.0,
         stop_grace: float = 10.0, delivery_timeout: float | None = None,
-        next_delay: Callable[[int], float] | None = None, backoff_initial: float = 1.0,
-        backoff_max: float = 300.0, on_dead: OnDead | None = None,
+        next_delay: Callable[[int], float] | None = None, retry: RetryPolicy = DEFAULT_RETRY,
+        rng: random.Random | None = None, on_dead: OnDead | None = None,
         lanes: Mapping[OutboxProtocol, int] | None = None,
     ) -> None:
         lanes = dict(lanes or {})
@@ -166,8 +164,9 @@ class OutboxWorker:
         self._poll_interval = poll_interval
         self._stop_grace = stop_grace
         self._delivery_timeout = delivery_timeout if delivery_timeout is not None else 0.8 * lease_seconds
-        self._next_delay = next_delay or (
-            lambda attempts: full_jitter(attempts, initial=backoff_initial, maximum=backoff_max))
+        draw = rng if rng is not None else random.Random()
+        # `attempts` counts the try just made, so the first retry is backoff_delay's retry number 0.
+        self._next_delay = next_delay or (lambda attempts: backoff_delay(retry, attempts - 1, draw))
         self._on_dead = on_dead
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None

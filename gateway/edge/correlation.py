@@ -17,16 +17,15 @@ keeps control characters and megabyte labels out of logs, traces, the store and 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from gateway.edge.inputs import is_label
 from gateway.errors import BadInput
 from gateway.store import new_request_id
 
 HEADER = "x-request-id"
 MAX_LENGTH = 128  # a UUID is 36, a W3C trace id 32: room for any sane label, none for a payload
-_USABLE = re.compile(rf"[\x21-\x7e](?:[\x20-\x7e]{{0,{MAX_LENGTH - 2}}}[\x21-\x7e])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,7 @@ class RequestIds:
 def request_ids(app_value: str | None) -> RequestIds:
     """A fresh gateway request id, and the correlation id the app's header value allows."""
     request_id = new_request_id()
-    usable = app_value is not None and _USABLE.fullmatch(app_value) is not None
+    usable = app_value is not None and is_label(app_value, max_length=MAX_LENGTH)
     return RequestIds(request_id=request_id, correlation_id=app_value if usable and app_value else request_id)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from gateway.errors import BadInput as BadInput  # callers name it inputs.BadInput
 
 MAX_JSON_DEPTH = 64  # a Responsys send or an mtMessage nests 5 deep; nothing real comes close
+_LABEL = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # printable ASCII, spaces inside only
 
 
 def loads_json(body: bytes | str) -> Any:
@@ -62,3 +64,12 @@ def finite_float(text: str, *, name: str, low: float, high: float) -> float:
     if not math.isfinite(number) or not low <= number <= high:
         raise BadInput(f"{name} must be a number between {low:g} and {high:g}")
     return number
+
+
+def is_label(value: str, *, max_length: int) -> bool:
+    """True for 1 to `max_length` printable ASCII characters, with no space at either end.
+
+    What an app-chosen header label (X-Request-Id, Idempotency-Key) must be before the gateway logs,
+    stores or forwards it: no control characters, nothing that is not ASCII, no payload-sized value.
+    """
+    return 0 < len(value) <= max_length and _LABEL.fullmatch(value) is not None

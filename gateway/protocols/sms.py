@@ -31,9 +31,9 @@ from typing import Any, Literal, get_args
 from lxml import etree
 
 from gateway.edge.inputs import loads_json
-from gateway.errors import BadEnvelope, BadInput
+from gateway.errors import BadInput
 from gateway.errors import BadMessage as BadMessage  # callers name it sms.BadMessage
-from gateway.protocols.responsys_soap import parse_xml
+from gateway.protocols.xml import XmlRefused, parse_untrusted
 from policies.outcome import Failure, Outcome
 
 ReceiptLevel = Literal["ALL", "FINAL", "ERROR", "NONE"]
@@ -108,8 +108,8 @@ def segment_count(text: str) -> int:
 def parse_mt_message_xml(body: bytes) -> MtMessage:
     """Read an app's `<mtMessage>`; raises BadMessage saying what is wrong."""
     try:
-        root = parse_xml(body)
-    except BadEnvelope as exc:
+        root = parse_untrusted(body)
+    except XmlRefused as exc:
         raise BadMessage(str(exc)) from None
     if root.tag != "mtMessage":
         raise BadMessage("expected an <mtMessage> document")
@@ -344,8 +344,8 @@ def parse_response(body: bytes) -> MtResponse:
     if len(body) > _MAX_ANSWER_BODY:
         raise BadMessage("the mtMessageResponse is too large")
     try:
-        root = parse_xml(body)
-    except BadEnvelope as exc:
+        root = parse_untrusted(body)
+    except XmlRefused as exc:
         raise BadMessage(str(exc)) from None
     if root.tag != "mtMessageResponse":
         raise BadMessage("expected an <mtMessageResponse> document")

@@ -27,7 +27,7 @@ import httpx
 
 from gateway.errors import OutboundRefused
 from gateway.upstreams.resolver import Resolver
-from gateway.upstreams.upstream import Upstream
+from gateway.upstreams.upstream import Upstream, pinned
 from policies.callbacks import CallbackPolicy, is_address
 
 MAX_ANSWER_BYTES = 4096  # of a receiver's answer: enough for a status page or error text, not a payload
@@ -61,16 +61,7 @@ class OutboundPoster:
         if not allowed:
             raise OutboundRefused(f"{host} resolves only to refused addresses ({', '.join(answer)}: "
                                   "loopback, link-local, private, metadata or a translation of one)")
-        request = _pinned(target, allowed[0], headers, content)
+        # The caller's own Host header, if any, gives way to the URL's (httpx writes it).
+        kept = [(name, value) for name, value in headers if name.lower() != "host"]
+        request = pinned(httpx.Request("POST", target, headers=kept, content=content), host, allowed[0])
         return await self._upstream.send(request, max_answer_bytes=self._max_answer_bytes, total_timeout=total_timeout)
-
-
-def _pinned(url: httpx.URL, address: str, headers: Iterable[tuple[str, str]], content: bytes) -> httpx.Request:
-    """The POST sent to `address`; Host, SNI and the certificate check keep the URL's name."""
-    host_header = url.netloc.decode("ascii")
-    kept = [(name, value) for name, value in headers if name.lower() != "host"]
-    request = httpx.Request("POST", url.copy_with(host=address), headers=[("Host", host_header), *kept],
-                            content=content)
-    if not is_address(url.host):
-        request.extensions["sni_hostname"] = url.host
-    return request

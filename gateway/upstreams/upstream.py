@@ -93,7 +93,7 @@ class ResolvingTransport(httpx.AsyncBaseTransport):
         last_error: UpstreamUnreachable | None = None
         while (address := next_address(answer, failed=failed, preferred=self._peers.get(host))) is not None:
             try:
-                response = await self._send(_pinned(request, host, address), host, address)
+                response = await self._send(pinned(request, host, address), host, address)
             except UpstreamUnreachable as exc:
                 if not exc.sent_nothing:
                     raise  # bytes left (or may have): another address would be a second send
@@ -160,9 +160,10 @@ async def _read_at_most(response: httpx.Response, limit: int) -> httpx.Response:
     return bounded
 
 
-def _pinned(request: httpx.Request, host: str, address: str) -> httpx.Request:
+def pinned(request: httpx.Request, host: str, address: str) -> httpx.Request:
     """The same request sent to `address`: Host header, SNI and certificate checks keep the name."""
-    extensions = {**request.extensions, "sni_hostname": host}
+    # An address literal is no SNI name (RFC 6066 section 3): the TLS layer then sends none.
+    extensions = request.extensions if is_ip_literal(host) else {**request.extensions, "sni_hostname": host}
     return httpx.Request(request.method, request.url.copy_with(host=address), headers=request.headers,
                          stream=request.stream, extensions=extensions)
 

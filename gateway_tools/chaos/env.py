@@ -16,7 +16,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,12 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from gateway_tools.harness import free_port, stop_process
+
 APP_USER, APP_PASSWORD = "chaos-app", "chaos-app-password"
 SEND_PATH = "/rest/api/v1.3/campaigns/chaos/email"
 KEYED_PATIENCE = 90.0  # seconds past the load's end a keyed send keeps being retried until accepted
 RETRY_PAUSE = 0.2  # seconds an app waits before retrying a keyed send that was not accepted
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -106,13 +100,8 @@ class GatewayProcess:
         self._close_log()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process, grace=20)
         self._close_log()
 
     def _close_log(self) -> None:

@@ -1,37 +1,21 @@
-"""The drill's deployment pieces on loopback: a throwaway CA, a DNS responder, the gateway in a thread.
+"""The drill's deployment pieces on loopback: a throwaway CA and the gateway in a thread.
 
 Nothing here is test code: the drill ships with the product, so it cannot lean on trustme or dnslib.
 - `ThrowawayCA` issues a CA and one server certificate with the `cryptography` package (EC P-256, valid
   for a day) and writes them as PEM files; `tls_available()` says whether the package is importable.
-- `LoopbackDNS` answers A queries for the names it is told, from dnspython messages on a UDP socket
-  of this event loop, with a long TTL (the gateway must ask again on every request anyway).
-- `GatewayThread` runs the gateway app under uvicorn on its own event loop in a thread, so the drill's
-  clients never share a loop with the code they measure.
+- the DNS responder is `gateway_tools.loopback_dns.LoopbackDNS` (dnspython), shared with the tests.
+- `drill_server` runs the gateway app under uvicorn on its own event loop in a thread (the harness's
+  `ServerThread`), so the drill's clients never share a loop with the code they measure.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import socket
-import threading
-import time
-import typing
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
-import uvicorn
-
-DNS_TTL = 3600
-_START_TIMEOUT = 15.0
+from gateway_tools.harness import ServerThread
 
 
 def tls_available() -> bool:
@@ -97,123 +81,6 @@ class ThrowawayCA:
         return str(ca), str(cert), str(key)
 
 
-class _DNSProtocol(asyncio.DatagramProtocol):
-    def __init__(self, zone: dict[str, list[str]]) -> None:
-        self._zone = zone
-        self._transport: asyncio.DatagramTransport | None = None
-        self.queries = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = typing.cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            query = dns.message.from_wire(data)
-        except dns.exception.DNSException:
-            return  # not DNS: a real server drops it too
-        if self._transport is not None:
-            self._transport.sendto(self._answer(query).to_wire(), addr)
-
-    def _answer(self, query: dns.message.Message) -> dns.message.Message:
-        self.queries += 1
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        for question in query.question:
-            name = question.name.to_text(omit_final_dot=True).lower()
-            addresses = self._zone.get(name)
-            if addresses is None:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.A:
-                response.answer.append(dns.rrset.from_text_list(
-                    question.name, DNS_TTL, dns.rdataclass.IN, dns.rdatatype.A, addresses))
-            # other types of a known name: NOERROR with no answer (the name exists, the type does not)
-        return response
-
-
-class LoopbackDNS:
-    """A UDP DNS responder on 127.0.0.1 (ephemeral port) for the names `set` gives it.
-
-    `set` takes effect for the next query: the gateway resolves per request, so a changed answer is
-    the next request's address. Unknown names answer NXDOMAIN.
-    """
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
-        self._zone: dict[str, list[str]] = {}
-        self._transport: asyncio.DatagramTransport | None = None
-        self._protocol: _DNSProtocol | None = None
-
-    def set(self, name: str, addresses: list[str]) -> None:
-        self._zone[name.lower().rstrip(".")] = list(addresses)
-
-    @property
-    def queries(self) -> int:
-        return self._protocol.queries if self._protocol is not None else 0
-
-    async def start(self) -> LoopbackDNS:
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _DNSProtocol(self._zone), local_addr=(self.host, 0), family=socket.AF_INET)
-        self._transport, self._protocol = transport, protocol
-        self.port = int(transport.get_extra_info("sockname")[1])
-        return self
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-
-
-def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(256)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class GatewayThread:
-    """The gateway app under uvicorn on a pre-bound loopback socket, on its own loop in a thread."""
-
-    def __init__(self, app: Any, sock: socket.socket) -> None:
-        self.app = app
-        self._sock = sock
-        self.port = int(sock.getsockname()[1])
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=3, server_header=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name=f"drill-gateway-{self.port}", daemon=True)
-        self._failure: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        try:
-            # Off the main thread uvicorn installs no signal handlers: Ctrl-C stays the drill's.
-            asyncio.run(self._server.serve(sockets=[self._sock]))
-        except BaseException as exc:  # reported to start(); a thread has nowhere else to put it
-            self._failure = exc
-
-    async def start(self) -> GatewayThread:
-        self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        if not self._server.started:
-            self.stop()
-            raise RuntimeError("the gateway failed to start") from self._failure
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=15)
-        with contextlib.suppress(OSError):
-            self._sock.close()
+def drill_server(app: Any, sock: socket.socket) -> ServerThread:
+    """`app` (the gateway, or the app's PIN receiver) under uvicorn on `sock`, on its own loop in a thread."""
+    return ServerThread(app, sock=sock, name="drill", lifespan="on", timeout_graceful_shutdown=3, server_header=False)

@@ -17,9 +17,9 @@ from typing import Literal
 from xml.sax.saxutils import escape
 
 import httpx
-from lxml import etree
 
 from gateway.protocols import responsys_soap as soap
+from gateway.protocols.xml import parse_untrusted
 
 UNKEYED_EVERY = 4  # one send in four goes without an Idempotency-Key
 SEND_PATH = "/rest/api/v1.3/campaigns/DRILL_WELCOME/email"
@@ -83,7 +83,7 @@ class AppClient:
         response = await self._http.post(soap.SERVICE_PATH, content=_login_envelope(self._user, self._password),
                                          headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
         response.raise_for_status()
-        session = etree.fromstring(response.content).findtext(f".//{{{soap.WS_NS}}}sessionId")
+        session = parse_untrusted(response.content).findtext(f".//{{{soap.WS_NS}}}sessionId")
         if not session:
             raise RuntimeError(f"the gateway's SOAP login answered no sessionId: {response.text[:200]}")
         self._credential = session

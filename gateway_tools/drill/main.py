@@ -38,11 +38,13 @@ import httpx
 from gateway.config import parse_config
 from gateway.edge.app import build_app
 from gateway.telemetry.logs import JsonFormatter
-from gateway_tools.drill.env import GatewayThread, LoopbackDNS, ThrowawayCA, bind_loopback, tls_available
+from gateway_tools.drill.env import ThrowawayCA, drill_server, tls_available
 from gateway_tools.drill.load import AppClient, SendRecord
 from gateway_tools.drill.report import Snapshot, explain, render, tally
 from gateway_tools.drill.sms import SMS_ADDRESS, SMS_NAME, SmsSetup, run_pins, sms_listeners
 from gateway_tools.drill.sms import gateway_config as sms_config
+from gateway_tools.harness import ServerThread, bind_socket
+from gateway_tools.loopback_dns import LoopbackDNS
 from gateway_tools.simulator.server import SimulatedAccount
 from policies.tls import server_context
 
@@ -68,7 +70,7 @@ class Deployment:
     moved: SimulatedAccount  # the primary account's second instance, on another address, same port
     failover: SimulatedAccount
     dns: LoopbackDNS
-    gateway: GatewayThread
+    gateway: ServerThread
     admin: httpx.AsyncClient
     app_password: str
     hold_time: float
@@ -163,21 +165,21 @@ async def deploy(data_dir: Path, scale: float) -> AsyncIterator[Deployment]:
         failover = await _start_account(stack, name="failover", user_name="api_failover",
                                         password=passwords["failover"], host=FAILOVER_ADDRESS, secondary=True,
                                         ssl_context=listener_tls)
-        dns = await LoopbackDNS().start()
-        stack.callback(dns.close)
+        dns = await asyncio.to_thread(LoopbackDNS().start)
+        stack.callback(dns.stop)
         dns.set(PRIMARY_NAME, [PRIMARY_ADDRESS])
         dns.set(FAILOVER_NAME, [FAILOVER_ADDRESS])
         sms = await stack.enter_async_context(sms_listeners(password=passwords["sms"], ssl_context=listener_tls))
         dns.set(SMS_NAME, [SMS_ADDRESS])
-        sock = bind_loopback()
+        sock = bind_socket(backlog=256)
         admin_token = secrets.token_urlsafe(32)
         raw = _gateway_config(port=sock.getsockname()[1], data_dir=data_dir, dns=dns, ca_file=ca_file,
                               scheme="https" if tls else "http", primary=primary, failover=failover,
                               passwords=passwords, admin_token=admin_token, scale=scale)
         raw.update(sms_config(scheme="https" if tls else "http", aggregator=sms.aggregator, password=passwords["sms"]))
-        gateway = GatewayThread(build_app(parse_config(raw, environ={})), sock)
+        gateway = drill_server(build_app(parse_config(raw, environ={})), sock)
         stack.push_async_callback(asyncio.to_thread, gateway.stop)
-        await gateway.start()
+        await gateway.start_async()
         admin = httpx.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {admin_token}"},
                                   timeout=10.0, trust_env=False)
         stack.push_async_callback(admin.aclose)

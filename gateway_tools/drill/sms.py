@@ -25,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway_tools.drill.env import GatewayThread, bind_loopback
+from gateway.protocols.xml import parse_untrusted
+from gateway_tools.drill.env import drill_server
+from gateway_tools.harness import ServerThread, bind_socket
 from gateway_tools.simulator.sms import SimulatedSmsAggregator
 
 SMS_NAME, SMS_ADDRESS = "sms.drill.test", "127.0.0.5"
@@ -49,10 +51,10 @@ class CallbackServer:
 
     received: dict[str, list[Callback]] = field(default_factory=lambda: defaultdict(list))
     lock: threading.Lock = field(default_factory=threading.Lock)
-    thread: GatewayThread | None = None
+    thread: ServerThread | None = None
 
     async def _take(self, request: Request) -> Response:
-        root = etree.fromstring(await request.body(), etree.XMLParser(resolve_entities=False, no_network=True))
+        root = parse_untrusted(await request.body())
         status = root.find("status")
         callback = Callback(message_id=root.get("messageId", ""), fwd_to=root.get("fwdToMessageId"),
                             fwd_from=root.get("fwdFromMessageId"),
@@ -63,8 +65,8 @@ class CallbackServer:
         return Response(status_code=200)
 
     async def start(self) -> str:
-        self.thread = await GatewayThread(Starlette(routes=[Route("/pins", self._take, methods=["POST"])]),
-                                          bind_loopback()).start()
+        self.thread = await drill_server(Starlette(routes=[Route("/pins", self._take, methods=["POST"])]),
+                                         bind_socket(backlog=256)).start_async()
         return f"{self.thread.url}/pins"
 
     def stop(self) -> None:

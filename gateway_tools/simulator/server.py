@@ -17,19 +17,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import ssl
-import threading
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
+from gateway_tools.harness import START_TIMEOUT, Listener, LoopThread
 from gateway_tools.simulator.control import build_control_app
 from gateway_tools.simulator.faults import FaultGate
 from gateway_tools.simulator.rest import build_rest_routes
@@ -41,7 +39,6 @@ T = TypeVar("T")
 
 _TLS_VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2,
                  "1.3": ssl.TLSVersion.TLSv1_3}
-_START_TIMEOUT = 15.0
 
 
 def build_api_app(state: AccountState) -> ASGIApp:
@@ -69,76 +66,10 @@ def tls_context(*, cert: str, key: str | None = None,
     return context
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal capture: the account decides when its listeners stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class _Listener:
-    """One uvicorn server on a socket the account binds (and can bind again on the same port)."""
-
-    def __init__(self, app: ASGIApp, *, host: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
-        self._app = app
-        self.host = host
-        self.port = port
-        self._ssl = ssl_context
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None
-
-    async def start(self) -> None:
-        sock = _bind(self.host, self.port)
-        self.port = sock.getsockname()[1]
-        # log_config=None: uvicorn's default config would replace the host process's log handlers
-        config = uvicorn.Config(self._app, lifespan="off", log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=1, log_config=None)
-        if self._ssl is not None:
-            config.load()
-            config.ssl = self._ssl
-            config.loaded = True
-        server = _QuietServer(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        deadline = time.monotonic() + _START_TIMEOUT
-        # uvicorn exposes readiness only as the `started` flag.
-        while not server.started and not task.done() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        if not server.started:
-            sock.close()
-            task.cancel()
-            raise RuntimeError(f"simulator listener on {self.host}:{self.port} failed to start")
-        self._server, self._task, self._sock = server, task, sock
-
-    async def stop(self) -> None:
-        if self._server is None or self._task is None:
-            return
-        self._server.should_exit = True
-        try:
-            await self._task
-        finally:
-            if self._sock is not None:
-                self._sock.close()
-            self._server = self._task = self._sock = None
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
+def _listener(app: ASGIApp, *, host: str, port: int, ssl_context: ssl.SSLContext | None) -> Listener:
+    """One of the account's listeners: no lifespan, warnings only, 1 s to finish requests on stop."""
+    return Listener(app, host=host, port=port, ssl_context=ssl_context, lifespan="off", log_level="warning",
+                    timeout_graceful_shutdown=1)
 
 
 class SimulatedAccount:
@@ -167,13 +98,11 @@ class SimulatedAccount:
         self.api_app = build_api(self.state)
         control = build_control_app(self)
         self.control_app = Starlette(routes=[*control_routes, Mount("", app=control)]) if control_routes else control
-        self._api = _Listener(self.api_app, host=host, port=port, ssl_context=ssl_context)
-        self._control = _Listener(self.control_app, host=host, port=control_port, ssl_context=None)
+        self._api = _listener(self.api_app, host=host, port=port, ssl_context=ssl_context)
+        self._control = _listener(self.control_app, host=host, port=control_port, ssl_context=None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._failure: BaseException | None = None
+        self._thread: LoopThread | None = None
 
     # --- addresses -------------------------------------------------------------------------------
 
@@ -205,8 +134,11 @@ class SimulatedAccount:
 
     # --- async lifecycle (on the account's own loop) -------------------------------------------------
 
-    async def serve_forever(self) -> None:
-        """Open both listeners and serve until `request_stop()`; always closes them on the way out."""
+    async def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
+        """Open both listeners and serve until `request_stop()`; always closes them on the way out.
+
+        `ready`, when given, is called once both listeners accept connections.
+        """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
@@ -214,7 +146,8 @@ class SimulatedAccount:
             await self._api.start()
             logger.info("simulated account %s: API %s, control %s, user %s%s", self.name, self.url,
                         self.control_url, self.state.user_name, " (secondary)" if self.state.secondary else "")
-            self._ready.set()
+            if ready is not None:
+                ready()
             await self._stop.wait()
         finally:
             await asyncio.gather(self._api.stop(), self._control.stop())
@@ -242,23 +175,14 @@ class SimulatedAccount:
 
     def start(self) -> SimulatedAccount:
         """Serve on a background thread; returns once both listeners accept connections."""
-        self._thread = threading.Thread(target=self._run_thread, name=f"simulator-{self.name}", daemon=True)
+        self._thread = LoopThread(self.serve_forever, name=f"simulated account {self.name}")
         self._thread.start()
-        if not self._ready.wait(_START_TIMEOUT) or self._failure is not None:
-            raise RuntimeError(f"simulated account {self.name} failed to start") from self._failure
         return self
-
-    def _run_thread(self) -> None:
-        try:
-            asyncio.run(self.serve_forever())
-        except BaseException as exc:  # reported to start(); a thread has nowhere else to put it
-            self._failure = exc
-            self._ready.set()
 
     def stop(self) -> None:
         self.request_stop()
         if self._thread is not None:
-            self._thread.join(timeout=15)
+            self._thread.join()
             self._thread = None
 
     def __enter__(self) -> SimulatedAccount:
@@ -321,7 +245,7 @@ class SimulatedAccount:
         if _running_loop() is loop:
             work.close()
             raise RuntimeError("on the simulator's own loop, await change_mode()/reset_async() instead")
-        return asyncio.run_coroutine_threadsafe(work, loop).result(timeout=_START_TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(work, loop).result(timeout=START_TIMEOUT)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

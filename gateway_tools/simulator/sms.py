@@ -28,7 +28,8 @@ and latency of the common control API work here too. SMS control routes (on the 
     POST   /sms/receipts/hold | POST /sms/receipts/release
 
 The simulator keeps its own copy of the wire format on purpose: it is the yardstick the gateway's
-adapter (`gateway.protocols.sms`) is measured against.
+adapter (`gateway.protocols.sms`) is measured against. Reading untrusted XML safely is not wire format:
+that is the gateway's one `parse_untrusted`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from gateway.protocols.xml import XmlRefused, parse_untrusted
 from gateway_tools.simulator.faults import FaultGate
 from gateway_tools.simulator.server import SimulatedAccount
 from gateway_tools.simulator.state import AccountState, Mode
@@ -221,15 +223,10 @@ class _BadRequest(ValueError):
 
 
 def _parse(body: bytes) -> etree._Element:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
-        root = etree.fromstring(body, parser=parser)
-    except etree.XMLSyntaxError as exc:
-        raise _BadRequest(f"not well-formed XML: {exc.msg}") from None
-    docinfo: Any = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise _BadRequest("DOCTYPE declarations are not accepted")
-    return root
+        return parse_untrusted(body)
+    except XmlRefused as exc:
+        raise _BadRequest(str(exc)) from None
 
 
 def _response(*, message_id: str | None = None, type_: str | None = None, is_error: bool | None = None,

@@ -21,21 +21,21 @@ Vendor behaviour mirrored (ResponsysWS_Level1.wsdl and its schemas; AFTM "SOAP-b
 - The binding's `soapAction` is "" for every operation; a SOAPAction header that names an operation
   other than the Body's is a Client fault (a stack dispatching on SOAPAction would run the wrong call).
 
-XML from clients is parsed with entity resolution, DTD loading and network access off; any DOCTYPE is
-refused with a SOAP Client fault before anything else is looked at.
+XML from clients is parsed by the gateway's hardened `parse_untrusted` (entity resolution, DTD loading
+and network access off); any DOCTYPE is refused with a SOAP Client fault before anything else is looked at.
 """
 
 from __future__ import annotations
 
 import asyncio
 from importlib import resources
-from typing import Any
 
 from lxml import etree
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.protocols.xml import XmlRefused, parse_untrusted
 from gateway_tools.simulator import wire
 from gateway_tools.simulator.state import AccountState, recipient_key
 from gateway_tools.simulator.wire import SOAP_ENV, ws
@@ -76,7 +76,7 @@ def load_schema(name: str) -> bytes:
 
 def render_wsdl(template: bytes, service_url: str) -> bytes:
     """The WSDL with `soap:address location` naming this listener's own service URL."""
-    root = etree.fromstring(template, parser=_parser())
+    root = parse_untrusted(template)
     for address in root.iter(f"{{{WSDL_SOAP}}}address"):
         address.set("location", service_url)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
@@ -91,11 +91,6 @@ def build_soap_routes(state: AccountState) -> list[Route]:
     ]
 
 
-def _parser(encoding: str | None = None) -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, load_dtd=False, dtd_validation=False, no_network=True,
-                           huge_tree=False, encoding=encoding)
-
-
 def parse_envelope(body: bytes, *, charset: str | None = None) -> tuple[etree._Element, etree._Element]:
     """(Header or None-equivalent, first Body child) of an untrusted SOAP 1.1 envelope.
 
@@ -105,14 +100,9 @@ def parse_envelope(body: bytes, *, charset: str | None = None) -> tuple[etree._E
     if len(body) > MAX_ENVELOPE:
         raise _BadEnvelope("request exceeds the 10 MB limit")
     try:
-        root = etree.fromstring(body, parser=_parser(charset))
-    except etree.XMLSyntaxError as exc:
-        raise _BadEnvelope(f"not well-formed XML: {exc.msg}") from None
-    except LookupError:
-        raise _BadEnvelope(f"unknown charset {charset!r}") from None
-    docinfo: Any = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise _BadEnvelope("DOCTYPE is not allowed in a SOAP message")
+        root = parse_untrusted(body, charset=charset)
+    except XmlRefused as exc:
+        raise _BadEnvelope(str(exc)) from None
     if root.tag != f"{{{SOAP_ENV}}}Envelope":
         raise _BadEnvelope("expected a SOAP 1.1 Envelope")
     soap_body = root.find(f"{{{SOAP_ENV}}}Body")

@@ -19,6 +19,7 @@ import pytest
 import zeep
 
 from tests.support.responsys_clients import merge_trigger_email_args, soap_session_header
+from tests.support.servers import stop_process
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "gateway.yaml"
@@ -76,14 +77,7 @@ def _read_banner(demo: DemoProcess, lines: queue.Queue[str | None]) -> None:
 def _terminate(demo: DemoProcess) -> None:
     """SIGTERM, then wait with a deadline; SIGKILL only if it did not stop (and say so)."""
     process = demo.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_WITHIN)
-        except subprocess.TimeoutExpired:
-            demo.killed = True
-            process.kill()
-            process.wait(timeout=5)
+    demo.killed = demo.killed or not stop_process(process, grace=STOP_WITHIN)
     if demo.reader is not None:
         demo.reader.join(timeout=5)  # EOF follows the exit; close the pipe only once nobody reads it
     if process.stdout is not None and (demo.reader is None or not demo.reader.is_alive()):

@@ -10,31 +10,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.servers import free_port, wait_until
+from tests.e2e.conftest import ServeConfig
+from tests.support.servers import answers, wait_until
 
 
-def test_sigterm_finishes_the_call_in_flight(account: SimulatedAccount, tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = {"listen": {"host": "127.0.0.1", "port": port}, "public_url": base,
-              "store": f"sqlite:///{tmp_path / 'gw.db'}", "clients": [{"user_name": "app", "password": "pw"}],
-              "accounts": [{"name": "primary", "login_url": account.url, "user_name": "api_primary",
-                            "password": "pw"}]}
-    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+def test_sigterm_finishes_the_call_in_flight(account: SimulatedAccount, serve_config: ServeConfig,
+                                            tmp_path: Path) -> None:
+    base = serve_config.base
     log = (tmp_path / "gw.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gw.yaml")],
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(serve_config.path)],
                                stdout=log, stderr=log)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", trust_env=False).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, timeout=20, message="the gateway to listen")
+        wait_until(lambda: answers(f"{base}/healthz"), timeout=20, message="the gateway to listen")
         token = httpx.post(f"{base}/rest/api/v1.3/auth/token", trust_env=False, data={
             "user_name": "app", "password": "pw", "auth_type": "password"}).json()["authToken"]
         account.latency(1500)

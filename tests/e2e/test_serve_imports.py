@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import httpx
-import yaml
 
-from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.servers import free_port, wait_until
+from tests.e2e.conftest import ServeConfig
+from tests.support.servers import answers, wait_until
 
 TOOLING = ("gateway_tools", "tests", "trustme", "dnslib", "pytest", "zeep", "responsysrest", "playwright",
            "kubernetes_validate", "mypy", "ruff")
@@ -31,27 +30,15 @@ def imported_modules(import_log: str) -> set[str]:
                                                     import_log, flags=re.M)}
 
 
-def test_serve_imports_no_tooling(account: SimulatedAccount, tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    config = {"listen": {"host": "127.0.0.1", "port": port}, "public_url": base,
-              "store": f"sqlite:///{tmp_path / 'gw.db'}", "clients": [{"user_name": "app", "password": "pw"}],
-              "accounts": [{"name": "primary", "login_url": account.url, "user_name": "api_primary",
-                            "password": "pw"}]}
-    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+def test_serve_imports_no_tooling(serve_config: ServeConfig, tmp_path: Path) -> None:
+    base = serve_config.base
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config",
-                                    str(tmp_path / "gw.yaml")], stdout=subprocess.DEVNULL, stderr=stderr,
+                                    str(serve_config.path)], stdout=subprocess.DEVNULL, stderr=stderr,
                                    env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
         try:
-            def up() -> bool:
-                try:
-                    return httpx.get(f"{base}/healthz", trust_env=False).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_until(up, timeout=20, message="the gateway to listen")
+            wait_until(lambda: answers(f"{base}/healthz"), timeout=20, message="the gateway to listen")
             token = httpx.post(f"{base}/rest/api/v1.3/auth/token", trust_env=False, data={
                 "user_name": "app", "password": "pw", "auth_type": "password"}).json()["authToken"]
             body = {"recipientData": [{"recipient": {"emailAddress": "a@example.com", "listName": {

@@ -15,7 +15,7 @@ import pytest
 import trustme
 import yaml
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import free_port, stop_process, wait_until
 
 
 @pytest.fixture
@@ -38,12 +38,7 @@ def https_gateway(tmp_path: Path) -> Iterator[tuple[int, trustme.CA]]:
     try:
         yield port, ca
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process, grace=15)
         log.close()
 
 

@@ -9,31 +9,20 @@ import sys
 from pathlib import Path
 
 import httpx
-import yaml
 
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.servers import free_port, wait_until
+from tests.e2e.conftest import ServeConfig
+from tests.support.servers import answers, wait_until
 
 
 def test_two_workers_serve_one_port_and_accept_each_others_tokens(account: SimulatedAccount,
-                                                                  tmp_path: Path) -> None:
-    port = free_port()
-    config = {"listen": {"host": "127.0.0.1", "port": port}, "public_url": f"http://127.0.0.1:{port}",
-              "store": f"sqlite:///{tmp_path / 'gw.db'}", "clients": [{"user_name": "app", "password": "pw"}],
-              "accounts": [{"name": "primary", "login_url": account.url, "user_name": "api_primary",
-                            "password": "pw"}]}
-    (tmp_path / "gw.yaml").write_text(yaml.safe_dump(config))
+                                                                  serve_config: ServeConfig, tmp_path: Path) -> None:
+    port = serve_config.port
     log = (tmp_path / "gw.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(tmp_path / "gw.yaml"),
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(serve_config.path),
                                 "--workers", "2"], stdout=log, stderr=log)
     try:
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(up, timeout=20, message="the workers to listen")
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=20, message="the workers to listen")
         workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
                                                   text=True).stdout.split()]
         assert len(workers) == 2

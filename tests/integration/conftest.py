@@ -1,25 +1,35 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import trustme
 
 from gateway.upstreams.resolver import DNSResolver
 from gateway.upstreams.upstream import Upstream
+from gateway_tools.loopback_dns import LoopbackDNS
 from policies.tls import client_context
-from tests.support.dns_server import DNSTestServer
 from tests.support.otlp import Receiver
+from tests.support.responsys_clients import plain_session
 from tests.support.servers import serve
 from tests.support.tls import ca_bundle_file
 
 
 @pytest.fixture
-def dns_server() -> Iterator[DNSTestServer]:
+def dns_server() -> Iterator[LoopbackDNS]:
     """A real DNS server on 127.0.0.1 (UDP+TCP, ephemeral port) whose answers the test sets."""
-    with DNSTestServer() as server:
+    with LoopbackDNS() as server:
         yield server
+
+
+@pytest.fixture
+def http_session() -> Iterator[requests.Session]:
+    """A requests session for SOAP clients (zeep), blind to proxy and CA variables."""
+    with plain_session() as session:
+        yield session
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +39,15 @@ def test_ca() -> trustme.CA:
 
 
 @pytest.fixture
-async def make_upstream(dns_server: DNSTestServer,
+def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
+    """`test_ca`'s certificate as a PEM file: the `tls.ca_bundle` of a gateway under test."""
+    path = tmp_path / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+async def make_upstream(dns_server: LoopbackDNS,
                         test_ca: trustme.CA) -> AsyncIterator[Callable[..., Upstream]]:
     """Build `Upstream`s that resolve through `dns_server` and trust `test_ca`; all closed after the test.
 

@@ -21,8 +21,8 @@ from gateway.delivery.callbacks import CallbackPoster
 from gateway.store import OutboxItem
 from gateway.upstreams.resolver import DNSResolver
 from gateway.upstreams.upstream import Upstream
+from gateway_tools.loopback_dns import LoopbackDNS
 from policies.callbacks import CallbackPolicy
-from tests.support.dns_server import DNSTestServer
 from tests.support.servers import async_wait_until
 
 MakeUpstream = Callable[..., Upstream]
@@ -124,7 +124,7 @@ def dripping(*, status_line_too: bool) -> Callable[[asyncio.StreamWriter, Receiv
 
 @pytest.fixture
 async def poster(make_upstream: MakeUpstream,
-                 dns_server: DNSTestServer) -> AsyncIterator[Callable[..., CallbackPoster]]:
+                 dns_server: LoopbackDNS) -> AsyncIterator[Callable[..., CallbackPoster]]:
     resolvers: list[DNSResolver] = []
 
     def build(timeout: float = 1.0, allow: tuple[str, ...] = ("127.0.0.0/8",)) -> CallbackPoster:

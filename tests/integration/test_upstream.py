@@ -22,9 +22,9 @@ from gateway.errors import DNSFailure, TLSRefused, UpstreamAmbiguous, UpstreamEr
 from gateway.upstreams.httpx_transport import http_transport, translate_error
 from gateway.upstreams.resolver import DNSResolver
 from gateway.upstreams.upstream import Upstream
+from gateway_tools.loopback_dns import LoopbackDNS
 from policies.outcome import Failure
-from tests.support.dns_server import DNSTestServer, free_udp_port
-from tests.support.servers import ServerThread, async_wait_until, bind_socket
+from tests.support.servers import ServerThread, async_wait_until, bind_socket, free_port
 from tests.support.tls import (
     BlockingTLSServer,
     legacy_server_context,
@@ -86,7 +86,7 @@ def answer_of(response: httpx.Response) -> dict[str, str]:
 
 
 async def test_dns_change_between_requests_moves_the_next_request_despite_a_long_ttl(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with serve_pair(test_ca, "primary.test") as (_, _, port):
         async with make_upstream() as upstream:
             url = f"https://primary.test:{port}/rest/api/v1.3/auth/token"
@@ -104,7 +104,7 @@ async def test_dns_change_between_requests_moves_the_next_request_despite_a_long
 
 
 async def test_certificate_is_checked_against_the_name_not_the_address(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     app = EchoApp("named-only")
     with serve(app, "127.0.0.2", server_context(test_ca, "primary.test", cover_loopback=False)) as server:
         dns_server.set("primary.test", ["127.0.0.2"])
@@ -114,7 +114,7 @@ async def test_certificate_is_checked_against_the_name_not_the_address(
 
 
 async def test_first_address_refusing_falls_through_to_the_second(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     app = EchoApp("second")
     with serve(app, "127.0.0.3", server_context(test_ca, "primary.test")) as server, \
             socket.socket() as closed_port:
@@ -128,7 +128,7 @@ async def test_first_address_refusing_falls_through_to_the_second(
 
 
 async def test_pooled_connection_is_reused_only_while_its_address_is_answered(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with serve_pair(test_ca, "primary.test") as (first, second, port):
         async with make_upstream() as upstream:
             url = f"https://primary.test:{port}/"
@@ -145,7 +145,7 @@ async def test_pooled_connection_is_reused_only_while_its_address_is_answered(
 
 
 async def test_last_peer_is_kept_while_answered_even_if_the_order_changes(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with serve_pair(test_ca, "primary.test") as (first, second, port):
         async with make_upstream() as upstream:
             url = f"https://primary.test:{port}/"
@@ -157,7 +157,7 @@ async def test_last_peer_is_kept_while_answered_even_if_the_order_changes(
     assert (len(first.connections), first.requests, second.requests) == (1, 2, 0)
 
 
-async def test_ip_literal_hosts_skip_dns(dns_server: DNSTestServer, test_ca: trustme.CA,
+async def test_ip_literal_hosts_skip_dns(dns_server: LoopbackDNS, test_ca: trustme.CA,
                                          make_upstream: MakeUpstream) -> None:
     with serve(EchoApp("literal"), "127.0.0.2", server_context(test_ca, "primary.test")) as server:
         async with make_upstream() as upstream:
@@ -166,7 +166,7 @@ async def test_ip_literal_hosts_skip_dns(dns_server: DNSTestServer, test_ca: tru
     assert dns_server.count("127.0.0.2") == 0
 
 
-async def test_localhost_is_asked_of_dns_not_read_from_etc_hosts(dns_server: DNSTestServer,
+async def test_localhost_is_asked_of_dns_not_read_from_etc_hosts(dns_server: LoopbackDNS,
                                                                   make_upstream: MakeUpstream) -> None:
     with pytest.raises(DNSFailure, match="NXDOMAIN"):
         await make_upstream().send(httpx.Request("GET", "http://localhost:9/"))
@@ -177,7 +177,7 @@ async def test_localhost_is_asked_of_dns_not_read_from_etc_hosts(dns_server: DNS
 
 
 async def test_concurrent_resolutions_share_a_query_that_started_after_they_arrived(
-        dns_server: DNSTestServer) -> None:
+        dns_server: LoopbackDNS) -> None:
     resolver = DNSResolver(nameservers=[dns_server.nameserver], port=dns_server.port)
     try:
         await _resolve_in_two_waves(dns_server, resolver)
@@ -185,7 +185,7 @@ async def test_concurrent_resolutions_share_a_query_that_started_after_they_arri
         await resolver.close()
 
 
-async def _resolve_in_two_waves(dns_server: DNSTestServer, resolver: DNSResolver) -> None:
+async def _resolve_in_two_waves(dns_server: LoopbackDNS, resolver: DNSResolver) -> None:
     dns_server.set("primary.test", ["127.0.0.2"])
     dns_server.hold()
     early = [asyncio.create_task(resolver.resolve("primary.test")) for _ in range(100)]
@@ -202,7 +202,7 @@ async def _resolve_in_two_waves(dns_server: DNSTestServer, resolver: DNSResolver
 
 
 async def test_concurrent_requests_cost_far_fewer_queries_than_requests(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with serve(EchoApp("busy"), "127.0.0.2", server_context(test_ca, "primary.test")) as server:
         dns_server.set("primary.test", ["127.0.0.2"])
         url = f"https://primary.test:{server.port}/"
@@ -218,7 +218,7 @@ async def test_concurrent_requests_cost_far_fewer_queries_than_requests(
 @pytest.mark.parametrize(("maximum", "expected"), [(None, "TLSv1.3"), (ssl.TLSVersion.TLSv1_2, "TLSv1.2")],
                          ids=["tls1.3", "tls1.2"])
 async def test_tls_1_2_and_up_is_accepted_and_reported(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream,
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream,
         maximum: ssl.TLSVersion | None, expected: str) -> None:
     context = server_context(test_ca, "primary.test", maximum=maximum)
     with serve(EchoApp("modern"), "127.0.0.2", context) as server:
@@ -234,7 +234,7 @@ async def test_tls_1_2_and_up_is_accepted_and_reported(
 
 
 async def test_tls_1_1_only_upstream_is_refused_below_the_floor(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with BlockingTLSServer(legacy_server_context(test_ca, "primary.test"), host="127.0.0.2") as server:
         dns_server.set("primary.test", ["127.0.0.2"])
         with pytest.raises(TLSRefused, match=r"offered a protocol below TLS 1\.2") as refused:
@@ -245,7 +245,7 @@ async def test_tls_1_1_only_upstream_is_refused_below_the_floor(
 
 
 async def test_tls_1_1_only_upstream_that_drops_its_alert_is_still_refused(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with serve(EchoApp("legacy"), "127.0.0.2", legacy_server_context(test_ca, "primary.test")) as server:
         dns_server.set("primary.test", ["127.0.0.2"])
         with pytest.raises(TLSRefused, match="closed the connection during the handshake"):
@@ -253,7 +253,7 @@ async def test_tls_1_1_only_upstream_that_drops_its_alert_is_still_refused(
 
 
 async def test_certificate_for_another_name_is_refused(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with serve(EchoApp("other"), "127.0.0.2", server_context(test_ca, "failover.test")) as server:
         dns_server.set("primary.test", ["127.0.0.2"])
         with pytest.raises(TLSRefused, match=r"certificate failed verification.*'primary\.test'"):
@@ -261,7 +261,7 @@ async def test_certificate_for_another_name_is_refused(
 
 
 async def test_certificate_from_an_untrusted_ca_is_refused(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream) -> None:
     with serve(EchoApp("rogue"), "127.0.0.2", server_context(trustme.CA(), "primary.test")) as server:
         dns_server.set("primary.test", ["127.0.0.2"])
         with pytest.raises(TLSRefused, match="certificate failed verification"):
@@ -269,7 +269,7 @@ async def test_certificate_from_an_untrusted_ca_is_refused(
 
 
 async def test_upstream_requiring_a_client_certificate_refuses_us_without_one(
-        dns_server: DNSTestServer, test_ca: trustme.CA, make_upstream: MakeUpstream, tmp_path: Path) -> None:
+        dns_server: LoopbackDNS, test_ca: trustme.CA, make_upstream: MakeUpstream, tmp_path: Path) -> None:
     context = server_context(test_ca, "primary.test", require_client_cert=True)
     with BlockingTLSServer(context, host="127.0.0.2") as server:
         dns_server.set("primary.test", ["127.0.0.2"])
@@ -289,7 +289,7 @@ async def test_upstream_requiring_a_client_certificate_refuses_us_without_one(
 
 
 async def test_connection_refused_is_unreachable_with_the_address(
-        dns_server: DNSTestServer, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, make_upstream: MakeUpstream) -> None:
     with socket.socket() as closed_port:
         closed_port.bind(("127.0.0.2", 0))
         port = closed_port.getsockname()[1]
@@ -303,7 +303,7 @@ async def test_connection_refused_is_unreachable_with_the_address(
 
 
 async def test_upstream_that_accepts_and_never_answers_is_ambiguous_after_the_read_timeout(
-        dns_server: DNSTestServer, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, make_upstream: MakeUpstream) -> None:
     with bind_socket("127.0.0.2") as silent:  # listening: the kernel accepts, nobody ever answers
         dns_server.set("primary.test", ["127.0.0.2"])
         url = f"http://primary.test:{silent.getsockname()[1]}/"
@@ -316,7 +316,7 @@ async def test_upstream_that_accepts_and_never_answers_is_ambiguous_after_the_re
 
 
 async def test_tls_handshake_that_never_completes_is_a_connect_timeout(
-        dns_server: DNSTestServer, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, make_upstream: MakeUpstream) -> None:
     with bind_socket("127.0.0.2") as silent:
         dns_server.set("primary.test", ["127.0.0.2"])
         url = f"https://primary.test:{silent.getsockname()[1]}/"
@@ -325,14 +325,14 @@ async def test_tls_handshake_that_never_completes_is_a_connect_timeout(
     assert stuck.value.failure is Failure.CONNECT_TIMEOUT
 
 
-async def test_unknown_name_is_a_dns_failure(dns_server: DNSTestServer, make_upstream: MakeUpstream) -> None:
+async def test_unknown_name_is_a_dns_failure(dns_server: LoopbackDNS, make_upstream: MakeUpstream) -> None:
     with pytest.raises(DNSFailure, match="NXDOMAIN") as failed:
         await make_upstream().send(httpx.Request("GET", "https://nowhere.test/"))
     assert failed.value.failure is Failure.DNS
 
 
 async def test_dns_server_that_never_answers_is_a_dns_failure(
-        dns_server: DNSTestServer, make_upstream: MakeUpstream) -> None:
+        dns_server: LoopbackDNS, make_upstream: MakeUpstream) -> None:
     dns_server.set("primary.test", ["127.0.0.2"])
     dns_server.hold()
     with pytest.raises(DNSFailure, match="no DNS answer"):
@@ -340,12 +340,12 @@ async def test_dns_server_that_never_answers_is_a_dns_failure(
 
 
 async def test_dns_server_down_is_a_dns_failure(make_upstream: MakeUpstream) -> None:
-    upstream = make_upstream(dns_timeout=0.3, nameserver_port=free_udp_port())
+    upstream = make_upstream(dns_timeout=0.3, nameserver_port=free_port(kind=socket.SOCK_DGRAM))
     with pytest.raises(DNSFailure):
         await upstream.send(httpx.Request("GET", "https://primary.test/"))
 
 
-async def test_ipv6_only_name_resolves_through_the_aaaa_fallback(dns_server: DNSTestServer) -> None:
+async def test_ipv6_only_name_resolves_through_the_aaaa_fallback(dns_server: LoopbackDNS) -> None:
     dns_server.set("v6only.test", ["::1"])
     dns_server.set("dual.test", ["127.0.0.2", "::1"])
     resolver = DNSResolver(nameservers=[dns_server.nameserver], port=dns_server.port)
@@ -358,8 +358,19 @@ async def test_ipv6_only_name_resolves_through_the_aaaa_fallback(dns_server: DNS
     assert (dns_server.count("dual.test", "A"), dns_server.count("dual.test", "AAAA")) == (1, 0)
 
 
+async def test_an_answer_too_large_for_udp_is_fetched_again_over_tcp(dns_server: LoopbackDNS) -> None:
+    many = [f"127.0.1.{n}" for n in range(1, 41)]  # 40 A records: about 650 bytes, over UDP's 512
+    dns_server.set("many.test", many)
+    resolver = DNSResolver(nameservers=[dns_server.nameserver], port=dns_server.port)
+    try:
+        assert sorted(await resolver.resolve("many.test")) == sorted(many)
+    finally:
+        await resolver.close()
+    assert dns_server.count("many.test", "A") == 2  # truncated over UDP, then whole over TCP
+
+
 async def test_request_cancelled_while_resolving_leaves_the_query_to_the_others(
-        dns_server: DNSTestServer) -> None:
+        dns_server: LoopbackDNS) -> None:
     dns_server.set("primary.test", ["127.0.0.2"])
     resolver = DNSResolver(nameservers=[dns_server.nameserver], port=dns_server.port)
     try:

@@ -1,6 +1,8 @@
-"""A clock that moves only when a test says so, for code that takes `clock: Callable[[], float]`."""
+"""Time and chance that move only when a test says so, for code that takes `clock` or `rng`."""
 
 from __future__ import annotations
+
+import random
 
 
 class FakeClock:
@@ -12,3 +14,14 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class PinnedRandom(random.Random):
+    """Draws `value` every time, so `uniform(a, b)` is `a + (b - a) * value`: a jittered wait made exact."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import trustme
+
 from gateway.config import parse_config
 from gateway.edge.app import build_app
 from gateway.edge.listener import server_config
 from gateway.runtime import Runtime
+from gateway_tools.simulator.server import SimulatedAccount
 from tests.support.servers import ServerThread, bind_socket
+from tests.support.tls import server_context
 
 
 class GatewayHost:
@@ -55,3 +59,23 @@ def serve_as_cli(raw: dict[str, Any]) -> ServerThread:
     config = parse_config({**raw, "public_url": f"http://127.0.0.1:{sock.getsockname()[1]}"}, environ={})
     app = build_app(config)
     return ServerThread(app, sock=sock, settings=server_config(app, config)).start()
+
+
+def start_account(ca: trustme.CA, *, name: str, host: str, hostname: str, port: int = 0,
+                  password: str | None = None, **kwargs: Any) -> SimulatedAccount:
+    """A simulated account `api_<name>` on `host`, serving TLS for `hostname` from the test CA; started."""
+    return SimulatedAccount(
+        name=name, user_name=f"api_{name}", password=password or f"{name}-password", host=host, port=port,
+        ssl_context=kwargs.pop("ssl_context", None) or server_context(ca, hostname), **kwargs,
+    ).start()
+
+
+def merge_config(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` laid over it, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
+
+import requests
+import zeep
+from zeep.transports import Transport
 
 with warnings.catch_warnings():
     # responsysrest 0.1.12 compares with `is 0`, which Python flags with a SyntaxWarning on compile.
@@ -11,6 +17,21 @@ with warnings.catch_warnings():
     import responsysrest
 
 ResponsysRestClient = responsysrest.Client
+WSDL_PATH = "/webservices/wsdl/ResponsysWS_Level1.wsdl"
+
+
+@contextlib.contextmanager
+def plain_session() -> Iterator[requests.Session]:
+    """A requests session (what zeep rides on) that takes no proxy or CA bundle from the environment."""
+    with requests.Session() as session:
+        session.trust_env = False
+        yield session
+
+
+def zeep_client(base_url: str, session: requests.Session, *, timeout: float = 15.0) -> zeep.Client:
+    """The PyPI `zeep` SOAP client on the WSDL at `base_url` (the gateway's or a simulated account's)."""
+    return zeep.Client(base_url + WSDL_PATH, transport=Transport(session=session, timeout=timeout,
+                                                                 operation_timeout=timeout))
 
 
 def responsysrest_client(base_url: str, *, user_name: str, password: str) -> ResponsysRestClient:

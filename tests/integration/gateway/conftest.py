@@ -19,11 +19,10 @@ import httpx
 import pytest
 import trustme
 
+from gateway_tools.loopback_dns import LoopbackDNS
 from gateway_tools.simulator.server import SimulatedAccount
-from tests.support.dns_server import DNSTestServer
-from tests.support.gateway import GatewayHost
+from tests.support.gateway import GatewayHost, merge_config, start_account
 from tests.support.servers import ServerThread, wait_until
-from tests.support.tls import server_context
 
 APP_USER, APP_PASSWORD = "app", "app-password"
 ADMIN_TOKEN = "admin-token-for-tests-" + "0" * 32  # at least 32 bytes, as check-config requires
@@ -36,19 +35,11 @@ def email_body(address: str) -> bytes:
     return json.dumps({"recipientData": [{"recipient": recipient, "optionalData": []}]}).encode()
 
 
-def start_account(ca: trustme.CA, *, name: str, host: str, hostname: str, port: int = 0,
-                  password: str | None = None, **kwargs: Any) -> SimulatedAccount:
-    return SimulatedAccount(
-        name=name, user_name=f"api_{name}", password=password or f"{name}-password", host=host, port=port,
-        ssl_context=kwargs.pop("ssl_context", None) or server_context(ca, hostname), **kwargs,
-    ).start()
-
-
 @dataclass
 class Deployment(GatewayHost):
     ca_file: str
     store_path: Path
-    dns: DNSTestServer
+    dns: LoopbackDNS
     primary: SimulatedAccount
     failover: SimulatedAccount
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -81,7 +72,7 @@ class Deployment(GatewayHost):
                  "api_prefix": "/rest/haApi"},
             ],
         }
-        return _merge(base, self.overrides)
+        return merge_config(base, self.overrides)
 
 
 
@@ -124,25 +115,8 @@ def delivered_to(account: SimulatedAccount, recipient_part: str) -> int:
     return sum(1 for d in account.deliveries() if recipient_part in d.recipient)
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @pytest.fixture
-def ca_file(test_ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    test_ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def make_deployment(test_ca: trustme.CA, dns_server: DNSTestServer, ca_file: str,
+def make_deployment(test_ca: trustme.CA, dns_server: LoopbackDNS, ca_file: str,
                     tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     """Build (and afterwards tear down) a deployment; keyword arguments override gateway config keys."""
     started: list[Deployment] = []

@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import trustme
-import zeep
-from zeep.transports import Transport
 
 from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment, delivered_to
 from tests.support.certificate_login import key_pair
-from tests.support.responsys_clients import merge_trigger_email_args, soap_session_header
+from tests.support.responsys_clients import merge_trigger_email_args, plain_session, soap_session_header, zeep_client
 from tests.support.tls import server_context
 
 
@@ -81,10 +78,8 @@ def test_rest_sends_through_certificate_login_and_log_in_again_after_invalidatio
 
 def test_soap_sends_through_certificate_login_and_log_in_again_after_invalidation(
         cert_deployment: Deployment) -> None:
-    with requests.Session() as session:
-        session.trust_env = False
-        client = zeep.Client(f"{cert_deployment.url}/webservices/wsdl/ResponsysWS_Level1.wsdl",
-                             transport=Transport(session=session, timeout=15, operation_timeout=15))
+    with plain_session() as session:
+        client = zeep_client(cert_deployment.url, session)
         session_id = client.service.login(username=APP_USER, password=APP_PASSWORD)
         first = client.service.mergeTriggerEmail(**merge_trigger_email_args("cert-soap-1@example.com"),
                                                  _soapheaders=soap_session_header(session_id))

@@ -4,18 +4,17 @@ pass-through of API_NOT_ALLOWED_IN_SECONDARY for calls the failover account does
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 import zeep
 from lxml import etree
-from zeep.transports import Transport
 
 from tests.integration.gateway.conftest import ADMIN_TOKEN, APP_PASSWORD, APP_USER, Deployment, delivered_to
 from tests.support.responsys_clients import merge_trigger_email_args as merge_args
 from tests.support.responsys_clients import soap_session_header as header
+from tests.support.responsys_clients import zeep_client
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 WS_NS = "urn:ws.rsys.com"
@@ -23,11 +22,8 @@ SERVICE = "/webservices/services/ResponsysWSService"
 
 
 @pytest.fixture
-def soap_client(ha_deployment: Deployment) -> Iterator[zeep.Client]:
-    with requests.Session() as session:
-        session.trust_env = False
-        yield zeep.Client(f"{ha_deployment.url}/webservices/wsdl/ResponsysWS_Level1.wsdl",
-                          transport=Transport(session=session, timeout=15, operation_timeout=15))
+def soap_client(ha_deployment: Deployment, http_session: requests.Session) -> zeep.Client:
+    return zeep_client(ha_deployment.url, http_session)
 
 
 def use_failover(deployment: Deployment) -> None:

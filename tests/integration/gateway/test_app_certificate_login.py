@@ -14,7 +14,6 @@ import requests
 import zeep
 import zeep.exceptions
 from lxml import etree
-from zeep.transports import Transport
 
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment, delivered_to
 from tests.support.certificate_login import (
@@ -25,7 +24,7 @@ from tests.support.certificate_login import (
     rest_login_with_client,
     soap_certificate_login,
 )
-from tests.support.responsys_clients import merge_trigger_email_args, soap_session_header
+from tests.support.responsys_clients import merge_trigger_email_args, soap_session_header, zeep_client
 
 CERT_APP = "certapp"
 LOGIN = "/rest/api/v1.3/auth/token"
@@ -136,11 +135,8 @@ def test_login_mistakes_get_the_vendor_error(http: httpx.Client, form: dict[str,
 
 
 @pytest.fixture
-def soap_client(cert_deployment: Deployment) -> Iterator[zeep.Client]:
-    with requests.Session() as session:
-        session.trust_env = False
-        yield zeep.Client(f"{cert_deployment.url}/webservices/wsdl/ResponsysWS_Level1.wsdl",
-                          transport=Transport(session=session, timeout=15, operation_timeout=15))
+def soap_client(cert_deployment: Deployment, http_session: requests.Session) -> zeep.Client:
+    return zeep_client(cert_deployment.url, http_session)
 
 
 def test_soap_certificate_login_gives_a_session_that_sends(cert_deployment: Deployment,

@@ -13,9 +13,9 @@ from lxml import etree
 
 from gateway.edge.portal import COOKIE as PORTAL_COOKIE
 from tests.integration.gateway.conftest import ADMIN_TOKEN, APP_PASSWORD, APP_USER, Deployment
-from tests.integration.store.conftest import postgres_schema
-from tests.integration.store.tcp_proxy import tcp_proxy
 from tests.support.servers import ServerThread, wait_until
+from tests.support.stores import postgres_schema
+from tests.support.tcp_proxy import tcp_proxy
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

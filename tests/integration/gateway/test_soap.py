@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,25 +10,13 @@ import requests
 import zeep
 import zeep.exceptions
 from lxml import etree
-from zeep.transports import Transport
 
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment
 from tests.support.responsys_clients import merge_trigger_email_args as merge_args
+from tests.support.responsys_clients import plain_session, zeep_client
 from tests.support.responsys_clients import soap_session_header as header
 
 FAULT_NS = "urn:fault.ws.rsys.com"
-
-
-@pytest.fixture
-def http_session() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.trust_env = False
-        yield session
-
-
-def soap_client(deployment: Deployment, session: requests.Session) -> zeep.Client:
-    wsdl = f"{deployment.url}/webservices/wsdl/ResponsysWS_Level1.wsdl"
-    return zeep.Client(wsdl, transport=Transport(session=session, timeout=15, operation_timeout=15))
 
 
 def soap_deliveries(account: Any, email: str) -> int:
@@ -37,7 +24,7 @@ def soap_deliveries(account: Any, email: str) -> int:
 
 
 def test_wsdl_points_at_the_gateway(deployment: Deployment, http_session: requests.Session) -> None:
-    client = soap_client(deployment, http_session)
+    client = zeep_client(deployment.url, http_session)
     address = client.service._binding_options["address"]
     assert address == f"{deployment.url}/webservices/services/ResponsysWSService"
     also = http_session.get(f"{deployment.url}/webservices/services/ResponsysWSService?wsdl", timeout=10)
@@ -46,7 +33,7 @@ def test_wsdl_points_at_the_gateway(deployment: Deployment, http_session: reques
 
 def test_login_trigger_and_logout_through_the_gateway(deployment: Deployment,
                                                       http_session: requests.Session) -> None:
-    client = soap_client(deployment, http_session)
+    client = zeep_client(deployment.url, http_session)
     session_id = client.service.login(username=APP_USER, password=APP_PASSWORD)
     assert deployment.primary.stats()["soap_logins"] == 0  # the app's login never goes upstream
     merged = client.service.mergeTriggerEmail(**merge_args("soap@example.com"), _soapheaders=header(session_id))
@@ -67,7 +54,7 @@ def test_login_trigger_and_logout_through_the_gateway(deployment: Deployment,
 
 def test_wrong_password_is_an_account_fault(deployment: Deployment, http_session: requests.Session) -> None:
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        soap_client(deployment, http_session).service.login(username=APP_USER, password="wrong")
+        zeep_client(deployment.url, http_session).service.login(username=APP_USER, password="wrong")
     vendor = raised.value.detail[0]
     assert etree.QName(vendor).localname == "AccountFault"
     assert deployment.primary.stats()["soap_logins"] == 0
@@ -75,7 +62,7 @@ def test_wrong_password_is_an_account_fault(deployment: Deployment, http_session
 
 def test_invalid_session_upstream_is_never_seen_by_the_app(deployment: Deployment,
                                                            http_session: requests.Session) -> None:
-    client = soap_client(deployment, http_session)
+    client = zeep_client(deployment.url, http_session)
     session_id = client.service.login(username=APP_USER, password=APP_PASSWORD)
     client.service.mergeTriggerEmail(**merge_args("one@example.com"), _soapheaders=header(session_id))
     deployment.primary.invalidate()
@@ -92,9 +79,8 @@ def test_concurrent_calls_never_share_an_upstream_session(deployment: Deployment
     errors: list[BaseException] = []
 
     def worker(index: int) -> None:
-        with requests.Session() as session:
-            session.trust_env = False
-            client = soap_client(deployment, session)
+        with plain_session() as session:
+            client = zeep_client(deployment.url, session)
             session_id = client.service.login(username=APP_USER, password=APP_PASSWORD)
             for j in range(3):
                 try:
@@ -119,7 +105,7 @@ def test_soap_fails_over_to_the_ha_operation_of_the_failover_account(make_deploy
     accounts[1]["soap_ha_operations"] = True
     deployment.overrides = {"accounts": accounts}
     deployment.start_gateway()
-    client = soap_client(deployment, http_session)
+    client = zeep_client(deployment.url, http_session)
     session_id = client.service.login(username=APP_USER, password=APP_PASSWORD)
     deployment.primary.set_mode("refuse")
     merged = client.service.mergeTriggerEmail(**merge_args("ha@example.com"), _soapheaders=header(session_id))

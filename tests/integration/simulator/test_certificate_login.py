@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -11,7 +11,6 @@ import requests
 import zeep
 import zeep.exceptions
 from lxml import etree
-from zeep.transports import Transport
 
 from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import PASSWORD, USER, trigger_body
@@ -23,7 +22,7 @@ from tests.support.certificate_login import (
     rest_login_with_client,
     soap_certificate_login,
 )
-from tests.support.responsys_clients import soap_session_header
+from tests.support.responsys_clients import soap_session_header, zeep_client
 
 SEND = "/rest/api/v1.3/campaigns/Welcome/email"
 
@@ -35,11 +34,8 @@ def cert_account(make_account: Callable[..., SimulatedAccount]) -> SimulatedAcco
 
 
 @pytest.fixture
-def soap(cert_account: SimulatedAccount) -> Iterator[zeep.Client]:
-    with requests.Session() as session:
-        session.trust_env = False
-        yield zeep.Client(f"{cert_account.url}/webservices/wsdl/ResponsysWS_Level1.wsdl",
-                          transport=Transport(session=session, timeout=10, operation_timeout=10))
+def soap(cert_account: SimulatedAccount, http_session: requests.Session) -> zeep.Client:
+    return zeep_client(cert_account.url, http_session, timeout=10)
 
 
 def _server_certificate(account: SimulatedAccount) -> str:

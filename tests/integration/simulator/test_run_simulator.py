@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 import httpx
 
 from gateway_tools.simulator.server import run_simulator
 from tests.integration.simulator.conftest import rest_login
-from tests.support.servers import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, trust_env=False, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+from tests.support.servers import answers, free_port, wait_until
 
 
 def _refuses(url: str) -> bool:
@@ -35,7 +21,7 @@ def _refuses(url: str) -> bool:
 
 
 def test_run_simulator_serves_the_account_and_its_control_api(http: httpx.Client) -> None:
-    port, control_port = _free_port(), _free_port()
+    port, control_port = free_port(), free_port()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -50,7 +36,7 @@ def test_run_simulator_serves_the_account_and_its_control_api(http: httpx.Client
 
     running = asyncio.run_coroutine_threadsafe(simulate(), loop)
     try:
-        wait_until(lambda: _answers(f"http://127.0.0.1:{control_port}/health"), message="the control API")
+        wait_until(lambda: answers(f"http://127.0.0.1:{control_port}/health", timeout=1), message="the control API")
         token = rest_login(http, f"http://127.0.0.1:{port}", user="api_demo", password="demo-password")
         stats = http.get(f"http://127.0.0.1:{control_port}/stats").json()
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,27 +11,18 @@ import requests
 import zeep
 import zeep.exceptions
 from lxml import etree
-from zeep.transports import Transport
 
 from gateway_tools.simulator.server import SimulatedAccount
 from tests.integration.simulator.conftest import PASSWORD, USER
-from tests.support.responsys_clients import soap_session_header
+from tests.support.responsys_clients import plain_session, soap_session_header, zeep_client
 from tests.support.servers import wait_until
 
 FAULT_NS = "urn:fault.ws.rsys.com"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http_session:
-        http_session.trust_env = False
-        yield http_session
-
-
 def _client(account: SimulatedAccount, http_session: requests.Session) -> zeep.Client:
-    wsdl = f"{account.url}/webservices/wsdl/ResponsysWS_Level1.wsdl"
-    return zeep.Client(wsdl, transport=Transport(session=http_session, timeout=10, operation_timeout=10))
+    return zeep_client(account.url, http_session, timeout=10)
 
 
 def _login(client: zeep.Client) -> str:
@@ -61,18 +51,18 @@ def _exception_code(fault: zeep.exceptions.Fault) -> tuple[str, str | None]:
 
 
 def test_zeep_loads_the_served_wsdl_and_targets_the_simulator(account: SimulatedAccount,
-                                                             session: requests.Session) -> None:
-    client = _client(account, session)
+                                                             http_session: requests.Session) -> None:
+    client = _client(account, http_session)
 
     assert client.service._binding_options["address"] == (
         f"{account.url}/webservices/services/ResponsysWSService")
-    also_served = session.get(f"{account.url}/webservices/services/ResponsysWSService?wsdl", timeout=10)
+    also_served = http_session.get(f"{account.url}/webservices/services/ResponsysWSService?wsdl", timeout=10)
     assert also_served.status_code == 200 and b"ResponsysWSService" in also_served.content
 
 
 def test_login_merge_trigger_email_and_custom_event_with_zeep(account: SimulatedAccount,
-                                                              session: requests.Session) -> None:
-    client = _client(account, session)
+                                                              http_session: requests.Session) -> None:
+    client = _client(account, http_session)
     session_id = _login(client)
 
     merged = client.service.mergeTriggerEmail(**_merge_args("a@example.com", "b@example.com"),
@@ -94,8 +84,8 @@ def test_login_merge_trigger_email_and_custom_event_with_zeep(account: Simulated
 
 
 def test_invalidated_session_is_an_invalid_session_id_fault(account: SimulatedAccount,
-                                                            session: requests.Session) -> None:
-    client = _client(account, session)
+                                                            http_session: requests.Session) -> None:
+    client = _client(account, http_session)
     session_id = _login(client)
 
     account.invalidate()
@@ -107,23 +97,23 @@ def test_invalidated_session_is_an_invalid_session_id_fault(account: SimulatedAc
 
 
 def test_call_without_session_header_is_an_invalid_session_id_fault(account: SimulatedAccount,
-                                                                    session: requests.Session) -> None:
+                                                                    http_session: requests.Session) -> None:
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        _client(account, session).service.mergeTriggerEmail(**_merge_args("a@example.com"))
+        _client(account, http_session).service.mergeTriggerEmail(**_merge_args("a@example.com"))
 
     assert _exception_code(raised.value) == ("UnexpectedErrorFault", "INVALID_SESSION_ID")
 
 
-def test_wrong_password_is_an_account_fault(account: SimulatedAccount, session: requests.Session) -> None:
+def test_wrong_password_is_an_account_fault(account: SimulatedAccount, http_session: requests.Session) -> None:
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        _client(account, session).service.login(username=USER, password="wrong")
+        _client(account, http_session).service.login(username=USER, password="wrong")
 
     assert _exception_code(raised.value) == ("AccountFault", "INVALID_PASSWORD")
 
 
 def test_bad_merge_input_is_a_triggered_message_fault(account: SimulatedAccount,
-                                                      session: requests.Session) -> None:
-    client = _client(account, session)
+                                                      http_session: requests.Session) -> None:
+    client = _client(account, http_session)
     args = _merge_args("a@example.com")
     args["mergeRule"]["matchColumnName1"] = None
 
@@ -134,15 +124,14 @@ def test_bad_merge_input_is_a_triggered_message_fault(account: SimulatedAccount,
 
 
 def test_a_session_used_by_two_calls_at_once_is_invalidated(account: SimulatedAccount,
-                                                            session: requests.Session) -> None:
-    client = _client(account, session)
+                                                            http_session: requests.Session) -> None:
+    client = _client(account, http_session)
     session_id = _login(client)
     account.latency(400)  # keeps the first call inside the session while the second arrives
     first: dict[str, Any] = {}
 
     def first_call() -> None:
-        with requests.Session() as own:
-            own.trust_env = False
+        with plain_session() as own:
             first["result"] = _client(account, own).service.mergeTriggerEmail(
                 **_merge_args("a@example.com"), _soapheaders=soap_session_header(session_id))
 
@@ -162,9 +151,9 @@ def test_a_session_used_by_two_calls_at_once_is_invalidated(account: SimulatedAc
     assert [d.recipient for d in account.deliveries()] == ["EMAIL_ADDRESS_:a@example.com"]
 
 
-def test_logins_beyond_max_sessions_are_refused(make_account: Any, session: requests.Session) -> None:
+def test_logins_beyond_max_sessions_are_refused(make_account: Any, http_session: requests.Session) -> None:
     account = make_account(max_sessions=2)
-    client = _client(account, session)
+    client = _client(account, http_session)
     _login(client), _login(client)
 
     with pytest.raises(zeep.exceptions.Fault) as raised:
@@ -175,9 +164,9 @@ def test_logins_beyond_max_sessions_are_refused(make_account: Any, session: requ
 
 
 def test_secondary_account_processes_only_the_ha_operation(make_account: Any,
-                                                           session: requests.Session) -> None:
+                                                           http_session: requests.Session) -> None:
     account = make_account(name="failover", secondary=True)
-    client = _client(account, session)
+    client = _client(account, http_session)
     session_id = _login(client)
 
     with pytest.raises(zeep.exceptions.Fault) as refused:
@@ -232,10 +221,10 @@ def test_documents_are_served_only_at_the_vendors_paths(account: SimulatedAccoun
 
 
 def test_zeep_loads_the_wsdl_and_its_imported_schemas_from_the_simulator(account: SimulatedAccount,
-                                                                        session: requests.Session) -> None:
+                                                                        http_session: requests.Session) -> None:
     fetched: list[str] = []
-    session.hooks["response"].append(lambda response, *args, **kwargs: fetched.append(response.url))
-    client = _client(account, session)
+    http_session.hooks["response"].append(lambda response, *args, **kwargs: fetched.append(response.url))
+    client = _client(account, http_session)
     session_id = _login(client)
     merged = client.service.mergeTriggerEmail(**_merge_args("x@example.com"),
                                               _soapheaders=soap_session_header(session_id))

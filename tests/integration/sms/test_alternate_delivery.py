@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.sms.conftest import (
+from tests.support.sms import (
     DESTINATION,
     LONELY_SHORT_CODE,
     LONG_CODE,

@@ -10,7 +10,8 @@ import pytest
 from lxml import etree
 
 from policies.login_throttle import ThrottleSettings
-from tests.integration.sms.conftest import (
+from tests.support.servers import wait_until
+from tests.support.sms import (
     APP_USER,
     DESTINATION,
     LONG_CODE,
@@ -18,7 +19,6 @@ from tests.integration.sms.conftest import (
     SmsDeployment,
     mt_message,
 )
-from tests.support.servers import wait_until
 
 
 def assert_xml_error(response: httpx.Response, status: int, *, mentions: str = "") -> str:

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable
 
 from gateway.store import open_store
-from tests.integration.sms.conftest import LONG_CODE, SHORT_CODE, SmsDeployment
 from tests.support.servers import wait_until
+from tests.support.sms import LONG_CODE, SHORT_CODE, SmsDeployment
 
 
 def test_a_restart_between_the_failure_receipt_and_the_alternate_send_loses_nothing(sms: SmsDeployment) -> None:

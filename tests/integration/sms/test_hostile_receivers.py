@@ -16,9 +16,9 @@ import pytest
 
 from gateway.store import OutboxItem, open_store
 from tests.integration.gateway.conftest import EMAIL_PATH, email_body
-from tests.integration.sms.conftest import APP_USER, SmsDeployment, mt_message
 from tests.integration.sms.test_api import assert_nothing_sent, assert_xml_error, post
 from tests.support.servers import bind_socket, wait_until
+from tests.support.sms import APP_USER, SmsDeployment, mt_message
 
 
 class SilentReceiver:

@@ -6,8 +6,8 @@ import threading
 
 import httpx
 
-from tests.integration.sms.conftest import SHORT_CODE, SmsDeployment, receipt
 from tests.support.servers import wait_until
+from tests.support.sms import SHORT_CODE, SmsDeployment, receipt
 
 
 def post(url: str, body: bytes) -> httpx.Response:

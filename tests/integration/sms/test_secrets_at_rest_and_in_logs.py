@@ -19,8 +19,8 @@ from lxml import etree
 
 from gateway.telemetry.logs import QUIET_LOGGERS, JsonFormatter, configure_logging
 from tests.integration.gateway.conftest import EMAIL_PATH, email_body
-from tests.integration.sms.conftest import APP_PASSWORD, APP_USER, SMS_PASSWORD, SmsDeployment, mt_message
 from tests.support.servers import wait_until
+from tests.support.sms import APP_PASSWORD, APP_USER, SMS_PASSWORD, SmsDeployment, mt_message
 
 MESSAGE_TEXT = "Your one-time code is 9F8E7D6C"
 SOAP_NS = "urn:ws.rsys.com"

@@ -12,8 +12,8 @@ import pytest
 from lxml import etree
 
 from gateway_tools.simulator.sms import SimulatedSmsAggregator
-from tests.integration.sms.conftest import CallbackReceiver
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import answers, free_port, wait_until
+from tests.support.sms import CallbackReceiver
 
 AUTH = ("api_sms", "sim-password")
 
@@ -95,13 +95,8 @@ def test_simulate_sms_command_serves_the_aggregator() -> None:
         [sys.executable, "-m", "gateway.cli", "simulate", "--sms", "--name", "sms", "--port", str(port),
          "--control-port", str(control_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def answers() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{control_port}/sms/counts", trust_env=False).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(answers, timeout=30, message="the simulator's control API")
+        wait_until(lambda: answers(f"http://127.0.0.1:{control_port}/sms/counts"), timeout=30,
+                   message="the simulator's control API")
         answer = httpx.post(f"http://127.0.0.1:{port}/mt", content=mt("98765", "+15550000001"),
                             auth=("api_sms", "cli-password"), trust_env=False)
         assert answer.status_code == 200 and etree.fromstring(answer.content).get("messageId")

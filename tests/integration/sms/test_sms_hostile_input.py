@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.sms.conftest import SmsDeployment
 from tests.support.raw_http import exchange, request_head
+from tests.support.sms import SmsDeployment
 
 DEEP = 100_000
 

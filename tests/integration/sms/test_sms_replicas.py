@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.runtime import Runtime
-from tests.integration.sms.conftest import SmsDeployment
 from tests.support.servers import wait_until
+from tests.support.sms import SmsDeployment
 
 
 def test_an_sms_upstream_verdict_on_one_replica_is_followed_by_the_other(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.integration.sms.conftest import LONG_CODE, SHORT_CODE, SmsDeployment
 from tests.support.otlp import Receiver
 from tests.support.servers import wait_until
+from tests.support.sms import LONG_CODE, SHORT_CODE, SmsDeployment
 
 
 def test_each_sms_send_is_an_outbox_delivery_with_an_upstream_attempt(

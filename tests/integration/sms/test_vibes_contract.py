@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from lxml import etree
 
-from tests.integration.sms.conftest import APP_PASSWORD, APP_USER, LONG_CODE, SHORT_CODE, SmsDeployment, mt_message
 from tests.support.servers import wait_until
+from tests.support.sms import APP_PASSWORD, APP_USER, LONG_CODE, SHORT_CODE, SmsDeployment, mt_message
 
 SECOND_LONG_CODE = "+13125550101"
 TRANSACTION = "6439376297230"  # the id mt_message() gives, as in the vendor's example

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.store import FailureQuery, NewFailure, Store, open_store
-from tests.integration.store.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 HOSTILE = 'quote " lt < amp & newline\n end'
 

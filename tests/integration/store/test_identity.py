@@ -14,7 +14,9 @@ import pytest
 from gateway.store import Delivered, NewFailure, OutboxItem, Store, open_store, scoped_key
 from gateway.store.migrations.sqlite import MIGRATIONS
 from gateway.store.sqlite import apply_migrations
-from tests.integration.store.conftest import V5_OUTBOX_ROWS, FakeClock, assert_v5_outbox_migrated, make_item
+from tests.integration.store.conftest import V5_OUTBOX_ROWS, assert_v5_outbox_migrated
+from tests.support.clock import FakeClock
+from tests.support.stores import make_item
 
 
 def _sms_item(now: float, token: bytes) -> OutboxItem:

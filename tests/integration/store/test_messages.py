@@ -21,7 +21,8 @@ from gateway.store import (
 )
 from gateway.store.migrations.sqlite import MIGRATIONS
 from gateway.store.sqlite import apply_migrations
-from tests.integration.store.conftest import FakeClock, make_item
+from tests.support.clock import FakeClock
+from tests.support.stores import make_item
 
 OPEN = frozenset({MessageStatus.ACCEPTED, MessageStatus.SENT})
 

@@ -13,13 +13,8 @@ from gateway.store import StoreError, migrate, open_store, scoped_key
 from gateway.store.migrations import Migration
 from gateway.store.migrations.postgres import MIGRATIONS
 from gateway.store.postgres import MIGRATION_LOCK_CLASS, apply_migrations
-from tests.integration.store.conftest import (
-    POSTGRES_ADMIN_URL,
-    V5_OUTBOX_ROWS,
-    assert_v5_outbox_migrated,
-    connect_admin,
-    postgres_schema,
-)
+from tests.integration.store.conftest import V5_OUTBOX_ROWS, assert_v5_outbox_migrated
+from tests.support.stores import POSTGRES_ADMIN_URL, connect_admin, postgres_schema
 
 ALL = [m.version for m in MIGRATIONS]
 

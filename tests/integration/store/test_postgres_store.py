@@ -12,16 +12,10 @@ import pytest
 
 from gateway.core.outbox import Delivered, DeliveryResult, OutboxWorker
 from gateway.store import OutboxItem, OutboxStatus, Store, StoreError, open_store
-from tests.integration.store.conftest import (
-    FakeClock,
-    connect_admin,
-    make_item,
-    postgres_schema,
-    wait_for_item,
-    with_query,
-)
-from tests.integration.store.tcp_proxy import tcp_proxy
+from tests.support.clock import FakeClock
 from tests.support.servers import async_wait_until
+from tests.support.stores import connect_admin, make_item, postgres_schema, wait_for_item, with_query
+from tests.support.tcp_proxy import tcp_proxy
 
 PASSWORD = "s3cret-Pa55word"  # trust auth ignores it; it must still never show
 

@@ -21,7 +21,8 @@ from gateway.store import (
     redact_url,
     sqlite_path,
 )
-from tests.integration.store.conftest import FakeClock, make_item
+from tests.support.clock import FakeClock
+from tests.support.stores import make_item
 
 
 async def test_enqueued_item_survives_close_and_reopen_of_the_same_store(store_url: str,

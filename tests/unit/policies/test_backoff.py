@@ -7,7 +7,7 @@ import pytest
 
 from policies.backoff import RetryDetails, RetryPolicy, Schedule, backoff_delay, parse_retry_after
 from policies.outcome import Failure, Outcome
-from tests.support.clock import FakeClock
+from tests.support.clock import FakeClock, PinnedRandom
 
 FAILED = Outcome.account_failure(Failure.CONNECT_TIMEOUT)
 NOW_EPOCH = 1_700_000_000.0
@@ -36,6 +36,26 @@ def test_backoff_grows_exponentially_then_clamps() -> None:
 
 def test_backoff_survives_huge_attempt_numbers() -> None:
     assert backoff_delay(fixed(wait_max=5.0), 100_000, random.Random(0)) == 5.0
+
+
+# The outbox worker's default: queued sends wait between 1 s and 5 min; its `attempts` counts the try
+# just made, so the first retry is backoff_delay's retry number 0.
+OUTBOX = RetryPolicy(wait_initial=1.0, wait_max=300.0)
+
+
+@pytest.mark.parametrize(("attempts", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0), (10, 300.0),
+                                                   (10_000, 300.0)])
+def test_full_jitter_is_bounded_by_a_doubling_ceiling_capped_at_the_maximum(attempts: int,
+                                                                           ceiling: float) -> None:
+    assert backoff_delay(OUTBOX, attempts - 1, PinnedRandom(1.0)) == ceiling
+    assert backoff_delay(OUTBOX, attempts - 1, PinnedRandom(0.0)) == 0.0
+
+
+def test_full_jitter_spreads_delays_across_the_whole_window() -> None:
+    rng = random.Random()
+    delays = [backoff_delay(OUTBOX, 4 - 1, rng) for _ in range(200)]
+    assert all(0.0 <= d < 8.0 for d in delays)
+    assert min(delays) < 2.0 and max(delays) > 6.0
 
 
 def test_seeded_schedules_are_reproducible() -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from gateway.core.outbox import (
     Dead,
     Delivered,
@@ -13,7 +11,6 @@ from gateway.core.outbox import (
     Reschedule,
     Retry,
     RetryAfter,
-    full_jitter,
     next_step,
 )
 from gateway.store import OutboxItem
@@ -29,20 +26,6 @@ def item(*, attempts: int = 1, max_age: float = 3600.0) -> OutboxItem:
 
 def doubling(attempts: int) -> float:
     return 2.0**attempts
-
-
-@pytest.mark.parametrize(("attempts", "ceiling"), [(1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0), (10, 300.0),
-                                                   (10_000, 300.0)])
-def test_full_jitter_is_bounded_by_a_doubling_ceiling_capped_at_the_maximum(attempts: int,
-                                                                           ceiling: float) -> None:
-    assert full_jitter(attempts, initial=1.0, maximum=300.0, rng=lambda: 1.0) == ceiling
-    assert full_jitter(attempts, initial=1.0, maximum=300.0, rng=lambda: 0.0) == 0.0
-
-
-def test_full_jitter_spreads_delays_across_the_whole_window() -> None:
-    delays = [full_jitter(4, initial=1.0, maximum=300.0) for _ in range(200)]
-    assert all(0.0 <= d < 8.0 for d in delays)
-    assert min(delays) < 2.0 and max(delays) > 6.0
 
 
 def test_delivered_is_recorded_as_is() -> None:

@@ -20,15 +20,16 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from lxml import etree
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.protocols.xml import parse_untrusted
 from gateway.reporting.poster import SIGNATURE_HEADER, signature
 from gateway.store import NewFailure, open_store
-from tests.integration.sms.conftest import (
+from tests.support.servers import ServerThread, wait_until
+from tests.support.sms import (
     APP_PASSWORD,
     APP_USER,
     LONELY_SHORT_CODE,
@@ -36,7 +37,6 @@ from tests.integration.sms.conftest import (
     SHORT_CODE,
     SmsDeployment,
 )
-from tests.support.servers import ServerThread, wait_until
 
 HOSTILE = 'Carrier said "no" <b>&amp; bye</b>\nline two'
 OTHER_USER, OTHER_PASSWORD = "other-app", "other-password"
@@ -74,7 +74,7 @@ class FdxmlReceiver:
                 return Response(status_code=self.status)
         assert request.headers["content-type"] == "application/x-www-form-urlencoded"
         (fdxml,) = form["FDXML"]
-        root = etree.fromstring(fdxml.encode(), etree.XMLParser(resolve_entities=False))
+        root = parse_untrusted(fdxml.encode())
         assert root.tag == "FailData" and int(root.get("Entries", "-1")) == len(root)
         entries = [Entry(dict(element.attrib)) for element in root]
         assert all(e.attributes.keys() == {"ID", "Keyword", "FailCode", "Numbers", "SendID", "PrimaryFailDate",

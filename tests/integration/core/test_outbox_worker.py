@@ -16,11 +16,12 @@ from gateway.core.outbox import (
     OutboxWorker,
     Retry,
     RetryAfter,
-    full_jitter,
 )
 from gateway.store import OutboxItem, OutboxStatus, Store, open_store
-from tests.integration.store.conftest import FakeClock, make_item, wait_for_item
+from policies.backoff import RetryPolicy
+from tests.support.clock import FakeClock, PinnedRandom
 from tests.support.servers import async_wait_until
+from tests.support.stores import make_item, wait_for_item
 
 Deliver = Callable[[OutboxItem], Awaitable[DeliveryResult]]
 
@@ -62,7 +63,7 @@ async def test_item_retried_twice_is_delivered_on_the_third_attempt_with_growing
     calls, deliver = scripted(Retry("503 from primary"), Retry("503 from primary"),
                               Delivered(200, b'{"ok": true}', account="secondary"))
     # Jitter pinned to its ceiling so the delays are exact: 5 s, then 10 s.
-    worker = workers(deliver, next_delay=lambda n: full_jitter(n, initial=5.0, rng=lambda: 1.0))
+    worker = workers(deliver, retry=RetryPolicy(wait_initial=5.0, wait_max=300.0), rng=PinnedRandom(1.0))
     item_id = await store.enqueue(make_item(clock()))
     await worker.start()
 

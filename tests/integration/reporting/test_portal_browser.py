@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.integration.sms.conftest import APP_PASSWORD, APP_USER, SHORT_CODE, SmsDeployment
 from tests.support.servers import wait_until
+from tests.support.sms import APP_PASSWORD, APP_USER, SHORT_CODE, SmsDeployment
 
 HOSTILE = '<img src=x onerror="alert(1)"> & "quoted"\nsecond line'
 ADMIN_TOKEN = "browser-admin-token-" + "0" * 32  # at least 32 bytes, as check-config requires

@@ -11,8 +11,8 @@ import httpx
 from lxml import etree
 
 from gateway.protocols import responsys_soap as soap
-from tests.integration.sms.conftest import APP_PASSWORD, APP_USER, SmsDeployment
 from tests.support.servers import wait_until
+from tests.support.sms import APP_PASSWORD, APP_USER, SmsDeployment
 
 SOAPENV = "http://schemas.xmlsoap.org/soap/envelope/"
 BODY_LIMIT = 4096
