@@ -323,7 +323,7 @@ class SmsService:
                 at = codes.index(record.source)
                 sources = (*codes[at:], *codes[:at])
         result: SendResult = NotSent("no source to send from")
-        for source in sources:
+        for n, source in enumerate(sources):
             document = sms.render_upstream_message(
                 submitter_message_id=record.id, destination=record.destination,
                 destination_carrier=record.destination_carrier, source=source,
@@ -335,11 +335,18 @@ class SmsService:
                 return result, source
             log.info("SMS alternate refused on a long code; trying the next",
                      extra={"message_id": record.id, "long_code": source, "upstream": result.upstream})
-            await self._store.message_note(MessageEvent(
+            # The next source is stored before anything leaves from it: its receipt can beat the answer to
+            # this send (then `_sent` finds the status moved on), and the message must still name the long
+            # code it really left from.
+            note = MessageEvent(
                 message_id=record.id, at=self._clock(), kind="note",
                 description=f"refused from long code {source} by {result.upstream}: "
                             f"{(result.answer.description if result.answer else None) or result.status_code}; "
-                            "trying the next long code"))
+                            "trying the next long code")
+            if not await self._change(MessageChange(
+                    message_id=record.id, from_statuses=frozenset({MessageStatus.ACCEPTED}),
+                    status=MessageStatus.ACCEPTED, source=sources[n + 1], event=note)):
+                await self._store.message_note(note)
         return result, sources[-1]
 
     def _source_type(self, record: MessageRecord) -> str:
