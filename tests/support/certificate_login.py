@@ -7,8 +7,8 @@ the bytes sent; then POST `auth_type=client`, `user_name`, `server_challenge` (t
 `Authorization`. SOAP: `authenticateServer(username, clientChallenge*)`, then `loginWithCertificate(
 encryptedServerChallenge*)` under `AuthSessionHeader/authSessionId`, byte arrays as signed xsd:byte.
 
-The RSA step here is deliberately not the gateway's (`gateway.rsa_challenge`, blinded CRT): it is the
-textbook `m^d mod n` over the PKCS#1 v1.5 type-1 block, so a test compares two implementations.
+The RSA step here is deliberately not the gateway's (`gateway.rsa_challenge`, OpenSSL's blinded CRT):
+it is the textbook `m^d mod n` over the PKCS#1 v1.5 type-1 block, so a test compares two implementations.
 """
 
 from __future__ import annotations
