@@ -37,8 +37,9 @@ from gateway import rsa_challenge
 from gateway.config import hash_password
 
 APP_USER, APP_PASSWORD = "hostile-bench", "the-right-password"
-# Logs in first during the certificate storm: a password the gateway has not checked (and remembered) yet.
-LATE_USER, LATE_PASSWORD = "hostile-late", "another-right-password"
+# Each logs in once around the certificate storms: a password the gateway has not checked (and remembered) yet.
+LATE_USERS, LATE_PASSWORD = ("hostile-idle", "hostile-paced", "hostile-flat"), "another-right-password"
+STEP1_RATE = 80  # step 1s a second in the paced storm: below what the pure-Python RSA step could serve
 CERT_USER = "hostile-cert"  # logs in with the vendor's certificate flow
 LOGIN_PATH = "/rest/api/v1.3/auth/token"
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef0123"  # noqa: S105 - the throwaway gateway's, not a credential
@@ -88,7 +89,7 @@ def start(stack: Stack, settings: Settings) -> Target:
         "requests": {"body_timeout": settings.body_timeout},
         "admin": {"token": ADMIN_TOKEN},
         "clients": [{"user_name": APP_USER, "password_hash": hash_password(APP_PASSWORD)},
-                    {"user_name": LATE_USER, "password_hash": hash_password(LATE_PASSWORD)},
+                    *({"user_name": user, "password_hash": hash_password(LATE_PASSWORD)} for user in LATE_USERS),
                     {"user_name": CERT_USER, "certificate": cert_certificate}],
         "server_key": server_key,
         "server_certificate": server_certificate,
@@ -262,22 +263,25 @@ def certificate_login(base: str, target: Target, source: str) -> tuple[int, floa
     return final.status_code, time.perf_counter() - started
 
 
-def certificate_storm(target: Target, settings: Settings) -> list[list[str]]:
+@contextlib.contextmanager
+def step_one_storm(base: str, rate: float | None, first_octet: int) -> Iterator[dict[int, int]]:
     """8 clients send certificate step 1 for the real certificate user (one RSA private-key operation each),
-    from a new loopback address every 10 requests; /healthz, a first password login and the real app's
-    certificate login meanwhile. Then one address alone sends 30 step-1s."""
-    base = f"http://127.0.0.1:{target.port}"
+    from a new loopback address every 10 requests, `rate` a second in all (None: each as fast as answered).
+    Yields the answers counted by status, once the storm is on."""
     stop = threading.Event()
     answers: dict[int, int] = {}
     lock = threading.Lock()
 
     def hammer(n: int) -> None:
-        k = 0
+        k, next_at = 0, time.monotonic()
         while not stop.is_set():
-            source = f"127.{n + 30}.{k // 250 % 250}.{k % 250 + 1}"
+            source = f"127.{first_octet + n}.{k // 250 % 250}.{k % 250 + 1}"
             with httpx.Client(base_url=base, trust_env=False, timeout=60,
                               transport=httpx.HTTPTransport(local_address=source)) as client:
                 for _ in range(10):
+                    if rate is not None:  # paced: the attack's own rate, not the gateway's answers, sets it
+                        next_at = max(next_at + 8 / rate, time.monotonic())
+                        time.sleep(max(0.0, next_at - time.monotonic()))
                     status = _step1(client, CERT_USER).status_code
                     with lock:
                         answers[status] = answers.get(status, 0) + 1
@@ -285,27 +289,48 @@ def certificate_storm(target: Target, settings: Settings) -> list[list[str]]:
                         break
             k += 1
 
+    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        while sum(answers.values()) < 8:  # the storm is on before anything is measured
+            time.sleep(0.05)
+        yield answers
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def password_login(base: str, user: str, password: str, source: str) -> tuple[int, float]:
+    """A login whose password the gateway has not checked before (one PBKDF2 run): (status, seconds)."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=base, trust_env=False, timeout=60,
+                      transport=httpx.HTTPTransport(local_address=source)) as client:
+        status = client.post(LOGIN_PATH, data={"user_name": user, "password": password,
+                                               "auth_type": "password"}).status_code
+    return status, time.perf_counter() - started
+
+
+def certificate_storm(target: Target, settings: Settings) -> list[list[str]]:
+    """Certificate step 1s at a fixed rate, then as fast as answered: /healthz latency, a first password
+    login and the real app's certificate login meanwhile. Then one address alone sends 30 step 1s."""
+    base = f"http://127.0.0.1:{target.port}"
+    rows: list[list[str]] = []
     with httpx.Client(base_url=base, trust_env=False) as probe:
         idle = latency(probe, settings.storm_seconds)
-        threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        try:
-            while sum(answers.values()) < 8:  # the storm is on before anything is measured
-                time.sleep(0.05)
-            storm = latency(probe, settings.storm_seconds)
-            started = time.perf_counter()
-            with httpx.Client(base_url=base, trust_env=False, timeout=60,
-                              transport=httpx.HTTPTransport(local_address="127.201.0.1")) as app:
-                first = app.post(LOGIN_PATH, data={"user_name": LATE_USER, "password": LATE_PASSWORD,
-                                                   "auth_type": "password"}).status_code
-            first_seconds = time.perf_counter() - started
-            cert_status, cert_seconds = certificate_login(base, target, "127.201.0.2")
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
-    seen = ", ".join(f"{code}: {count}" for code, count in sorted(answers.items()))
+        status, seconds = password_login(base, LATE_USERS[0], LATE_PASSWORD, "127.201.0.1")
+        rows += [["/healthz, idle (before the step-1 storms)", "200", f"p50 {idle[0]:.1f} ms, p99 {idle[1]:.1f} ms"],
+                 ["first password login, idle", str(status), f"{seconds * 1000:.0f} ms"]]
+        for n, (what, rate) in enumerate(((f"{STEP1_RATE} step 1s/s", STEP1_RATE), ("step 1s flat out", None))):
+            with step_one_storm(base, rate, 30 + 10 * n) as answers:
+                storm = latency(probe, settings.storm_seconds)
+                status, seconds = password_login(base, LATE_USERS[n + 1], LATE_PASSWORD, f"127.201.{n + 1}.1")
+                cert_status, cert_seconds = certificate_login(base, target, f"127.201.{n + 1}.2")
+                seen = ", ".join(f"{code}: {count}" for code, count in sorted(answers.items()))
+            rows += [[f"/healthz, {what}", "200", f"p50 {storm[0]:.1f} ms, p99 {storm[1]:.1f} ms (answered {seen})"],
+                     [f"first password login, {what}", str(status), f"{seconds * 1000:.0f} ms"],
+                     [f"certificate login, {what}", str(cert_status), f"{cert_seconds * 1000:.0f} ms, both steps"]]
     alone: dict[int, int] = {}
     retry_after = ""
     with httpx.Client(base_url=base, trust_env=False, timeout=60,
@@ -316,16 +341,10 @@ def certificate_storm(target: Target, settings: Settings) -> list[list[str]]:
             retry_after = response.headers.get("retry-after", retry_after)
     after_status, _ = certificate_login(base, target, "127.202.0.2")
     alone_seen = ", ".join(f"{code}: {count}" for code, count in sorted(alone.items()))
-    return [
-        ["/healthz, idle (before the step-1 storm)", "200", f"p50 {idle[0]:.1f} ms, p99 {idle[1]:.1f} ms"],
-        ["/healthz, 8 clients sending cert step 1", "200",
-         f"p50 {storm[0]:.1f} ms, p99 {storm[1]:.1f} ms (step 1s answered {seen})"],
-        ["first password login during the storm", str(first), f"{first_seconds * 1000:.0f} ms"],
-        ["certificate login during the storm", str(cert_status), f"{cert_seconds * 1000:.0f} ms, both steps"],
-        ["one address sending 30 cert step 1s", alone_seen,
-         f"Retry-After {retry_after}" if retry_after else "never throttled"],
-        ["certificate login from another address", str(after_status), "after that address's storm"],
-    ]
+    return [*rows,
+            ["one address sending 30 cert step 1s", alone_seen,
+             f"Retry-After {retry_after}" if retry_after else "never throttled"],
+            ["certificate login from another address", str(after_status), "after that address's storm"]]
 
 
 def malformed(target: Target) -> list[list[str]]:
