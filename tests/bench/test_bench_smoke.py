@@ -51,5 +51,7 @@ def test_quick_hostile_bench_answers_every_attack_and_reports_its_bounds() -> No
                          out, re.MULTILINE), out
         assert re.search(rf"^first password login, {what}\s+200\s+\d+ ms$", out, re.MULTILINE), out
         assert re.search(rf"^certificate login, {what}\s+200\s+\d+ ms, both steps$", out, re.MULTILINE), out
+    assert re.search(r"^one address sending 30 cert step 1s\s+200: 20, 429: 10\s+Retry-After \d+$", out,
+                     re.MULTILINE), out
     assert re.search(r"^certificate login from another address\s+200 ", out, re.MULTILINE), out
     assert len(re.findall(r"^(?:GET|POST) .*HTTP/1.1 4\d\d ", out, re.MULTILINE)) == 4, out
