@@ -24,6 +24,7 @@ import zeep
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
 
 from gateway.rsa_challenge import self_signed_pair
 
@@ -57,7 +58,7 @@ def encrypt_with_private_key(key_pem: str, data: bytes) -> bytes:
 def decrypt_with_certificate(certificate_pem: str, blob: bytes) -> bytes:
     public_key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
-    return public_key.recover_data_from_signature(blob, padding.PKCS1v15(), None)
+    return public_key.recover_data_from_signature(blob, padding.PKCS1v15(), NoDigestInfo())
 
 
 def new_client_challenge() -> bytes:
