@@ -4,7 +4,10 @@ Starts the real serve path (listener limits, bounded body reader, login thread p
 with a PBKDF2-hashed client, then attacks it over raw sockets and prints, per attack, the answer
 and the measured bound: resident memory growth (peak, from /proc), how long a slow client kept its
 connection, `/healthz` latency while wrong passwords hammer the login, and what a few malformed
-requests were answered. RELIABILITY.md quotes a full run.
+requests were answered, and the same for a storm of certificate-login first steps (`auth_type=server`,
+one RSA private-key operation each): `/healthz` latency, how long the first password login and a
+certificate login took meanwhile, and what one address storming step 1 is answered. RELIABILITY.md
+quotes a full run.
 
 `--quick` (the smoke test) uses 1 s timeouts and a 30 MB body, so it takes seconds; its figures
 show that every attack is answered, not how much a default deployment holds.
@@ -31,9 +34,17 @@ import yaml
 
 from bench.services import Stack, sigterm_unwinds
 from gateway.config import hash_password
+from gateway.protocols import rsa_challenge
 from gateway_tools.harness import free_port
 
 APP_USER, APP_PASSWORD = "hostile-bench", "the-right-password"
+# Each logs in once around the certificate storms: a password the gateway has not checked (and remembered) yet.
+LOGINS = 5  # first password logins (and certificate logins) timed per condition: a median, not one draw
+LATE_USERS = tuple(f"hostile-{when}-{n}" for when in ("idle", "paced", "flat") for n in range(LOGINS))
+LATE_PASSWORD = "another-right-password"  # noqa: S105 - the throwaway gateway's
+STEP1_RATE = 80  # step 1s a second in the paced storm: below what the pure-Python RSA step could serve
+CERT_USER = "hostile-cert"  # logs in with the vendor's certificate flow
+LOGIN_PATH = "/rest/api/v1.3/auth/token"
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef0123"  # noqa: S105 - the throwaway gateway's, not a credential
 MIB = 1 << 20
 
@@ -55,6 +66,8 @@ QUICK = Settings(body_mib=30, header_timeout=1.0, body_timeout=1.0, drip_cap=8.0
 class Target:
     port: int
     pid: int
+    server_certificate: str  # what an app checks the gateway's step-1 answer against
+    cert_key: str  # CERT_USER's private key (PEM)
 
     def memory_mib(self) -> tuple[float, float]:
         """(resident now, peak resident) of the gateway process."""
@@ -69,6 +82,8 @@ class Target:
 
 def start(stack: Stack, settings: Settings) -> Target:
     port = free_port()
+    server_key, server_certificate = rsa_challenge.self_signed_pair("hostile-bench-gateway")
+    cert_key, cert_certificate = rsa_challenge.self_signed_pair(CERT_USER)
     config = {
         "listen": {"host": "127.0.0.1", "port": port, "header_timeout": settings.header_timeout},
         "public_url": f"http://127.0.0.1:{port}",
@@ -76,7 +91,11 @@ def start(stack: Stack, settings: Settings) -> Target:
         "session_secret": "bench-session-secret-0123456789abcdef",
         "requests": {"body_timeout": settings.body_timeout},
         "admin": {"token": ADMIN_TOKEN},
-        "clients": [{"user_name": APP_USER, "password_hash": hash_password(APP_PASSWORD)}],
+        "clients": [{"user_name": APP_USER, "password_hash": hash_password(APP_PASSWORD)},
+                    *({"user_name": user, "password_hash": hash_password(LATE_PASSWORD)} for user in LATE_USERS),
+                    {"user_name": CERT_USER, "certificate": cert_certificate}],
+        "server_key": server_key,
+        "server_certificate": server_certificate,
         # no account answers: every attack here is stopped before anything would go upstream
         "accounts": [{"name": "unreachable", "login_url": "https://127.0.0.1:9", "user_name": "api",
                       "password": "api-password"}],
@@ -86,7 +105,7 @@ def start(stack: Stack, settings: Settings) -> Target:
     env = {"AFTM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).parents[1])}
     process = stack.spawn("gateway", [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
                           port=port, env=env)
-    return Target(port=port, pid=process.pid)
+    return Target(port=port, pid=process.pid, server_certificate=server_certificate, cert_key=cert_key)
 
 
 def status_line(sock: socket.socket) -> str:
@@ -225,6 +244,124 @@ def login_storm(target: Target, settings: Settings) -> list[list[str]]:
     ]
 
 
+def _step1(client: httpx.Client, user: str) -> httpx.Response:
+    challenge = rsa_challenge.new_challenge()
+    return client.post(LOGIN_PATH, data={"user_name": user, "auth_type": "server",
+                                         "client_challenge": rsa_challenge.encode(challenge)})
+
+
+def certificate_login(base: str, target: Target, source: str) -> tuple[int, float]:
+    """The real app's certificate login (both steps, its RSA work included): (final status, seconds)."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=base, trust_env=False, timeout=60,
+                      transport=httpx.HTTPTransport(local_address=source)) as client:
+        step = _step1(client, CERT_USER)
+        if step.status_code != 200:
+            return step.status_code, time.perf_counter() - started
+        key = rsa_challenge.load_private_key(target.cert_key)
+        server_challenge = rsa_challenge.decode(step.json()["serverChallenge"]) or b""
+        answer = rsa_challenge.private_encrypt(key, server_challenge)
+        final = client.post(LOGIN_PATH, headers={"Authorization": step.json()["authToken"]}, data={
+            "user_name": CERT_USER, "auth_type": "client", "server_challenge": rsa_challenge.encode(answer)})
+    return final.status_code, time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def step_one_storm(base: str, rate: float | None, first_octet: int) -> Iterator[dict[int, int]]:
+    """8 clients send certificate step 1 for the real certificate user (one RSA private-key operation each),
+    from a new loopback address every 10 requests, `rate` a second in all (None: each as fast as answered).
+    Yields the answers counted by status, once the storm is on."""
+    stop = threading.Event()
+    answers: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def hammer(n: int) -> None:
+        k, next_at = 0, time.monotonic()
+        while not stop.is_set():
+            source = f"127.{first_octet + n}.{k // 250 % 250}.{k % 250 + 1}"
+            with httpx.Client(base_url=base, trust_env=False, timeout=60,
+                              transport=httpx.HTTPTransport(local_address=source)) as client:
+                for _ in range(10):
+                    if rate is not None:  # paced: the attack's own rate, not the gateway's answers, sets it
+                        next_at = max(next_at + 8 / rate, time.monotonic())
+                        time.sleep(max(0.0, next_at - time.monotonic()))
+                    status = _step1(client, CERT_USER).status_code
+                    with lock:
+                        answers[status] = answers.get(status, 0) + 1
+                    if stop.is_set():
+                        break
+            k += 1
+
+    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        while sum(answers.values()) < 8:  # the storm is on before anything is measured
+            time.sleep(0.05)
+        yield answers
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def password_login(base: str, user: str, password: str, source: str) -> tuple[int, float]:
+    """A login whose password the gateway has not checked before (one PBKDF2 run): (status, seconds)."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=base, trust_env=False, timeout=60,
+                      transport=httpx.HTTPTransport(local_address=source)) as client:
+        status = client.post(LOGIN_PATH, data={"user_name": user, "password": password,
+                                               "auth_type": "password"}).status_code
+    return status, time.perf_counter() - started
+
+
+def timed(logins: list[tuple[int, float]], extra: str = "") -> list[str]:
+    """[statuses, "median .. ms, max .. ms"] of a few logins."""
+    statuses = ", ".join(sorted({str(status) for status, _ in logins}))
+    seconds = [s for _, s in logins]
+    return [statuses, f"median {statistics.median(seconds) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms "
+                      f"({len(logins)} logins{extra})"]
+
+
+def certificate_storm(target: Target, settings: Settings) -> list[list[str]]:
+    """Certificate step 1s at a fixed rate, then as fast as answered: /healthz latency, first password
+    logins and the real app's certificate logins meanwhile. Then one address alone sends 30 step 1s."""
+    base = f"http://127.0.0.1:{target.port}"
+    rows: list[list[str]] = []
+    users = iter(LATE_USERS)
+
+    def password_logins(octet: int) -> list[tuple[int, float]]:
+        return [password_login(base, next(users), LATE_PASSWORD, f"127.201.{octet}.{n + 1}") for n in range(LOGINS)]
+
+    with httpx.Client(base_url=base, trust_env=False) as probe:
+        idle = latency(probe, settings.storm_seconds)
+        rows += [["/healthz, idle (before the step-1 storms)", "200", f"p50 {idle[0]:.1f} ms, p99 {idle[1]:.1f} ms"],
+                 ["first password login, idle", *timed(password_logins(0))]]
+        for n, (what, rate) in enumerate(((f"{STEP1_RATE} step 1s/s", STEP1_RATE), ("step 1s flat out", None))):
+            with step_one_storm(base, rate, 30 + 10 * n) as answers:
+                storm = latency(probe, settings.storm_seconds)
+                first = password_logins(n + 1)
+                certificate = [certificate_login(base, target, f"127.201.{n + 1}.{100 + k}") for k in range(LOGINS)]
+                seen = ", ".join(f"{code}: {count}" for code, count in sorted(answers.items()))
+            rows += [[f"/healthz, {what}", "200", f"p50 {storm[0]:.1f} ms, p99 {storm[1]:.1f} ms (answered {seen})"],
+                     [f"first password login, {what}", *timed(first)],
+                     [f"certificate login, {what}", *timed(certificate, ", both steps")]]
+    alone: dict[int, int] = {}
+    retry_after = ""
+    with httpx.Client(base_url=base, trust_env=False, timeout=60,
+                      transport=httpx.HTTPTransport(local_address="127.202.0.1")) as attacker:
+        for _ in range(30):
+            response = _step1(attacker, CERT_USER)
+            alone[response.status_code] = alone.get(response.status_code, 0) + 1
+            retry_after = response.headers.get("retry-after", retry_after)
+    after_status, _ = certificate_login(base, target, "127.202.0.2")
+    alone_seen = ", ".join(f"{code}: {count}" for code, count in sorted(alone.items()))
+    return [*rows,
+            ["one address sending 30 cert step 1s", alone_seen,
+             f"Retry-After {retry_after}" if retry_after else "never throttled"],
+            ["certificate login from another address", str(after_status), "after that address's storm"]]
+
+
 def malformed(target: Target) -> list[list[str]]:
     """A few requests that used to be a 500 or to leave the API: what they are answered now."""
     probes = [
@@ -263,6 +400,7 @@ def run(settings: Settings, emit: Callable[[str], None] = print) -> None:
                          b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
                          + str(len(form)).encode() + b"\r\n\r\n", form, "login body at 1 byte/s"))
         rows.extend(login_storm(target, settings))
+        rows.extend(certificate_storm(target, settings))
         rows.extend(malformed(target))
         now, peak = target.memory_mib()
         widths = [max(len(row[i]) for row in rows) for i in range(3)]

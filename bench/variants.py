@@ -98,8 +98,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
 def raw_asgi(app: Any) -> Any:
     """REST sends handled without Starlette's router, Request and Response; everything else passes through."""
-    from gateway import rest_api
     from gateway.core.loop import Call
+    from gateway.edge import rest as rest_api
     from gateway.edge.correlation import forwarded_headers, request_ids
     from gateway.protocols import responsys_rest as rest
 

@@ -4,7 +4,9 @@ The key is (client name, source address): guessing from one address slows down o
 attempts at that name, so the real app logging in from elsewhere is never locked out, and a success
 clears its own key only. The state lives in memory per replica (an attacker spread over N replicas
 gets N times the attempts) and is bounded: past `max_keys` the least recently failed key is forgotten,
-so a storm from many addresses costs memory once, never more.
+so a storm from many addresses costs memory once, never more. A failure may be counted before the
+outcome is known and taken back on success (`refund`): an attempt that costs the gateway work before
+it can fail (a certificate login's first step) is charged up front.
 """
 
 from __future__ import annotations
@@ -68,6 +70,18 @@ class LoginThrottle:
 
     def succeeded(self, key: Hashable) -> None:
         self._failures.pop(key, None)
+
+    def refund(self, key: Hashable) -> None:
+        """Take back one failure of the current window: one counted before its outcome was known (a
+        certificate login's first step) whose outcome was a success. A wait it had caused ends with it."""
+        entry = self._failures.get(key)
+        if entry is None or entry.count == 0 or self._clock() - entry.first > self.settings.window:
+            return
+        entry.count -= 1
+        if entry.count < self.settings.max_failures:
+            entry.blocked_until = 0.0
+        if entry.count == 0:
+            del self._failures[key]
 
     def __len__(self) -> int:
         return len(self._failures)

@@ -6,9 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.config import Config
@@ -16,7 +17,7 @@ from gateway.edge import admin, portal, sms_api
 from gateway.edge import rest as rest_api
 from gateway.edge import soap as soap_api
 from gateway.edge.bodies import CLOSE
-from gateway.edge.middleware import TelemetryMiddleware
+from gateway.edge.middleware import TelemetryMiddleware, route_of
 from gateway.edge.refusals import TargetGuard, refusal
 from gateway.errors import BodyRefused
 from gateway.protocols import responsys_soap as soap
@@ -38,6 +39,15 @@ async def _body_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BodyRefused)
     as_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
     return refusal(request.url.path, exc.status, exc.detail, headers=CLOSE, as_json=as_json)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """No route: under `/rest/` in any letter case (`/REST/API/...`), the vendor's REST 404 (its paths are
+    case-sensitive, so the app learns the call does not exist); elsewhere Starlette's own answer."""
+    assert isinstance(exc, HTTPException)
+    if route_of(request.url.path.lower()) in ("rest", "rest_login"):
+        return rest_api.not_found(request.url.path)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _app_gone(request: Request, exc: Exception) -> Response:
@@ -74,5 +84,5 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         *portal.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={ClientDisconnect: _app_gone, BodyRefused: _body_refused},
+                     exception_handlers={404: _not_found, ClientDisconnect: _app_gone, BodyRefused: _body_refused},
                      middleware=[Middleware(TelemetryMiddleware), Middleware(TargetGuard)])

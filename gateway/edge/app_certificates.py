@@ -12,7 +12,9 @@ Stateless across replicas: the handle is signed with `session_secret` and carrie
 server challenge and its issue time (`Credentials.issue_challenge`), so step 2 may land on any replica;
 it is spent in the shared store on first use, right or wrong. The RSA work runs on the password-check
 threads, ranked per source (`Credentials.run_login_work`); step 1 costs one private-key operation
-whoever asks, so an unknown user name answers like a known one. Failures count against the source.
+whoever asks, so an unknown user name answers like a known one. Failures count against the source, and
+so does every step 1 until its step 2 succeeds (`Credentials.login_completed`): an address that only
+ever asks for challenges is throttled after SOURCE_MAX_FAILURES of them, as one guessing passwords is.
 Keys, challenges and handles are never logged.
 """
 
@@ -54,10 +56,11 @@ class AppCertificates:
         server_key = self._server_key
         if server_key is None:
             raise CertificateRefused("AUTHENTICATION_FAILED", "Certificate login is not enabled")
+        # Charged as a failure whatever the name (an unknown name is one already; a known one until its
+        # step 2 succeeds), so neither the throttle nor the time taken says which names exist.
         step = await self._credentials.run_login_work(
-            functools.partial(_encrypt_client_challenge, server_key, client_challenge), source=source)
+            functools.partial(_encrypt_client_challenge, server_key, client_challenge), source=source, charge=True)
         if self._client_key(user_name) is None:  # after the RSA step: unknown names cost the same
-            self._credentials.login_failed(source)
             raise CertificateRefused("AUTHENTICATION_FAILED", "Authentication failed")
         return rsa_challenge.ServerAnswer(
             handle=self._credentials.issue_challenge(user_name, step.server_challenge),
@@ -81,6 +84,7 @@ class AppCertificates:
             self._credentials.login_failed(source)
             raise CertificateRefused("AUTHENTICATION_FAILED", "Authentication failed")
         assert client is not None
+        self._credentials.login_completed(source)
         return client
 
     def _client_key(self, user_name: str) -> rsa.RSAPublicKey | None:

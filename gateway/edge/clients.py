@@ -175,10 +175,12 @@ class Credentials:
 
     # --- certificate logins (gateway.edge.app_certificates) ---------------------------------------------
 
-    async def run_login_work(self, work: Callable[[], T], *, source: str | None) -> T:
+    async def run_login_work(self, work: Callable[[], T], *, source: str | None, charge: bool = False) -> T:
         """CPU-bound login work (the RSA steps) on the password-check threads, ranked and bounded as they are.
 
-        Raises TooManyFailedLogins when the source keeps failing or the threads are taken.
+        Raises TooManyFailedLogins when the source keeps failing or the threads are taken. With `charge`,
+        the source is charged one failure as soon as the work is admitted (a certificate login's step 1,
+        which anyone may ask for: see `login_pending`).
         """
         wait = self._source_throttle.retry_after(source)
         if wait:
@@ -189,8 +191,11 @@ class Credentials:
         if in_flight >= SOURCE_CHECKS or not room:
             raise TooManyFailedLogins(BUSY_RETRY_AFTER)
         self._per_source[source] = in_flight + 1
+        running = self._checks.submit(self._source_throttle.failures(source) + in_flight, work)
+        if charge:  # after ranking this one, before any await: a caller that hangs up has paid all the same
+            self._source_throttle.failed(source)
         try:
-            return await self._checks.submit(self._source_throttle.failures(source) + in_flight, work)
+            return await running
         finally:
             if (left := self._per_source.pop(source) - 1) > 0:
                 self._per_source[source] = left
@@ -198,6 +203,18 @@ class Credentials:
     def login_failed(self, source: str | None) -> None:
         """A certificate login failed: counted against the source like a wrong password."""
         self._source_throttle.failed(source)
+
+    def login_completed(self, source: str | None) -> None:
+        """A certificate login's step 2 succeeded: the failure its step 1 was charged (`run_login_work`'s
+        `charge`) is taken back, and the source may queue past VERIFY_QUEUE like one that gave a right password.
+
+        Step 1 costs the gateway a private-key operation and asks nothing secret of the caller: charged
+        as a failure until step 2 proves the key, a source that keeps asking for challenges is throttled
+        (SOURCE_MAX_FAILURES) while an app that completes its logins is never. The charge is per replica:
+        when step 2 lands on another one, the first keeps it for its window (60 s).
+        """
+        self._source_throttle.refund(source)
+        self._trusted[source] = True
 
     def issue_challenge(self, client: str, server_challenge: bytes) -> str:
         """The temporary token between the two steps of a certificate login: signed, expiring, stateless.

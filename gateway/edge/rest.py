@@ -44,6 +44,11 @@ def error(status: int, title: str, code: str, detail: str, headers: dict[str, st
                     media_type=JSON, headers=headers)
 
 
+def not_found(path: str) -> Response:
+    """The vendor's answer to a path it has no API at (its paths are case-sensitive)."""
+    return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {path}")
+
+
 class _TokenLease:
     def __init__(self, sessions: RestSessions, account: Account, session: RestSession) -> None:
         self._sessions = sessions
@@ -83,6 +88,8 @@ async def login(request: Request) -> Response:
     """`auth_type=password` checks the app against `clients`; `auth_type=token` refreshes a gateway token;
     `auth_type=server` then `auth_type=client` is the vendor's certificate login (clients[].certificate)."""
     runtime: Runtime = request.app.state.runtime
+    if rest.AUTH_PATH.match(request.scope["path"]) is None:  # `/rest/api/V1.3/auth/token`: no vendor path
+        return not_found(request.scope["path"])
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return error(400, "Bad request", "INVALID_REQUEST",
                      "Send the login as application/x-www-form-urlencoded form fields")
@@ -160,8 +167,8 @@ async def forward(request: Request) -> Response:
     except targets.UnsafeTarget as exc:
         return error(400, "Bad request", "INVALID_REQUEST", f"Refused request target: {exc}")
     path = target.partition("?")[0]
-    if rest.API_PATH.match(path) is None:
-        return error(404, "Not found", "RESOURCE_NOT_FOUND", f"No API at {path}")
+    if rest.API_PATH.match(path) is None or rest.in_another_case(target):
+        return not_found(path)
     identity = await runtime.credentials.verify(request.headers.get("authorization"), "rest")
     if identity is None:
         return error(401, "Unauthorized", "INVALID_TOKEN", "The token is invalid or has expired")

@@ -182,6 +182,21 @@ _SEND_TWIN = re.compile(r"^/rest/(?P<family>api|asyncApi)/(?P<version>v[0-9.]+)/
 _LIST_TWIN = re.compile(r"^/rest/api/(?P<version>v[0-9.]+)/lists/(?P<name>[^/?]+)/members(?P<query>\?.*)$")
 
 
+# Responsys's paths are case-sensitive: `/rest/API/...` or `.../campaigns/W/EMAIL` names no call of its.
+# Such a spelling of a path the gateway acts on itself (an API family, the login, a send, a call with an
+# AFTM twin) gets the vendor's 404 from the gateway, never forwarded as some other call: the twin rewrite
+# and the outbox would pass it by, so a failover account would answer a "send" API_NOT_ALLOWED_IN_SECONDARY
+# where the primary answers 404. Paths the gateway has no rule for go as sent, and the vendor answers them.
+_OWN_PATHS = (API_PATH, AUTH_PATH, SEND_PATH, _SEND_TWIN, _LIST_TWIN)
+_OWN_PATHS_ANY_CASE = tuple(re.compile(path.pattern, re.IGNORECASE) for path in _OWN_PATHS)
+
+
+def in_another_case(target: str) -> bool:
+    """Whether `target` (path and query) spells one of the gateway's own paths in another letter case."""
+    return any(folded.match(target) is not None and exact.match(target) is None
+               for exact, folded in zip(_OWN_PATHS, _OWN_PATHS_ANY_CASE, strict=True))
+
+
 def upstream_path(method: str, app_path: str, api_prefix: str | None) -> str:
     """The target an account needs for the app's call: its AFTM twin when the account sets a prefix.
 

@@ -46,4 +46,14 @@ def test_quick_hostile_bench_answers_every_attack_and_reports_its_bounds() -> No
     assert re.search(r"^login body at 1 byte/s\s+HTTP/1.1 408 .*held \d+\.\d s$", out, re.MULTILINE), out
     assert re.search(r"^/healthz, 4 clients guessing passwords\s+200\s+p50 \d+\.\d ms", out, re.MULTILINE), out
     assert re.search(r"^the real app logging in during the storm\s+200 ", out, re.MULTILINE), out
+    for what in ("80 step 1s/s", "step 1s flat out"):
+        assert re.search(rf"^/healthz, {what}\s+200\s+p50 \d+\.\d ms, p99 \d+\.\d ms \(answered 200: \d+",
+                         out, re.MULTILINE), out
+        assert re.search(rf"^first password login, {what}\s+200\s+median \d+ ms, max \d+ ms \(5 logins\)$", out,
+                         re.MULTILINE), out
+        assert re.search(rf"^certificate login, {what}\s+200\s+median \d+ ms, max \d+ ms \(5 logins, both steps\)$",
+                         out, re.MULTILINE), out
+    assert re.search(r"^one address sending 30 cert step 1s\s+200: 20, 429: 10\s+Retry-After \d+$", out,
+                     re.MULTILINE), out
+    assert re.search(r"^certificate login from another address\s+200 ", out, re.MULTILINE), out
     assert len(re.findall(r"^(?:GET|POST) .*HTTP/1.1 4\d\d ", out, re.MULTILINE)) == 4, out

@@ -7,8 +7,8 @@ the bytes sent; then POST `auth_type=client`, `user_name`, `server_challenge` (t
 `Authorization`. SOAP: `authenticateServer(username, clientChallenge*)`, then `loginWithCertificate(
 encryptedServerChallenge*)` under `AuthSessionHeader/authSessionId`, byte arrays as signed xsd:byte.
 
-The RSA step here is deliberately not the gateway's (`gateway.protocols.rsa_challenge`, blinded CRT): it is the
-textbook `m^d mod n` over the PKCS#1 v1.5 type-1 block, so a test compares two implementations.
+The RSA step here is deliberately not the gateway's (`gateway.protocols.rsa_challenge`, OpenSSL's blinded
+CRT): it is the textbook `m^d mod n` over the PKCS#1 v1.5 type-1 block, so a test compares two implementations.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import zeep
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
 
 from gateway.protocols.rsa_challenge import self_signed_pair
 
@@ -57,7 +58,7 @@ def encrypt_with_private_key(key_pem: str, data: bytes) -> bytes:
 def decrypt_with_certificate(certificate_pem: str, blob: bytes) -> bytes:
     public_key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
-    return public_key.recover_data_from_signature(blob, padding.PKCS1v15(), None)
+    return public_key.recover_data_from_signature(blob, padding.PKCS1v15(), NoDigestInfo())
 
 
 def new_client_challenge() -> bytes:

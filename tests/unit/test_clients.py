@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import pytest
+
 from gateway.config import parse_config
-from gateway.edge.clients import REST_TOKEN_LIFETIME, Credentials
+from gateway.edge.clients import REST_TOKEN_LIFETIME, SOURCE_MAX_FAILURES, Credentials
+from gateway.errors import TooManyFailedLogins
 from tests.support.clock import FakeClock
 
 CONFIG = parse_config(
@@ -65,3 +68,21 @@ async def test_a_remembered_credential_still_expires_and_can_be_revoked() -> Non
     assert await credentials.verify(token, "soap") is None  # remembered as a REST token, still of the wrong kind
     clock.now += REST_TOKEN_LIFETIME + 1
     assert await credentials.verify(token, "rest") is None
+
+
+async def test_a_charged_login_step_counts_as_a_failure_until_the_login_completes() -> None:
+    """A certificate login's step 1 costs a failure up front; its step 2's success takes it back."""
+    credentials = Credentials(config=CONFIG, secret=b"k")
+    try:
+        for _ in range(SOURCE_MAX_FAILURES):
+            assert await credentials.run_login_work(lambda: 1, source="10.0.0.9", charge=True) == 1
+        with pytest.raises(TooManyFailedLogins):
+            await credentials.run_login_work(lambda: 1, source="10.0.0.9", charge=True)
+        assert await credentials.run_login_work(lambda: 1, source="10.0.0.8", charge=True) == 1  # another source
+        credentials.login_completed("10.0.0.9")
+        assert await credentials.run_login_work(lambda: 1, source="10.0.0.9") == 1  # one taken back: below the limit
+        for _ in range(SOURCE_MAX_FAILURES):  # uncharged work (step 2) costs nothing by itself
+            assert await credentials.run_login_work(lambda: 2, source="10.0.0.7") == 2
+        assert await credentials.login("app", "pw", source="10.0.0.7")
+    finally:
+        credentials.close()

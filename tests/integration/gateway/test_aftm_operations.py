@@ -134,6 +134,42 @@ def test_rest_list_lookup_by_query_attribute_goes_to_ha_retrieve_list_members(ha
     assert found.json()["recordData"]["records"] == [["member@example.com"]]
 
 
+def _app_calls(deployment: Deployment) -> list[tuple[str, bytes]]:
+    """What both accounts received, less the gateway's own background fetches (health probes, documents)."""
+    received = deployment.primary.received() + deployment.failover.received()
+    return [(m, t) for m, t in received if m != "GET" or not t.startswith((b"/rest/api/v1.3/auth/", b"/webservices/"))]
+
+
+@pytest.mark.parametrize(("method", "app_path"), [
+    ("POST", "/REST/API/v1.3/campaigns/OTP/sms"),
+    ("POST", "/Rest/api/v1.3/campaigns/OTP/sms"),
+    ("POST", "/rest/API/v1.3/campaigns/OTP/sms"),
+    ("POST", "/rest/api/v1.3/Campaigns/OTP/SMS"),
+    ("POST", "/rest/api/V1.3/campaigns/OTP/sms"),
+    ("POST", "/rest/asyncapi/v1.3/campaigns/W/email"),
+    ("POST", "/rest/api/v1.3/Events/ORDER_SHIPPED"),
+    ("GET", "/rest/api/v1.3/lists/CONTACTS/Members?qa=e&fs=all&id=a%40example.com"),
+    ("POST", "/rest/api/v1.3/Auth/Token"),
+    ("POST", "/REST/api/v1.3/auth/token"),
+    ("POST", "/rest/api/V1.3/auth/token"),
+])
+def test_a_vendor_path_in_another_letter_case_is_the_vendors_404_and_goes_nowhere(
+        ha_deployment: Deployment, method: str, app_path: str) -> None:
+    """Responsys's paths are case-sensitive. Before, `/REST/...` got a plain-text 404 and a send or lookup
+    spelt `Campaigns`/`V1.3`/`Members` went upstream as some other call, past its twin and the outbox:
+    the failover account answered API_NOT_ALLOWED_IN_SECONDARY where the primary would say 404."""
+    token = ha_deployment.rest_token()
+    use_failover(ha_deployment)
+    before = _app_calls(ha_deployment)
+    with ha_deployment.http() as http:
+        answer = http.request(method, app_path, headers={"Authorization": token, "Content-Type": "application/json"},
+                              content=None if method == "GET" else json.dumps(_merge_body("case@example.com")))
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["errorCode"] == "RESOURCE_NOT_FOUND"
+    assert _app_calls(ha_deployment) == before
+    failover_untouched(ha_deployment)
+
+
 @pytest.mark.parametrize(("method", "app_path", "body"), [
     ("POST", "/rest/api/v1.3/events/ORDER_SHIPPED", _push_body("event@example.com")),
     ("POST", "/rest/api/v1.3/campaigns/OTP/sms/trigger", _push_body("event@example.com")),

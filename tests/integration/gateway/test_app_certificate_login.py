@@ -15,6 +15,8 @@ import zeep
 import zeep.exceptions
 from lxml import etree
 
+from gateway.edge.clients import SOURCE_MAX_FAILURES
+from gateway.protocols import responsys_soap as soap
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment, delivered_to
 from tests.support.certificate_login import (
     encrypt_with_private_key,
@@ -28,6 +30,7 @@ from tests.support.responsys_clients import merge_trigger_email_args, soap_sessi
 
 CERT_APP = "certapp"
 LOGIN = "/rest/api/v1.3/auth/token"
+SOAP = "/webservices/services/ResponsysWSService"
 
 
 @pytest.fixture
@@ -183,3 +186,52 @@ def test_a_temporary_token_sent_many_times_at_once_logs_in_once(cert_deployment:
     for thread in threads:
         thread.join(timeout=30)
     assert sorted(statuses) == [200] + [401] * 7
+
+
+def _client_from(deployment: Deployment, address: str) -> httpx.Client:
+    """An HTTP client whose connections come from `address` (any of 127.0.0.0/8 on loopback)."""
+    return httpx.Client(base_url=deployment.url, trust_env=False, timeout=15,
+                        transport=httpx.HTTPTransport(local_address=address))
+
+
+def _step_one(client: httpx.Client) -> httpx.Response:
+    return client.post(LOGIN, data={"auth_type": "server", "user_name": CERT_APP,
+                                    "client_challenge": base64.b64encode(b"c" * 32).decode()})
+
+
+def test_an_address_that_only_asks_for_challenges_is_throttled_while_the_app_logs_in(
+        cert_deployment: Deployment, http: httpx.Client) -> None:
+    """Each step 1 costs a private-key operation: it counts as a failure until its step 2 succeeds.
+    Before, one address could ask with the real user name forever and was never refused."""
+    with _client_from(cert_deployment, "127.0.5.1") as storm:
+        statuses = [_step_one(storm).status_code for _ in range(SOURCE_MAX_FAILURES)]
+        throttled = _step_one(storm)
+    assert statuses == [200] * SOURCE_MAX_FAILURES, statuses
+    assert throttled.status_code == 429, throttled.text[:500]
+    assert throttled.json()["errorCode"] == "API_LIMIT_EXCEEDED"
+    assert int(throttled.headers["retry-after"]) >= 1
+    login = rest_certificate_login(http, "", user=CERT_APP, pair=key_pair(CERT_APP),
+                                   server_certificate=_server_certificate())
+    assert login["endPoint"] == cert_deployment.url
+
+
+def test_an_app_that_completes_its_certificate_logins_is_never_throttled(cert_deployment: Deployment) -> None:
+    with _client_from(cert_deployment, "127.0.5.2") as app:
+        for _ in range(SOURCE_MAX_FAILURES + 5):
+            rest_certificate_login(app, "", user=CERT_APP, pair=key_pair(CERT_APP),
+                                   server_certificate=_server_certificate())
+
+
+def test_soap_an_address_that_only_asks_for_challenges_gets_the_throttled_fault(
+        cert_deployment: Deployment, soap_client: zeep.Client) -> None:
+    envelope = soap.authenticate_server_request(CERT_APP, b"c" * 32)
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"authenticateServer"'}
+    with _client_from(cert_deployment, "127.0.5.3") as storm:
+        answers = [storm.post(SOAP, content=envelope, headers=headers) for _ in range(SOURCE_MAX_FAILURES + 1)]
+    assert [a.status_code for a in answers[:-1]] == [200] * SOURCE_MAX_FAILURES, answers[-2].text[:500]
+    throttled = answers[-1]
+    assert throttled.status_code == 500 and b"API_LIMIT_EXCEEDED" in throttled.content, throttled.text[:500]
+    assert int(throttled.headers["retry-after"]) >= 1
+    session_id = soap_certificate_login(soap_client, user=CERT_APP, pair=key_pair(CERT_APP),
+                                        server_certificate=_server_certificate())
+    assert session_id

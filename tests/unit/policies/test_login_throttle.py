@@ -59,3 +59,30 @@ def test_the_state_is_bounded_by_forgetting_the_stalest_key() -> None:
         throttle.failed(f"storm-{n}")
     assert len(throttle) == SETTINGS.max_keys
     assert throttle.retry_after("first") is None  # evicted: bounded memory wins over one key's count
+
+
+def test_a_refund_takes_back_one_failure_and_the_wait_it_caused() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(SETTINGS, clock=clock)
+    for _ in range(3):
+        throttle.failed("k")
+    assert throttle.retry_after("k") == 30.0
+    throttle.refund("k")
+    assert throttle.retry_after("k") is None and throttle.failures("k") == 2
+    throttle.failed("k")
+    assert throttle.retry_after("k") == 30.0  # the two left still count
+
+
+def test_a_refund_never_goes_below_nothing_nor_reaches_into_a_past_window() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(ThrottleSettings(max_failures=3, window=10.0, wait=30.0), clock=clock)
+    throttle.refund("k")
+    throttle.failed("k")
+    throttle.refund("k")
+    throttle.refund("k")
+    assert len(throttle) == 0 and throttle.failures("k") == 0
+    for _ in range(3):
+        throttle.failed("k")
+    clock.advance(11.0)
+    throttle.refund("k")  # those failures are past the window: their wait stands
+    assert throttle.retry_after("k") == 19.0

@@ -88,6 +88,31 @@ def test_calls_without_an_aftm_twin_go_as_the_app_sent_them(method: str, app_pat
     assert rest.upstream_path(method, app_path, "/rest/haApi") == app_path
 
 
+@pytest.mark.parametrize("target", [
+    "/rest/API/v1.3/campaigns/W/email",
+    "/rest/api/V1.3/campaigns/W/email",
+    "/rest/api/v1.3/Campaigns/W/email",
+    "/rest/api/v1.3/campaigns/W/EMAIL",
+    "/rest/haapi/v1.3/events/E",
+    "/rest/api/v1.3/lists/L/MEMBERS?qa=e&id=x",
+    "/rest/api/v1.3/AUTH/token",
+])
+def test_the_gateways_own_paths_in_another_letter_case_are_recognised(target: str) -> None:
+    assert rest.in_another_case(target)
+
+
+@pytest.mark.parametrize("target", [
+    "/rest/api/v1.3/campaigns/W/email",
+    "/rest/api/v1.3/campaigns/Welcome_BACK/email",  # names are the app's, in any case
+    "/rest/haAsyncApi/v1.3/campaigns/w/push?Debug=1",
+    "/rest/api/v1.3/lists/Contacts/members?qa=e&id=X",
+    "/rest/api/v1.3/Folders/x",  # no rule of the gateway's: the vendor answers it
+    "/rest/api/ratelimit",
+])
+def test_paths_as_the_vendor_spells_them_or_without_a_rule_are_not(target: str) -> None:
+    assert not rest.in_another_case(target)
+
+
 def test_sends_are_recognised() -> None:
     assert rest.is_send("POST", "/rest/api/v1.3/campaigns/c/email")
     assert rest.is_send("POST", "/rest/haApi/v1.3/events/e")
