@@ -13,7 +13,6 @@ import logging
 import random
 import secrets
 import time
-from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -22,6 +21,8 @@ from starlette.requests import Request
 
 from gateway.config import Account, Config
 from gateway.core import idempotency
+from gateway.core.dialects import sms as sms_dialect
+from gateway.core.dialects.sms import SmsSender, sms_loop
 from gateway.core.loop import Call, Dialect, Proxy, Result
 from gateway.core.outbox import (
     Delivered,
@@ -47,22 +48,19 @@ from gateway.reporting.recorder import FailureReporter
 from gateway.store import IdempotencyRecord, OutboxItem, PurgeCount, Store, StoreError, open_store, scoped_key
 from gateway.tasks import cancel_and_wait
 from gateway.telemetry.otel import Telemetry
+from gateway.upstreams.cluster import Cluster
 from gateway.upstreams.documents import DocumentCache
 from gateway.upstreams.outbound import OutboundPoster
 from gateway.upstreams.resolver import DNSResolver
 from gateway.upstreams.sessions import RestSessions, SoapSessions
-from gateway.upstreams.shared_failover import SharedFailover
 from gateway.upstreams.upstream import Upstream
 from policies.backoff import RetryPolicy, backoff_delay, parse_retry_after
 from policies.callbacks import CallbackPolicy
 from policies.failover import (
-    FailoverEvent,
-    FailoverPolicy,
     FailoverSettings,
-    Switched,
 )
 from policies.outcome import Failure, Kind, Outcome
-from policies.ratelimit import TokenBucket, per_minute
+from policies.ratelimit import per_minute
 from policies.reauth import ReauthPolicy
 from policies.tls import client_context
 
@@ -71,8 +69,6 @@ log = logging.getLogger("aftm.runtime")
 IN_PROGRESS = 0  # status_code of an idempotency record that is a claim, not an answer yet
 CLAIM_MARGIN = 5.0  # seconds a claim outlives its request's deadline
 CLAIM_POLL = 0.05  # seconds between looks at a claim held by another request
-PROBE_TICK = 0.1  # seconds between checks of which account is due a probe
-FOLLOW_INTERVAL = 0.25  # seconds between reads of the failover state other replicas share
 SHARED_FAILOVER_KEY = "failover"
 SHARED_SMS_FAILOVER_KEY = "sms-failover"
 KEY_IN_FLIGHT = Outcome.throttled(1.0, detail="the same Idempotency-Key is in flight")
@@ -89,14 +85,6 @@ class Runtime:
         self.app_certificates = AppCertificates(config=config, credentials=self.credentials)
         self.accounts = list(config.accounts)
         self._by_name = {a.name: a for a in self.accounts}
-        self.failover = FailoverPolicy(
-            accounts=[a.name for a in self.accounts],
-            settings=FailoverSettings(
-                failure_threshold=config.failover.failure_threshold, window=config.failover.window,
-                hold_time=config.failover.hold_time, probe_interval=config.failover.probe_interval,
-            ),
-            clock=time.time,  # epoch seconds: the state is shared with other replicas through the store
-        )
         self.replica = default_owner()
         self._background: set[asyncio.Task[None]] = set()
         self.resolver = DNSResolver(nameservers=config.dns.nameservers or None, port=config.dns.port,
@@ -109,33 +97,34 @@ class Runtime:
             connect_timeout=config.upstream.connect_timeout, read_timeout=config.upstream.read_timeout,
             max_connections_per_host=config.upstream.max_connections_per_host,
         )
+        self.cluster = Cluster(
+            members=self.accounts, settings=_failover_settings(config), upstream=self.upstream,
+            probe_url=lambda account: account.login_url.rstrip("/") + rest.LOGIN_PATH, store=self._store,
+            replica=self.replica, shared_key=SHARED_FAILOVER_KEY,
+            on_switch=lambda event: self.telemetry.metrics.switches.labels(event.reason.value, event.to).inc())
+        self.failover = self.cluster.failover
+        self.sms_cluster = Cluster(
+            members=config.sms.upstreams, settings=_failover_settings(config), upstream=self.upstream,
+            probe_url=sms_dialect.probe_url, store=self._store, replica=self.replica,
+            shared_key=SHARED_SMS_FAILOVER_KEY, traffic="SMS traffic", member_word="SMS upstream",
+        ) if config.sms.upstreams else None
         self.rest_sessions = RestSessions(upstream=self.upstream)
         self.soap_sessions = SoapSessions(accounts=self.accounts, upstream=self.upstream)
         self.documents = DocumentCache(
             paths=ROOT_DOCUMENTS if any(a.soap_url for a in self.accounts) else (),
             fetch=lambda path: fetch_document(self, path), refresh_interval=config.upstream.wsdl_refresh,
             references=lambda path, body: served_references(self, path, body))
-        self.rest_dialect: Dialect = RestDialect(self.rest_sessions)
-        self.soap_dialect: Dialect = SoapDialect(self.soap_sessions)
-        buckets = {
-            a.name: TokenBucket(rate_per_second=a.rate_limit.per_minute / 60.0, burst=a.rate_limit.burst)
-            for a in self.accounts if a.rate_limit.per_minute > 0
-        }
+        self.rest_dialect: Dialect[Account] = RestDialect(self.rest_sessions)
+        self.soap_dialect: Dialect[Account] = SoapDialect(self.soap_sessions)
         self.proxy = Proxy(
-            accounts=self.accounts, upstream=self.upstream, failover=self.failover,
+            cluster=self.cluster, upstream=self.upstream,
             retry=RetryPolicy(attempts=config.retry.attempts, wait_initial=config.retry.wait_initial,
                               wait_max=config.retry.wait_max, retry_after_max=config.retry.retry_after_max),
-            reauth=ReauthPolicy(max_relogins=config.retry.max_relogins), buckets=buckets,
+            reauth=ReauthPolicy(max_relogins=config.retry.max_relogins),
             retry_after=lambda r: parse_retry_after(r.headers.get("retry-after"), time.time()),
-            on_event=self.note_event,
         )
-        # The accounts' failover state, and (once SMS starts) the SMS upstreams', shared with every replica.
-        self.shared = [SharedFailover(key=SHARED_FAILOVER_KEY, policy=self.failover, store=self._store,
-                                      replica=self.replica)]
-        self.switches: Counter[str] = Counter()  # failovers, failbacks, ... since start
         self.store: Store | None = None
         self.sms: SmsService | None = None
-        self._sms_shared: SharedFailover | None = None  # SMS alternate delivery, when sms.upstreams are configured
         self.outbox: OutboxWorker | None = None
         self.reporting = FailureReporter(store=self._store)
         self.poster: FailurePoster | None = None
@@ -152,15 +141,12 @@ class Runtime:
             next_delay=lambda attempts: backoff_delay(self._outbox_retry, attempts, self._rng),
             on_dead=self._on_dead, lanes={"callback": self.config.outbox.callback_concurrency},
         )
-        if self.config.sms.upstreams:
-            outbox = self.outbox
+        if self.sms_cluster is not None:
             self.sms = SmsService(config=self.config, store=self.store, upstream=self.upstream,
-                                  resolver=self.resolver, kick=outbox.kick, on_event=self.note_sms_event,
-                                  reporter=self.reporting)
-            await self.sms.start()
-            self._sms_shared = SharedFailover(key=SHARED_SMS_FAILOVER_KEY, policy=self.sms.sender.failover,
-                                              store=self._store, replica=self.replica, what="SMS traffic")
-            self.shared.append(self._sms_shared)
+                                  resolver=self.resolver,
+                                  sender=SmsSender(loop=sms_loop(self.sms_cluster, self.upstream)),
+                                  kick=self.outbox.kick, reporter=self.reporting)
+            await self.sms_cluster.start()
         await self.outbox.start()
         outbound = OutboundPoster(policy=CallbackPolicy.from_config(self.config.callbacks.allow_networks),
                                   resolver=self.resolver, upstream=self.upstream)
@@ -171,9 +157,8 @@ class Runtime:
             on_result=lambda result: self.telemetry.metrics.fdxml_posts.labels(result).inc())
         self.poster.start()
         self.documents.start()
-        self._tasks.append(asyncio.create_task(self._probe_loop(), name="health-probes"))
+        await self.cluster.start()
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
-        self._tasks.append(asyncio.create_task(self._follow_loop(), name="shared-failover-state"))
         for account in self.accounts:
             if account.rate_limit.from_vendor:
                 self._tasks.append(asyncio.create_task(self._size_rate_limit(account), name="rate-limit"))
@@ -186,8 +171,9 @@ class Runtime:
         for task in list(self._background):  # failure records still being written
             with contextlib.suppress(Exception):
                 await task
-        if self.sms is not None:
-            await self.sms.close()
+        await self.cluster.close()
+        if self.sms_cluster is not None:
+            await self.sms_cluster.close()
         if self.outbox is not None:
             await self.outbox.stop()
         await self.upstream.aclose()
@@ -199,7 +185,7 @@ class Runtime:
         self.telemetry.shutdown()
 
     def candidate_accounts(self) -> list[Account]:
-        return [self._by_name[name] for name in self.failover.candidates()]
+        return self.cluster.candidates()
 
     async def read_body(self, request: Request, *, limit: int | None = None) -> bytes:
         """The request body through the one bounded reader (gateway.edge.bodies): `limit` bytes, default
@@ -207,7 +193,7 @@ class Runtime:
         return await read_body(request, limit=self.config.requests.max_body_bytes if limit is None else limit,
                                within=self.config.requests.body_timeout)
 
-    async def handle(self, call: Call, dialect: Dialect) -> Result:
+    async def handle(self, call: Call, dialect: Dialect[Account]) -> Result:
         """Forward an app call with idempotency and the outbox as the last resort for sends.
 
         A repeated Idempotency-Key gets the first answer again, or `queued` while the first is still
@@ -284,7 +270,7 @@ class Runtime:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _handle_keyed(self, call: Call, key: str, dialect: Dialect, deadline: float) -> Result:
+    async def _handle_keyed(self, call: Call, key: str, dialect: Dialect[Account], deadline: float) -> Result:
         """A keyed request: the first answer replayed, the queued send named, or this one sent once.
 
         Raises KeyReused when the key was used for a different request (gateway.core.idempotency).
@@ -431,17 +417,6 @@ class Runtime:
                                         keyword=keyword, numbers=numbers, send_id=item.id,
                                         correlation_id=item.correlation_id or "")
 
-    def note_sms_event(self, event: FailoverEvent) -> None:
-        """Log and share a change in the SMS upstreams' health."""
-        if self._sms_shared is not None:
-            self._share(self._sms_shared)
-        if isinstance(event, Switched):
-            log.warning("SMS traffic moved from %s to %s (%s)", event.from_, event.to, event.reason.value,
-                        extra={"reason": event.detail})
-        else:
-            log.warning("SMS upstream %s is now %s", event.account, "healthy" if event.healthy else "unhealthy",
-                        extra={"reason": event.reason})
-
     def require_store(self) -> Store:
         """The open store (routes run only between start and close)."""
         return self._store()
@@ -462,12 +437,12 @@ class Runtime:
         store = self._store()
         return {
             "active": self.failover.active,
-            "switches": dict(self.switches),
+            "switches": dict(self.cluster.switches),
             "failover": self.failover.status(),
             "outbox": {"depth": await store.depth(), "oldest_pending_age": await store.oldest_pending_age(time.time())},
-            "rate_limits_per_minute": {n: round(b.rate_per_second * 60, 3) for n, b in self.proxy.buckets.items()},
+            "rate_limits_per_minute": {n: round(b.rate_per_second * 60, 3) for n, b in self.cluster.buckets.items()},
             "upstream_logins": {"rest": dict(self.rest_sessions.logins), "soap": dict(self.soap_sessions.logins)},
-            **({"sms_upstreams": self.sms.sender.failover.status()} if self.sms is not None else {}),
+            **({"sms_upstreams": self.sms_cluster.status()} if self.sms_cluster is not None else {}),
         }
 
     async def _size_rate_limit(self, account: Account) -> None:
@@ -484,11 +459,7 @@ class Runtime:
             log.warning("no usable rate limits from the vendor", extra={"account": account.name})
             return
         rate = per_minute(limit, account.rate_limit.headroom)
-        bucket = self.proxy.buckets.get(account.name)
-        if bucket is None:
-            self.proxy.buckets[account.name] = TokenBucket(rate_per_second=rate, burst=account.rate_limit.burst)
-        else:
-            bucket.set_rate(rate_per_second=rate)
+        self.cluster.set_rate(account.name, rate_per_second=rate, burst=account.rate_limit.burst)
         log.info("rate limit sized from the vendor", extra={"account": account.name, "per_minute": limit})
 
     async def purge_once(self) -> PurgeCount:
@@ -510,60 +481,9 @@ class Runtime:
                 if any(dataclasses.astuple(purged)):
                     log.info("retention purge", extra=dataclasses.asdict(purged))
 
-    def _share(self, shared: SharedFailover) -> None:
-        """Publish a policy's new state for the other replicas, in the background."""
-        if self.store is not None:
-            self._in_background(shared.publish(), name="publish-failover-state")
-
-    async def _follow_loop(self) -> None:
-        """Adopt newer failover states written by other replicas (verdicts and overrides)."""
-        while True:
-            await asyncio.sleep(FOLLOW_INTERVAL)
-            for shared in self.shared:
-                await shared.follow()
-
-    async def _probe_loop(self) -> None:
-        """Active health checks, each account on its own task so a hanging one delays no other."""
-        probing: dict[str, asyncio.Task[None]] = {}
-        try:
-            while True:
-                for account in self.accounts:
-                    running = probing.get(account.name)
-                    if (running is None or running.done()) and self.failover.probe_due(account.name):
-                        probing[account.name] = asyncio.create_task(self._probe_and_record(account))
-                await asyncio.sleep(PROBE_TICK)
-        finally:
-            for task in probing.values():
-                task.cancel()
-
-    async def _probe_and_record(self, account: Account) -> None:
-        healthy, detail = await self._probe(account)
-        event = self.failover.record_probe(account.name, healthy, detail)
-        if event is not None:
-            self.note_event(event)
-
-    def note_event(self, event: FailoverEvent | None) -> None:
-        """Count, log and share a failover decision, whoever made it (traffic, probe or operator)."""
-        if event is None:
-            return
-        self._share(self.shared[0])
-        if isinstance(event, Switched):
-            self.switches[event.reason.value] += 1
-            self.telemetry.metrics.switches.labels(event.reason.value, event.to).inc()
-            log.warning("traffic moved from %s to %s (%s)", event.from_, event.to, event.reason.value,
-                        extra={"reason": event.detail})
-        else:
-            log.warning("account %s is now %s", event.account, "healthy" if event.healthy else "unhealthy",
-                        extra={"reason": event.reason})
-
-    async def _probe(self, account: Account) -> tuple[bool, str]:
-        """An account that answers HTTP at all (< 500) on its login URL is up."""
-        url = account.login_url.rstrip("/") + rest.LOGIN_PATH
-        try:
-            response = await self.upstream.send(httpx.Request("GET", url), read_timeout=2.0)
-        except UpstreamError as exc:
-            return False, str(exc)
-        return response.status_code < 500, f"HTTP {response.status_code}"
+def _failover_settings(config: Config) -> FailoverSettings:
+    return FailoverSettings(failure_threshold=config.failover.failure_threshold, window=config.failover.window,
+                            hold_time=config.failover.hold_time, probe_interval=config.failover.probe_interval)
 
 
 def _replayed(record: IdempotencyRecord, request_id: str) -> Result:

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config
+from gateway.core.dialects.sms import Accepted, NotSent, Refused, SendResult, SmsSender
 from gateway.core.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.delivery import messages
 from gateway.delivery.callbacks import CallbackPoster, callback_item, message_id_of, receipt_date
-from gateway.delivery.sender import Accepted, NotSent, Refused, SendResult, SmsSender
 from gateway.edge.clients import Credentials
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
@@ -41,7 +41,6 @@ from gateway.store import MessageChange, MessageEvent, MessageRecord, MessageSta
 from gateway.upstreams.resolver import Resolver
 from gateway.upstreams.upstream import Upstream
 from policies.callbacks import CallbackPolicy, CallbackRefused
-from policies.failover import FailoverEvent
 
 log = logging.getLogger("aftm.sms")
 
@@ -69,9 +68,9 @@ class ReceiptTaken:
 class SmsService:
     """Everything SMS: built by the runtime once the store is open; routes reach it as `runtime.sms`."""
 
-    def __init__(self, *, config: Config, store: Store, upstream: Upstream, resolver: Resolver,
-                 kick: Callable[[], None], on_event: Callable[[FailoverEvent], None] | None = None,
-                 reporter: FailureReporter | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, config: Config, store: Store, upstream: Upstream, resolver: Resolver, sender: SmsSender,
+                 kick: Callable[[], None], reporter: FailureReporter | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._reporter = reporter or FailureReporter(store=lambda: store, clock=clock)
         self._telemetry = upstream.telemetry
@@ -80,15 +79,9 @@ class SmsService:
         self._store = store
         self._kick = kick
         self._clock = clock
-        self.sender = SmsSender(config=config, upstream=upstream, on_event=on_event)
+        self.sender = sender
         self.callbacks = CallbackPoster(policy=CallbackPolicy.from_config(config.callbacks.allow_networks),
                                         resolver=resolver, upstream=upstream, timeout=config.callbacks.timeout)
-
-    async def start(self) -> None:
-        await self.sender.start()
-
-    async def close(self) -> None:
-        await self.sender.close()
 
     # --- the app's side -------------------------------------------------------------------------
 
@@ -305,7 +298,8 @@ class SmsService:
             return FailedPermanently("the message no longer exists (purged)")
         if record.status is not MessageStatus.ACCEPTED:
             return Delivered(status_code=200, body=b"already sent")  # a resend after a lost lease: done
-        result, source = await self._send_from_each(record, self.receipt_url(record.id, item.body.decode("ascii")))
+        result, source = await self._send_from_each(record, self.receipt_url(record.id, item.body.decode("ascii")),
+                                                    request_id=item.id)
         if source != record.source:
             record = dataclasses.replace(record, source=source)
         now = self._clock()
@@ -318,7 +312,8 @@ class SmsService:
         await self._refused(record, now, result)
         return Delivered(status_code=result.status_code, account=result.upstream)
 
-    async def _send_from_each(self, record: MessageRecord, receipt_url: str) -> tuple[SendResult, str]:
+    async def _send_from_each(self, record: MessageRecord, receipt_url: str, *,
+                              request_id: str) -> tuple[SendResult, str]:
         """Send `record`; an alternate one long code refuses goes out from the next (each once per try).
 
         Returns the result and the source it was sent from. An original has only its own source.
@@ -337,7 +332,7 @@ class SmsService:
                 source_type=self._source_type(dataclasses.replace(record, source=source)), text=record.text,
                 receipt_url=receipt_url, destination_type=record.destination_type,
                 transaction_id=record.transaction_id)
-            result = await self.sender.send(document)
+            result = await self.sender.send(document, request_id=request_id, client=record.client)
             if not isinstance(result, Refused) or source == sources[-1]:
                 return result, source
             log.info("SMS alternate refused on a long code; trying the next",

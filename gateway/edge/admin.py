@@ -69,7 +69,7 @@ async def override(request: Request) -> Response:
     except (ValueError, KeyError, TypeError):
         return JSONResponse({"error": 'send {"account": "<name>"} or {"account": null}'}, 400)
     try:
-        runtime.note_event(runtime.failover.set_override(account))
+        runtime.cluster.set_override(account)
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, 400)
     return JSONResponse(runtime.failover.status())

@@ -25,16 +25,17 @@ from gateway.errors import (
     UpstreamError,
     UpstreamUnreachable,
 )
-from gateway.telemetry.otel import Telemetry
+from gateway.store import Store
+from gateway.upstreams.cluster import Cluster
 from policies.backoff import RetryPolicy
-from policies.failover import FailoverEvent, FailoverPolicy, Switched, SwitchReason
+from policies.failover import FailoverEvent, FailoverSettings, Switched, SwitchReason
 from policies.outcome import Failure, Kind, Outcome
 from policies.ratelimit import TokenBucket
 from policies.reauth import ReauthPolicy
 from tests.support.clock import FakeClock
+from tests.unit.core.fakes import Answer, FakeUpstream
 
 ACCOUNTS = ("primary", "secondary")
-Answer = int | tuple[int, dict[str, str]] | Exception
 
 
 def _call(*, is_send: bool = True, key: str | None = None) -> Call:
@@ -92,37 +93,8 @@ class FakeDialect:
                               content=response.content)
 
 
-@dataclass
-class Sent:
-    account: str
-    read_timeout: float | None
-    at: float
-
-
-class FakeUpstream:
-    """Answers per account from a script (then 200); records what was sent, when, with which timeout."""
-
-    read_timeout = 30.0
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.telemetry = Telemetry.disabled()
-        self.script: dict[str, list[Answer]] = {}
-        self.sent: list[Sent] = []
-        self._clock = clock
-
-    async def send(self, request: httpx.Request, *, read_timeout: float | None = None) -> httpx.Response:
-        account = request.url.host.removesuffix(".test")
-        self.sent.append(Sent(account, read_timeout, self._clock()))
-        answers = self.script.get(account)
-        answer: Answer = answers.pop(0) if answers else 200
-        if isinstance(answer, Exception):
-            raise answer
-        status, headers = answer if isinstance(answer, tuple) else (answer, {})
-        return httpx.Response(status, headers=headers, content=b'{"ok": true}', request=request)
-
-    @property
-    def tried(self) -> list[str]:
-        return [s.account for s in self.sent]
+def _no_store() -> Store:
+    raise AssertionError("the loop never touches the store")
 
 
 class Rig:
@@ -135,18 +107,21 @@ class Rig:
         self.events: list[FailoverEvent] = []
         self.upstream = FakeUpstream(self.clock)
         self.dialect = FakeDialect()
-        self.failover = FailoverPolicy(accounts=list(ACCOUNTS), clock=self.clock)
-        self.buckets = {name: TokenBucket(rate_per_second=rate, burst=burst, clock=self.clock)
-                        for name, (rate, burst) in (rates or {}).items()}
+        self.cluster = Cluster(
+            members=[Account(name=name, login_url=f"https://{name}.test", user_name="api") for name in ACCOUNTS],
+            settings=FailoverSettings(), upstream=self.upstream, probe_url=lambda account: account.login_url,  # type: ignore[arg-type]
+            store=_no_store, replica="test", shared_key="failover", on_switch=self.events.append, clock=self.clock)
+        self.failover = self.cluster.failover
+        self.buckets = self.cluster.buckets
+        for name, (rate, burst) in (rates or {}).items():
+            self.buckets[name] = TokenBucket(rate_per_second=rate, burst=burst, clock=self.clock)
         self.queued: list[Call] = []
         self.proxy = Proxy(
-            accounts=[Account(name=name, login_url=f"https://{name}.test", user_name="api") for name in ACCOUNTS],
-            upstream=self.upstream,  # type: ignore[arg-type]
-            failover=self.failover,
+            cluster=self.cluster, upstream=self.upstream,  # type: ignore[arg-type]
             retry=retry or RetryPolicy(attempts=6, wait_initial=0.1, wait_max=5.0, jitter="none"),
-            reauth=ReauthPolicy(max_relogins=max_relogins), buckets=self.buckets,
+            reauth=ReauthPolicy(max_relogins=max_relogins),
             retry_after=lambda r: float(r.headers["retry-after"]) if "retry-after" in r.headers else None,
-            on_event=self.events.append, clock=self.clock, sleep=self._sleep)
+            clock=self.clock, sleep=self._sleep)
 
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
