@@ -21,8 +21,11 @@ from starlette.requests import Request
 
 from gateway.config import Account, Config
 from gateway.core import idempotency
+from gateway.core.dialects import rest as rest_dialect
 from gateway.core.dialects import sms as sms_dialect
+from gateway.core.dialects.rest import RestDialect, send_summary, size_rate_limit
 from gateway.core.dialects.sms import SmsSender, sms_loop
+from gateway.core.dialects.soap import SoapDialect, SoapDocuments
 from gateway.core.loop import Call, Dialect, Proxy, Result
 from gateway.core.outbox import (
     Delivered,
@@ -34,14 +37,11 @@ from gateway.core.outbox import (
     default_owner,
 )
 from gateway.delivery.service import SmsService
-from gateway.edge import targets
 from gateway.edge.app_certificates import AppCertificates
 from gateway.edge.bodies import read_body
 from gateway.edge.clients import Credentials
-from gateway.edge.rest import RestDialect
-from gateway.edge.soap import ROOT_DOCUMENTS, SoapDialect, fetch_document, served_references
-from gateway.errors import UpstreamError
 from gateway.protocols import responsys_rest as rest
+from gateway.protocols import targets
 from gateway.reporting.codes import FailureKind
 from gateway.reporting.poster import FailurePoster
 from gateway.reporting.recorder import FailureReporter
@@ -60,7 +60,6 @@ from policies.failover import (
     FailoverSettings,
 )
 from policies.outcome import Failure, Kind, Outcome
-from policies.ratelimit import per_minute
 from policies.reauth import ReauthPolicy
 from policies.tls import client_context
 
@@ -99,7 +98,7 @@ class Runtime:
         )
         self.cluster = Cluster(
             members=self.accounts, settings=_failover_settings(config), upstream=self.upstream,
-            probe_url=lambda account: account.login_url.rstrip("/") + rest.LOGIN_PATH, store=self._store,
+            probe_url=rest_dialect.probe_url, store=self._store,
             replica=self.replica, shared_key=SHARED_FAILOVER_KEY,
             on_switch=lambda event: self.telemetry.metrics.switches.labels(event.reason.value, event.to).inc())
         self.failover = self.cluster.failover
@@ -110,10 +109,10 @@ class Runtime:
         ) if config.sms.upstreams else None
         self.rest_sessions = RestSessions(upstream=self.upstream)
         self.soap_sessions = SoapSessions(accounts=self.accounts, upstream=self.upstream)
-        self.documents = DocumentCache(
-            paths=ROOT_DOCUMENTS if any(a.soap_url for a in self.accounts) else (),
-            fetch=lambda path: fetch_document(self, path), refresh_interval=config.upstream.wsdl_refresh,
-            references=lambda path, body: served_references(self, path, body))
+        soap_documents = SoapDocuments(public_url=config.public_url, accounts=self.cluster, upstream=self.upstream)
+        self.documents = DocumentCache(paths=soap_documents.roots, fetch=soap_documents.fetch,
+                                       refresh_interval=config.upstream.wsdl_refresh,
+                                       references=soap_documents.references)
         self.rest_dialect: Dialect[Account] = RestDialect(self.rest_sessions)
         self.soap_dialect: Dialect[Account] = SoapDialect(self.soap_sessions)
         self.proxy = Proxy(
@@ -161,7 +160,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="retention"))
         for account in self.accounts:
             if account.rate_limit.from_vendor:
-                self._tasks.append(asyncio.create_task(self._size_rate_limit(account), name="rate-limit"))
+                self._tasks.append(asyncio.create_task(
+                    size_rate_limit(self.cluster, self.rest_sessions, self.upstream, account), name="rate-limit"))
 
     async def close(self) -> None:
         await cancel_and_wait(*self._tasks)
@@ -445,23 +445,6 @@ class Runtime:
             **({"sms_upstreams": self.sms_cluster.status()} if self.sms_cluster is not None else {}),
         }
 
-    async def _size_rate_limit(self, account: Account) -> None:
-        """Size the account's bucket from the vendor's own limits; keep the configured one on failure."""
-        try:
-            session = await self.rest_sessions.session_for(account)
-            response = await self.upstream.send(httpx.Request(
-                "GET", session.end_point + rest.RATE_LIMIT_PATH, headers={"Authorization": session.token}))
-        except UpstreamError as exc:
-            log.warning("could not read the vendor's rate limits", extra={"account": account.name, "reason": str(exc)})
-            return
-        limit = rest.tightest_send_limit(response.content) if response.status_code == 200 else None
-        if limit is None:
-            log.warning("no usable rate limits from the vendor", extra={"account": account.name})
-            return
-        rate = per_minute(limit, account.rate_limit.headroom)
-        self.cluster.set_rate(account.name, rate_per_second=rate, burst=account.rate_limit.burst)
-        log.info("rate limit sized from the vendor", extra={"account": account.name, "per_minute": limit})
-
     async def purge_once(self) -> PurgeCount:
         """Drop expired idempotency records and revocations, and finished outbox items older than the retention."""
         now = time.time()
@@ -497,7 +480,4 @@ def _content_type(response: httpx.Response) -> tuple[tuple[str, str], ...]:
 
 def _summary(protocol: str, path: str, body: bytes) -> tuple[str, str]:
     """A failure entry's keyword (the REST campaign or event) and numbers (its recipients, comma-joined)."""
-    if protocol != "rest":
-        return "", ""
-    keyword, recipients = rest.send_summary(path, body)
-    return keyword, ",".join(recipients)
+    return send_summary(path, body) if protocol == "rest" else ("", "")

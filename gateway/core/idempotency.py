@@ -18,8 +18,8 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from gateway.edge.inputs import BadInput
 from gateway.errors import GatewayError
+from gateway.protocols.inputs import BadInput
 
 HEADER = "idempotency-key"
 MAX_LENGTH = 255  # a UUID is 36; Stripe's keys are at most 255

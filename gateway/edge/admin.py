@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.edge.bodies import FORM_LIMIT
-from gateway.edge.inputs import loads_json
+from gateway.protocols.inputs import loads_json
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.edge.inputs import BadInput
+from gateway.protocols.inputs import BadInput
 from gateway.store import new_request_id
 
 HEADER = "x-request-id"

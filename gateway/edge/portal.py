@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from gateway.edge.bodies import FORM_LIMIT
 from gateway.edge.clients import ADMIN_PRINCIPAL, TooManyFailedLogins, basic_credentials, source_of
-from gateway.edge.inputs import BadInput, bounded_int, finite_float
+from gateway.protocols.inputs import BadInput, bounded_int, finite_float
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
 from gateway.store import FailureQuery, FailureRecord, StoreError

@@ -7,31 +7,25 @@ go to the active account with that account's own upstream token.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.config import Account
 from gateway.core import idempotency
-from gateway.core.loop import Call, Lease, Result
-from gateway.edge import inputs, targets
+from gateway.core.loop import Call, Result
 from gateway.edge.app_certificates import CertificateRefused
 from gateway.edge.bodies import FORM_LIMIT, BodyRefused
 from gateway.edge.clients import TooManyFailedLogins, source_of
 from gateway.edge.correlation import HEADER, forwarded_headers, request_ids
-from gateway.edge.inputs import BadInput
+from gateway.protocols import inputs, rsa_challenge, targets
 from gateway.protocols import responsys_rest as rest
-from gateway.protocols import rsa_challenge
+from gateway.protocols.inputs import BadInput
 from gateway.reporting.codes import FailureKind
 from gateway.store import StoreError
-from gateway.upstreams.sessions import RestSession, RestSessions
 from policies.outcome import Failure, Kind, Outcome
 
 if TYPE_CHECKING:
@@ -44,41 +38,6 @@ FORWARDED_HEADERS = ("content-type", "accept", "idempotency-key", "x-request-id"
 def error(status: int, title: str, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
     return Response(rest.error_body(title=title, error_code=code, detail=detail), status_code=status,
                     media_type=JSON, headers=headers)
-
-
-class _TokenLease:
-    def __init__(self, sessions: RestSessions, account: Account, session: RestSession) -> None:
-        self._sessions = sessions
-        self.account = account
-        self.session = session
-
-    def invalidate(self) -> None:
-        self._sessions.invalidate(self.account, self.session)
-
-
-class RestDialect:
-    """REST's answers to the forward loop: token sessions, upstream URL, verdicts."""
-
-    def __init__(self, sessions: RestSessions) -> None:
-        self._sessions = sessions
-
-    @contextlib.asynccontextmanager
-    async def session(self, account: Account, *, within: float) -> AsyncIterator[Lease]:
-        yield _TokenLease(self._sessions, account, await self._sessions.session_for(account))
-
-    def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
-        assert isinstance(lease, _TokenLease)
-        # Built from the raw target the edge checked, and verified to be sent unchanged (gateway.edge.targets).
-        target = rest.upstream_path(call.method, call.path, account.api_prefix)
-        url = targets.upstream_url(lease.session.end_point, target)
-        headers = [*call.headers, ("Authorization", lease.session.token)]
-        return httpx.Request(call.method, url, headers=headers, content=call.body)
-
-    def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
-        return rest.classify(response.status_code, response.headers, response.content, retry_after=retry_after)
-
-    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
-        return response
 
 
 async def login(request: Request) -> Response:

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from gateway.delivery.service import InvalidMessage, ReceiptRefused, SmsService
 from gateway.edge.bodies import BodyRefused
 from gateway.edge.clients import TooManyFailedLogins, basic_credentials, source_of
-from gateway.edge.inputs import loads_json
 from gateway.protocols import sms
+from gateway.protocols.inputs import loads_json
 from gateway.reporting.codes import FailureKind
 from gateway.store import StoreError
 

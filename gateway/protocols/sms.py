@@ -30,7 +30,7 @@ from typing import Any, Literal, get_args
 
 from lxml import etree
 
-from gateway.edge.inputs import BadInput, loads_json
+from gateway.protocols.inputs import BadInput, loads_json
 from gateway.protocols.responsys_soap import BadEnvelope, parse_xml
 from policies.outcome import Failure, Outcome
 
