@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import httpx
 
+from gateway.config import Account
+from gateway.core.loop import Call
 from gateway.store import SharedValue
 from gateway.telemetry.otel import Telemetry
+from policies.outcome import Failure, Outcome
 from tests.support.clock import FakeClock
 
 # What an account answers: a status, a status with headers, a whole response, or a transport error.
@@ -65,3 +70,52 @@ class FakeSharedStore:
         current = self.values.get(key)
         if current is None or current.updated_at <= updated_at:
             self.values[key] = SharedValue(value=value, updated_at=updated_at, replica=replica)
+
+
+class FakeLease:
+    def __init__(self, account: str) -> None:
+        self.account = account
+        self.invalidated = False
+
+    def invalidate(self) -> None:
+        self.invalidated = True
+
+
+@dataclass
+class FakeDialect:
+    """Sessions that can be refused per account; status codes classified as a vendor would."""
+
+    login_errors: dict[str, list[Exception]] = field(default_factory=dict)
+    leases: list[FakeLease] = field(default_factory=list)
+    answered_by: list[str] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def session(self, account: Account, *, within: float) -> AsyncIterator[FakeLease]:
+        errors = self.login_errors.get(account.name)
+        if errors:
+            raise errors.pop(0)
+        lease = FakeLease(account.name)
+        self.leases.append(lease)
+        yield lease
+
+    def upstream_request(self, account: Account, call: Call, lease: FakeLease) -> httpx.Request:
+        return httpx.Request(call.method, f"https://{account.name}.test{call.path}", content=call.body)
+
+    def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
+        status = response.status_code
+        if status < 400:
+            return Outcome.ok()
+        if status == 401:
+            return Outcome.session_invalid("token expired")
+        if status == 429:
+            return Outcome.throttled(retry_after, detail="HTTP 429")
+        if status in (502, 503, 504):
+            return Outcome.account_failure(Failure.UNAVAILABLE, detail=f"HTTP {status}")
+        if status >= 500:
+            return Outcome.account_failure(Failure.SERVER_ERROR, detail=f"HTTP {status}")
+        return Outcome.client_error(f"HTTP {status}")
+
+    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
+        self.answered_by.append(account.name)
+        return httpx.Response(response.status_code, headers={"x-answered-by": account.name},
+                              content=response.content)

@@ -7,12 +7,9 @@ waited. Time is a `FakeClock` that only the loop's `sleep` moves, so nothing her
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
-import httpx
 import pytest
 
 from gateway.config import Account
@@ -29,11 +26,11 @@ from gateway.store import Store
 from gateway.upstreams.cluster import Cluster
 from policies.backoff import RetryPolicy
 from policies.failover import FailoverEvent, FailoverSettings, Switched, SwitchReason
-from policies.outcome import Failure, Kind, Outcome
+from policies.outcome import Failure, Kind
 from policies.ratelimit import TokenBucket
 from policies.reauth import ReauthPolicy
 from tests.support.clock import FakeClock
-from tests.unit.core.fakes import Answer, FakeUpstream
+from tests.unit.core.fakes import Answer, FakeDialect, FakeUpstream
 
 ACCOUNTS = ("primary", "secondary")
 
@@ -42,55 +39,6 @@ def _call(*, is_send: bool = True, key: str | None = None) -> Call:
     return Call(protocol="rest", method="POST", path="/rest/api/v1.3/campaigns/c/email", headers=(),
                 body=b"{}", request_id="req-1", client="app", is_send=is_send, idempotency_key=key,
                 correlation_id="corr-1")
-
-
-class FakeLease:
-    def __init__(self, account: str) -> None:
-        self.account = account
-        self.invalidated = False
-
-    def invalidate(self) -> None:
-        self.invalidated = True
-
-
-@dataclass
-class FakeDialect:
-    """Sessions that can be refused per account; status codes classified as a vendor would."""
-
-    login_errors: dict[str, list[Exception]] = field(default_factory=dict)
-    leases: list[FakeLease] = field(default_factory=list)
-    answered_by: list[str] = field(default_factory=list)
-
-    @contextlib.asynccontextmanager
-    async def session(self, account: Account, *, within: float) -> AsyncIterator[FakeLease]:
-        errors = self.login_errors.get(account.name)
-        if errors:
-            raise errors.pop(0)
-        lease = FakeLease(account.name)
-        self.leases.append(lease)
-        yield lease
-
-    def upstream_request(self, account: Account, call: Call, lease: FakeLease) -> httpx.Request:
-        return httpx.Request(call.method, f"https://{account.name}.test{call.path}", content=call.body)
-
-    def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
-        status = response.status_code
-        if status < 400:
-            return Outcome.ok()
-        if status == 401:
-            return Outcome.session_invalid("token expired")
-        if status == 429:
-            return Outcome.throttled(retry_after, detail="HTTP 429")
-        if status in (502, 503, 504):
-            return Outcome.account_failure(Failure.UNAVAILABLE, detail=f"HTTP {status}")
-        if status >= 500:
-            return Outcome.account_failure(Failure.SERVER_ERROR, detail=f"HTTP {status}")
-        return Outcome.client_error(f"HTTP {status}")
-
-    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
-        self.answered_by.append(account.name)
-        return httpx.Response(response.status_code, headers={"x-answered-by": account.name},
-                              content=response.content)
 
 
 def _no_store() -> Store:
