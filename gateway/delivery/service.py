@@ -320,7 +320,7 @@ class SmsService:
                 at = codes.index(record.source)
                 sources = (*codes[at:], *codes[:at])
         result: SendResult = NotSent("no source to send from")
-        for source in sources:
+        for source, following in zip(sources, (*sources[1:], None), strict=True):
             document = sms.render_upstream_message(
                 submitter_message_id=record.id, destination=record.destination,
                 destination_carrier=record.destination_carrier, source=source,
@@ -328,15 +328,22 @@ class SmsService:
                 receipt_url=receipt_url, destination_type=record.destination_type,
                 transaction_id=record.transaction_id)
             result = await self.sender.send(document, request_id=request_id, client=record.client)
-            if not isinstance(result, Refused) or source == sources[-1]:
+            if not isinstance(result, Refused) or following is None:
                 return result, source
             log.info("SMS alternate refused on a long code; trying the next",
                      extra={"message_id": record.id, "long_code": source, "upstream": result.upstream})
-            await self._store().message_note(MessageEvent(
+            note = MessageEvent(
                 message_id=record.id, at=self._clock(), kind="note",
                 description=f"refused from long code {source} by {result.upstream}: "
                             f"{(result.answer.description if result.answer else None) or result.status_code}; "
-                            "trying the next long code"))
+                            "trying the next long code")
+            # The next long code is the message's source before it is sent from there: its receipt may
+            # come back before this try records the send, and must find the message under that source.
+            moved = await self._store().message_change(MessageChange(
+                message_id=record.id, from_statuses=frozenset({MessageStatus.ACCEPTED}),
+                status=MessageStatus.ACCEPTED, source=following, event=note))
+            if not moved:
+                await self._store().message_note(note)
         return result, sources[-1]
 
     def _source_type(self, record: MessageRecord) -> str:
