@@ -10,7 +10,7 @@ does, changing one thing:
     lean-transport a minimal HTTP/1.1 keep-alive client on asyncio streams behind the
                    `transport_factory` seam instead of aiohttp (what the inner client costs)
     raw-asgi       the REST send path answered by a plain ASGI callable in front of Starlette, using the
-                   same Runtime.handle (what Starlette's routing/Request/Response cost per call)
+                   same Sends.handle (what Starlette's routing/Request/Response cost per call)
     combined       raw-asgi and lean-transport together
     raw-dns        gateway.upstreams.resolver's FreshSharedQueries kept (same freshness rule), but each query sent on
                    one persistent UDP socket with prebuilt wire bytes and the A records read with struct
@@ -131,7 +131,7 @@ def raw_asgi(app: Any) -> Any:
                     body=body, request_id=ids.request_id, correlation_id=ids.correlation_id,
                     client=identity.client, is_send=rest.is_send("POST", path),
                     idempotency_key=headers.get("idempotency-key"))
-        result = await runtime.handle(call, runtime.rest_dialect)
+        result = await runtime.sends.handle(call, runtime.rest_dialect)
         response = rest_api.render(result, correlation_id=ids.correlation_id)
         await response(scope, receive, send)
 

@@ -34,8 +34,10 @@
     │   │                             their shape; cli prints it (exit 1); workers retry next round
     │   ├── ItemNotFound              no outbox item has that id (dropped, purged, never enqueued)
     │   │                             -> core.outbox (nothing left to finish)
-    │   └── LeaseLost                 the caller's lease expired and another worker holds the item
-    │                                 -> core.outbox (the other worker finishes it)
+    │   ├── LeaseLost                 the caller's lease expired and another worker holds the item
+    │   │                             -> core.outbox (the other worker finishes it)
+    │   └── StoreUnavailable          a call's key could not be claimed or its send queued: nothing was
+    │                                 accepted     core.sends -> edge.rest (503), edge.soap (server fault)
     └── RequestError                  the app's request is refused, answered in its surface's own shape
         │                             (REST JSON error, SOAP client fault, mtMessageResponse, portal page),
         │                             never a 500; nothing was sent upstream for it
@@ -49,7 +51,9 @@
         │                             edge.inputs, edge.correlation, core.idempotency.key_of
         │                             -> edge.rest, edge.soap, edge.admin (400), edge.portal (as BadFilter)
         ├── KeyReused                 an Idempotency-Key reused for a different request
-        │                             core.idempotency, through runtime.handle -> REST 422, SOAP client fault
+        │                             core.idempotency, through core.sends -> REST 422, SOAP client fault
+        ├── KeyInFlight               the same Idempotency-Key is still being sent (here or on a replica);
+        │                             `.retry_after`  core.sends -> REST 429 API_LIMIT_EXCEEDED, SOAP fault
         ├── CertificateRefused        an app's certificate login refused; `.code` is the vendor's
         │                             edge.app_certificates -> edge.rest (400/401), edge.soap (a fault)
         ├── TooManyFailedLogins       too many failed logins from one source; `.retry_after`
@@ -190,6 +194,13 @@ class StoreError(GatewayError):
     """The store refused or could not do what was asked."""
 
 
+class StoreUnavailable(StoreError):
+    """The store could not claim the key or queue the send: nothing was accepted, the app may retry."""
+
+    def __init__(self) -> None:
+        super().__init__("the gateway's store is unavailable")
+
+
 class ItemNotFound(StoreError):
     """No outbox item has this id."""
 
@@ -238,6 +249,15 @@ class KeyReused(RequestError):
         super().__init__("this Idempotency-Key was used for a different request; "
                          "use a new key for a new send, or repeat the first request unchanged")
 
+
+
+class KeyInFlight(RequestError):
+    """A request with the same Idempotency-Key is still being sent; its answer is not known yet."""
+
+    retry_after = 1.0
+
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still in flight; retry shortly")
 
 class CertificateRefused(RequestError):
     """The login is refused; `code` is the vendor's (INVALID_PARAMETER or AUTHENTICATION_FAILED)."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from gateway.edge.inputs import is_label
 from gateway.errors import BadInput
 from gateway.errors import KeyReused as KeyReused  # callers name it idempotency.KeyReused
+from gateway.protocols.inputs import is_label
 
 HEADER = "idempotency-key"
 MAX_LENGTH = 255  # a UUID is 36; Stripe's keys are at most 255

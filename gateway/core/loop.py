@@ -1,6 +1,9 @@
 """The forward loop: ask the dialect, consult the policies, move bytes through the upstream seam.
 
-One app request becomes one or more upstream attempts:
+One loop serves every upstream cluster (the Responsys accounts for REST and SOAP, the SMS aggregators);
+what differs between them is the dialect (`gateway.core.dialects`) and the loop's inputs (the retry
+policy, the relogin budget, the longest wait for a rate limit). One app request becomes one or more
+upstream attempts:
 - an account failure that the upstream cannot have processed (refused, TLS, DNS, 502/503/504, login
   refused) moves to the next candidate account at once, within the same app request;
 - an ambiguous failure (timeout after the request went out, other 5xx) moves on only when the app
@@ -8,6 +11,9 @@ One app request becomes one or more upstream attempts:
 - an invalid session logs in again (once for all concurrent callers) and replays the call;
 - throttling waits per Retry-After or backoff with full jitter, within the request's deadline;
 - a send that still cannot go out before the deadline is committed to the durable outbox (202).
+
+A retry policy of one attempt makes the loop one pass over the candidates that never waits: what the
+SMS sends use, since the outbox is their retry schedule.
 """
 
 from __future__ import annotations
@@ -15,20 +21,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar
 
 import httpx
 
-from gateway.config import Account
 from gateway.errors import LoginThrottled, UpstreamError
+from gateway.upstreams.cluster import Cluster, Member
 from gateway.upstreams.upstream import Upstream
 from policies.backoff import RetryPolicy, Schedule
-from policies.failover import FailoverEvent, FailoverPolicy, may_retry_elsewhere
+from policies.failover import may_retry_elsewhere
 from policies.outcome import Kind, Outcome
-from policies.ratelimit import TokenBucket
 from policies.reauth import ReauthDecision, ReauthPolicy
 
 log = logging.getLogger("aftm.proxy")
@@ -40,7 +46,7 @@ MIN_ATTEMPT = 0.25  # seconds: with less left before the deadline, queue (or fai
 class Call:
     """One app request to forward, stripped of the app's own credentials."""
 
-    protocol: Literal["rest", "soap"]
+    protocol: Literal["rest", "soap", "sms"]
     method: str
     path: str  # app-facing path with query string
     headers: tuple[tuple[str, str], ...]
@@ -58,18 +64,22 @@ class Lease(Protocol):
     def invalidate(self) -> None: ...
 
 
-class Dialect(Protocol):
+M = TypeVar("M", bound=Member)
+M_contra = TypeVar("M_contra", bound=Member, contravariant=True)
+
+
+class Dialect(Protocol[M_contra]):
     """What the loop needs from a protocol: a session, the upstream request, the verdict."""
 
-    def session(self, account: Account, *, within: float) -> contextlib.AbstractAsyncContextManager[Lease]:
+    def session(self, account: M_contra, *, within: float) -> contextlib.AbstractAsyncContextManager[Lease]:
         """Hold an upstream session for one attempt; waiting longer than `within` seconds raises UpstreamError."""
         ...
 
-    def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request: ...
+    def upstream_request(self, account: M_contra, call: Call, lease: Lease) -> httpx.Request: ...
 
     def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome: ...
 
-    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
+    def answer(self, account: M_contra, call: Call, response: httpx.Response) -> httpx.Response:
         """The account's response as the app should see it."""
         ...
 
@@ -80,34 +90,30 @@ class Result:
 
     status: Literal["answered", "queued", "failed"]
     response: httpx.Response | None = None
-    account: str | None = None
+    account: str | None = None  # who answered (or failed ambiguously, which ends the request)
     outcome: Outcome | None = None
     request_id: str = ""
+    last_account: str | None = None  # the account of the last attempt, however the request ended
+    rate_limited: str | None = None  # the account whose rate limit ended the request (no token in time)
 
 
 Enqueue = Callable[[Call], Awaitable[str]]
 
 
 @dataclass
-class Proxy:
-    """The forward loop shared by REST, SOAP and the outbox worker."""
+class Proxy(Generic[M]):
+    """The forward loop over one cluster: REST and SOAP share the accounts' loop, SMS has its own."""
 
-    accounts: Sequence[Account]
+    cluster: Cluster[M]
     upstream: Upstream
-    failover: FailoverPolicy
     retry: RetryPolicy
     reauth: ReauthPolicy
-    buckets: dict[str, TokenBucket]
     retry_after: Callable[[httpx.Response], float | None]
-    on_event: Callable[[FailoverEvent], None] = lambda event: None
+    rate_wait_max: float = math.inf  # seconds an attempt may wait for its account's rate limit
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    _by_name: dict[str, Account] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self._by_name = {a.name: a for a in self.accounts}
-
-    async def forward(self, call: Call, dialect: Dialect, *, deadline: float,
+    async def forward(self, call: Call, dialect: Dialect[M], *, deadline: float,
                       enqueue: Enqueue | None = None) -> Result:
         """Forward `call` until answered, queued (if `enqueue` and it is a send) or out of time."""
         schedule = Schedule(self.retry, deadline=deadline, clock=self.clock)
@@ -115,6 +121,7 @@ class Proxy:
         excluded: set[str] = set()
         last: Outcome | None = None
         last_response: httpx.Response | None = None
+        last_account: str | None = None
         attempts = 0
         while True:
             if deadline - self.clock() < MIN_ATTEMPT:
@@ -128,15 +135,16 @@ class Proxy:
                 excluded.clear()
                 continue
             if not await self._wait_for_rate(account, deadline):
-                break
+                return await self._out_of_time(call, last, last_response, enqueue, last_account,
+                                               rate_limited=account.name)
             attempts += 1
             after_relogin = last is not None and last.kind is Kind.SESSION_INVALID
             outcome, response = await self._attempt(account, call, dialect, deadline, attempts, after_relogin)
             self._record(account, outcome, call)
-            last, last_response = outcome, response
+            last, last_response, last_account = outcome, response, account.name
             if outcome.kind in (Kind.OK, Kind.CLIENT_ERROR) and response is not None:
                 return Result("answered", response=dialect.answer(account, call, response), account=account.name,
-                              outcome=outcome, request_id=call.request_id)
+                              outcome=outcome, request_id=call.request_id, last_account=account.name)
             if outcome.kind is Kind.SESSION_INVALID:
                 if relogins.on_session_invalid() is ReauthDecision.RELOGIN_AND_REPLAY:
                     continue
@@ -155,39 +163,42 @@ class Proxy:
                                    "account": account.name,
                                    "reason": outcome.detail or str(outcome.failure)})
                 return Result("failed", response=response, account=account.name, outcome=outcome,
-                              request_id=call.request_id)
+                              request_id=call.request_id, last_account=account.name)
             excluded.add(account.name)
-        return await self._out_of_time(call, last, last_response, enqueue)
+        return await self._out_of_time(call, last, last_response, enqueue, last_account)
 
     async def _out_of_time(self, call: Call, last: Outcome | None, response: httpx.Response | None,
-                           enqueue: Enqueue | None) -> Result:
+                           enqueue: Enqueue | None, last_account: str | None, *,
+                           rate_limited: str | None = None) -> Result:
         ambiguous_unkeyed = last is not None and last.ambiguous and call.idempotency_key is None
         if enqueue is not None and call.is_send and not ambiguous_unkeyed:
             request_id = await enqueue(call)
             log.info("send queued in the outbox", extra={"request_id": request_id,
                                                           "correlation_id": call.correlation_id})
-            return Result("queued", outcome=last, request_id=request_id)
-        return Result("failed", response=response, outcome=last, request_id=call.request_id)
+            return Result("queued", outcome=last, request_id=request_id, last_account=last_account,
+                          rate_limited=rate_limited)
+        return Result("failed", response=response, outcome=last, request_id=call.request_id,
+                      last_account=last_account, rate_limited=rate_limited)
 
-    def _next_account(self, excluded: set[str]) -> Account | None:
-        for name in self.failover.candidates():
+    def _next_account(self, excluded: set[str]) -> M | None:
+        for name in self.cluster.failover.candidates():
             if name not in excluded:
-                return self._by_name[name]
+                return self.cluster.member(name)
         return None
 
-    async def _wait_for_rate(self, account: Account, deadline: float) -> bool:
-        bucket = self.buckets.get(account.name)
+    async def _wait_for_rate(self, account: M, deadline: float) -> bool:
+        bucket = self.cluster.bucket(account.name)
         if bucket is None:
             return True
-        # try_reserve takes no token when the wait would pass the deadline
-        wait = bucket.try_reserve(deadline - self.clock())
+        # try_reserve takes no token when the wait would pass the deadline (or the longest allowed wait)
+        wait = bucket.try_reserve(min(self.rate_wait_max, deadline - self.clock()))
         if wait is None:
             return False
         if wait > 0:
             await self.sleep(wait)
         return True
 
-    async def _attempt(self, account: Account, call: Call, dialect: Dialect, deadline: float, number: int,
+    async def _attempt(self, account: M, call: Call, dialect: Dialect[M], deadline: float, number: int,
                        after_relogin: bool) -> tuple[Outcome, httpx.Response | None]:
         telemetry = self.upstream.telemetry
         with telemetry.attempt(account=account.name, number=number, request_id=call.request_id,
@@ -197,7 +208,7 @@ class Proxy:
                                      failover_reason=_failover_reason(outcome, call))
             return outcome, response
 
-    async def _try(self, account: Account, call: Call, dialect: Dialect,
+    async def _try(self, account: M, call: Call, dialect: Dialect[M],
                    deadline: float) -> tuple[Outcome, httpx.Response | None]:
         remaining = max(MIN_ATTEMPT, deadline - self.clock())
         try:
@@ -214,10 +225,8 @@ class Proxy:
         except UpstreamError as exc:
             return Outcome.account_failure(exc.failure, detail=str(exc)), None
 
-    def _record(self, account: Account, outcome: Outcome, call: Call) -> None:
-        event = self.failover.record(account.name, outcome)
-        if event is not None:
-            self.on_event(event)
+    def _record(self, account: M, outcome: Outcome, call: Call) -> None:
+        self.cluster.record(account.name, outcome)
         if outcome.kind is not Kind.OK:
             log.info("upstream attempt", extra={"request_id": call.request_id, "correlation_id": call.correlation_id,
                                                 "account": account.name,

@@ -1,6 +1,8 @@
 """Durable resubmission: lease due outbox items, deliver them, record what happened.
 
-The proxy supplies `deliver(item) -> DeliveryResult`; this module knows nothing of vendors. Each
+Items are delivered by kind (`OutboxItem.protocol`: a queued REST or SOAP send, an SMS send, an app
+callback) through `Handlers`, a registry filled when the gateway is built: each kind's handler
+delivers an item and hears of it when it is dead. This module knows nothing of vendors. Each
 item's fate after a try is decided by `next_step`, a pure function:
 
     Delivered(status_code, body, account)   recorded as delivered
@@ -32,13 +34,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.store import Delivered, ItemNotFound, Lane, LeaseLost, OutboxItem, OutboxProtocol, Store
+from gateway.telemetry.otel import Telemetry
 from policies.backoff import RetryPolicy, backoff_delay
 
 __all__ = [
-    "Dead", "Deliver", "Delivered", "DeliveryResult", "FailedPermanently", "OnDead", "OutboxWorker", "Reschedule",
-    "Retry", "RetryAfter", "Step", "default_owner", "next_step",
+    "Dead", "Deliver", "Delivered", "DeliveryResult", "FailedPermanently", "Handler", "Handlers", "OnDead",
+    "OutboxWorker", "Reschedule", "Retry", "RetryAfter", "Step", "Unhandled", "default_owner", "next_step",
 ]
 
 log = logging.getLogger("aftm.outbox")
@@ -74,6 +78,58 @@ DeliveryResult = Delivered | RetryAfter | Retry | FailedPermanently
 Deliver = Callable[[OutboxItem], Awaitable[DeliveryResult]]
 # Told about an item once it is recorded dead, with the reason (e.g. to fail the message it carried).
 OnDead = Callable[[OutboxItem, str], Awaitable[None]]
+
+
+class Handler(Protocol):
+    """Delivers the outbox items of one kind, and learns which of them the outbox gave up on."""
+
+    async def deliver(self, item: OutboxItem) -> DeliveryResult: ...
+
+    async def on_dead(self, item: OutboxItem, reason: str) -> None: ...
+
+
+class Unhandled:
+    """The handler of a kind the gateway no longer serves (e.g. SMS items after SMS was configured away)."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def deliver(self, item: OutboxItem) -> DeliveryResult:
+        return FailedPermanently(self._reason)
+
+    async def on_dead(self, item: OutboxItem, reason: str) -> None:
+        pass
+
+
+class Handlers:
+    """Outbox items dispatched to the handler registered for their kind; what `OutboxWorker` calls.
+
+    Each delivery runs in its own trace, linked to the request that queued the item, and is counted
+    by how it ended.
+    """
+
+    def __init__(self, *, telemetry: Telemetry | None = None) -> None:
+        self._telemetry = telemetry or Telemetry.disabled()
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, kind: OutboxProtocol, handler: Handler) -> None:
+        if kind in self._handlers:
+            raise ValueError(f"outbox items of kind {kind!r} already have a handler")
+        self._handlers[kind] = handler
+
+    async def deliver(self, item: OutboxItem) -> DeliveryResult:
+        handler = self._handlers.get(item.protocol)
+        if handler is None:
+            return FailedPermanently(f"no handler for outbox items of kind {item.protocol!r}")
+        with self._telemetry.outbox_delivery(item_id=item.id, attempts=item.attempts, headers=dict(item.headers)):
+            result = await handler.deliver(item)
+        self._telemetry.metrics.outbox_deliveries.labels(type(result).__name__.lower()).inc()
+        return result
+
+    async def on_dead(self, item: OutboxItem, reason: str) -> None:
+        handler = self._handlers.get(item.protocol)
+        if handler is not None:
+            await handler.on_dead(item, reason)
 
 
 @dataclass(frozen=True, slots=True)

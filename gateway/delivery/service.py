@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config
+from gateway.core.dialects.sms import Accepted, NotSent, Refused, SendResult, SmsSender
 from gateway.core.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.delivery import messages
 from gateway.delivery.callbacks import CallbackPoster, callback_item, message_id_of, receipt_date
-from gateway.delivery.sender import Accepted, NotSent, Refused, SendResult, SmsSender
-from gateway.edge.clients import Credentials
 from gateway.errors import InvalidMessage, ReceiptRefused, StoreError
 from gateway.protocols import sms
 from gateway.reporting.codes import FailureKind
@@ -42,7 +41,6 @@ from gateway.store import MessageChange, MessageEvent, MessageRecord, MessageSta
 from gateway.upstreams.resolver import Resolver
 from gateway.upstreams.upstream import Upstream
 from policies.callbacks import CallbackPolicy, CallbackRefused
-from policies.failover import FailoverEvent
 
 log = logging.getLogger("aftm.sms")
 
@@ -60,36 +58,26 @@ class ReceiptTaken:
 
 
 class SmsService:
-    """Everything SMS: built by the runtime once the store is open; routes reach it as `runtime.sms`."""
+    """Everything SMS: the routes get it when they are built; the outbox delivers its items through
+    `send_handler` (SMS sends) and `callback_handler` (app callbacks)."""
 
-    def __init__(self, *, config: Config, store: Store, upstream: Upstream, resolver: Resolver,
-                 kick: Callable[[], None], on_event: Callable[[FailoverEvent], None] | None = None,
-                 reporter: FailureReporter | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, config: Config, store: Callable[[], Store], upstream: Upstream, resolver: Resolver,
+                 sender: SmsSender, kick: Callable[[], None], reporter: FailureReporter | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`store` gives the open store (the service is built before the lifespan opens it)."""
         self.config = config
-        self._reporter = reporter or FailureReporter(store=lambda: store, clock=clock)
+        self._reporter = reporter or FailureReporter(store=store, clock=clock)
         self._telemetry = upstream.telemetry
         self.senders = config.sms.alternate_senders
         self._turns = messages.LongCodeTurns()
         self._store = store
         self._kick = kick
         self._clock = clock
-        self.sender = SmsSender(config=config, upstream=upstream, on_event=on_event)
+        self.sender = sender
         self.callbacks = CallbackPoster(policy=CallbackPolicy.from_config(config.callbacks.allow_networks),
                                         resolver=resolver, upstream=upstream, timeout=config.callbacks.timeout)
 
-    async def start(self) -> None:
-        await self.sender.start()
-
-    async def close(self) -> None:
-        await self.sender.close()
-
     # --- the app's side -------------------------------------------------------------------------
-
-    async def authenticate(self, credentials: Credentials, user: str, password: str, *,
-                           source: str | None = None) -> bool:
-        """HTTP Basic of a configured client: every SMS call carries it, so `Credentials.login` remembers
-        successes (keyed hash), verifies off the event loop and throttles a failing source."""
-        return await credentials.login(user, password, source=source)
 
     async def submit(self, client: str, message: sms.MtMessage) -> MessageRecord:
         """Validate and store the message with its send; returns once both are durable."""
@@ -104,7 +92,7 @@ class SmsService:
             source_type=message.source_type)
         event = MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.ACCEPTED,
                              description="accepted" + (" with alternate delivery" if record.alternate else ""))
-        await self._store.message_create(record, event=event, enqueue=(self._send_item(record, token, now),))
+        await self._store().message_create(record, event=event, enqueue=(self._send_item(record, token, now),))
         self._kick()
         return record
 
@@ -133,18 +121,18 @@ class SmsService:
 
     async def view(self, client: str, message_id: str) -> dict[str, Any] | None:
         """The message as the status API shows it, or None when the client has no such message."""
-        record = await self._store.message_get(message_id)
+        record = await self._store().message_get(message_id)
         if record is None or record.client != client:
             return None
         return await self._view(record)
 
     async def find(self, client: str, submitter_id: str) -> list[dict[str, Any]]:
-        return [await self._view(record) for record in await self._store.message_find(client, submitter_id)]
+        return [await self._view(record) for record in await self._store().message_find(client, submitter_id)]
 
     async def _view(self, record: MessageRecord) -> dict[str, Any]:
         history = [{"time": receipt_date(e.at), "kind": e.kind, "status": None if e.status is None else e.status.value,
                     "description": e.description, "errorCode": e.error_code}
-                   for e in await self._store.message_events(record.id)]
+                   for e in await self._store().message_events(record.id)]
         return {
             "messageId": record.id, "submitterMessageId": record.submitter_id,
             "source": {"address": record.source, "type": self._source_type(record)},
@@ -168,7 +156,7 @@ class SmsService:
         messageId, or for a message already final, are recorded and change nothing; so a duplicate
         is harmless.
         """
-        record = await self._store.message_get(message_id)
+        record = await self._store().message_get(message_id)
         if record is None or not hmac.compare_digest(_token_hash(token), record.receipt_token_hash):
             raise ReceiptRefused("no such receipt URL")
         receipt = sms.parse_response(body)
@@ -192,7 +180,7 @@ class SmsService:
         return ReceiptTaken(True, "applied")
 
     async def _ignored(self, record: MessageRecord, now: float, note: str) -> ReceiptTaken:
-        await self._store.message_note(MessageEvent(message_id=record.id, at=now, kind="receipt", description=note))
+        await self._store().message_note(MessageEvent(message_id=record.id, at=now, kind="receipt", description=note))
         log.info("SMS receipt ignored", extra={"message_id": record.id, "reason": note})
         return ReceiptTaken(False, note)
 
@@ -264,7 +252,7 @@ class SmsService:
                                         keyword=record.source, numbers=record.destination)
 
     async def _change(self, change: MessageChange) -> bool:
-        changed = await self._store.message_change(change)
+        changed = await self._store().message_change(change)
         if changed and change.enqueue:
             self._kick()
         return changed
@@ -281,24 +269,25 @@ class SmsService:
 
     # --- the outbox's side ----------------------------------------------------------------------
 
-    async def deliver(self, item: OutboxItem) -> DeliveryResult:
-        """One try of an SMS send (`protocol="sms"`) or an app callback (`protocol="callback"`)."""
-        if item.protocol == "callback":
-            result = await self.callbacks.post(item)
-            if isinstance(result, Delivered) and (message_id := message_id_of(item)) is not None:
-                await self._note_quietly(MessageEvent(
-                    message_id=message_id, at=self._clock(), kind="callback",
-                    description=f"callback delivered (HTTP {result.status_code})"))
-            return result
-        return await self._send(item)
+    async def post_callback(self, item: OutboxItem) -> DeliveryResult:
+        """One try of an app callback (`protocol="callback"`), its fate noted in the message's history."""
+        result = await self.callbacks.post(item)
+        self._telemetry.metrics.callback_posts.labels(type(result).__name__.lower()).inc()
+        if isinstance(result, Delivered) and (message_id := message_id_of(item)) is not None:
+            await self._note_quietly(MessageEvent(
+                message_id=message_id, at=self._clock(), kind="callback",
+                description=f"callback delivered (HTTP {result.status_code})"))
+        return result
 
-    async def _send(self, item: OutboxItem) -> DeliveryResult:
-        record = await self._store.message_get(_message_id_of_send(item))
+    async def send(self, item: OutboxItem) -> DeliveryResult:
+        """One try of an SMS send (`protocol="sms"`): from each long code of an alternate in turn."""
+        record = await self._store().message_get(_message_id_of_send(item))
         if record is None:
             return FailedPermanently("the message no longer exists (purged)")
         if record.status is not MessageStatus.ACCEPTED:
             return Delivered(status_code=200, body=b"already sent")  # a resend after a lost lease: done
-        result, source = await self._send_from_each(record, self.receipt_url(record.id, item.body.decode("ascii")))
+        result, source = await self._send_from_each(record, self.receipt_url(record.id, item.body.decode("ascii")),
+                                                    request_id=item.id)
         if source != record.source:
             record = dataclasses.replace(record, source=source)
         now = self._clock()
@@ -311,7 +300,8 @@ class SmsService:
         await self._refused(record, now, result)
         return Delivered(status_code=result.status_code, account=result.upstream)
 
-    async def _send_from_each(self, record: MessageRecord, receipt_url: str) -> tuple[SendResult, str]:
+    async def _send_from_each(self, record: MessageRecord, receipt_url: str, *,
+                              request_id: str) -> tuple[SendResult, str]:
         """Send `record`; an alternate one long code refuses goes out from the next (each once per try).
 
         Returns the result and the source it was sent from. An original has only its own source.
@@ -323,30 +313,30 @@ class SmsService:
                 at = codes.index(record.source)
                 sources = (*codes[at:], *codes[:at])
         result: SendResult = NotSent("no source to send from")
-        for n, source in enumerate(sources):
+        for source, following in zip(sources, (*sources[1:], None), strict=True):
             document = sms.render_upstream_message(
                 submitter_message_id=record.id, destination=record.destination,
                 destination_carrier=record.destination_carrier, source=source,
                 source_type=self._source_type(dataclasses.replace(record, source=source)), text=record.text,
                 receipt_url=receipt_url, destination_type=record.destination_type,
                 transaction_id=record.transaction_id)
-            result = await self.sender.send(document)
-            if not isinstance(result, Refused) or source == sources[-1]:
+            result = await self.sender.send(document, request_id=request_id, client=record.client)
+            if not isinstance(result, Refused) or following is None:
                 return result, source
             log.info("SMS alternate refused on a long code; trying the next",
                      extra={"message_id": record.id, "long_code": source, "upstream": result.upstream})
-            # The next source is stored before anything leaves from it: its receipt can beat the answer to
-            # this send (then `_sent` finds the status moved on), and the message must still name the long
-            # code it really left from.
             note = MessageEvent(
                 message_id=record.id, at=self._clock(), kind="note",
                 description=f"refused from long code {source} by {result.upstream}: "
                             f"{(result.answer.description if result.answer else None) or result.status_code}; "
                             "trying the next long code")
-            if not await self._change(MessageChange(
-                    message_id=record.id, from_statuses=frozenset({MessageStatus.ACCEPTED}),
-                    status=MessageStatus.ACCEPTED, source=sources[n + 1], event=note)):
-                await self._store.message_note(note)
+            # The next long code is the message's source before it is sent from there: its receipt may
+            # come back before this try records the send, and must find the message under that source.
+            moved = await self._store().message_change(MessageChange(
+                message_id=record.id, from_statuses=frozenset({MessageStatus.ACCEPTED}),
+                status=MessageStatus.ACCEPTED, source=following, event=note))
+            if not moved:
+                await self._store().message_note(note)
         return result, sources[-1]
 
     def _source_type(self, record: MessageRecord) -> str:
@@ -363,7 +353,7 @@ class SmsService:
             event=MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.SENT,
                                description=description)))
         if not changed:  # its receipt was quicker than this answer: keep the history complete
-            await self._store.message_note(MessageEvent(message_id=record.id, at=now, kind="note",
+            await self._store().message_note(MessageEvent(message_id=record.id, at=now, kind="note",
                                                         description=description))
 
     async def _refused(self, record: MessageRecord, now: float, result: Refused) -> None:
@@ -387,23 +377,24 @@ class SmsService:
             event=MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.REJECTED,
                                description=full, error_code=error_code)))
 
-    async def on_dead(self, item: OutboxItem, reason: str) -> None:
-        """An SMS send or a callback the outbox gave up on: fail the message, or record the post-out."""
+    async def callback_dead(self, item: OutboxItem, reason: str) -> None:
+        """A callback the outbox gave up on: noted in the message's history, reported as a post-out."""
+        message_id = message_id_of(item)
+        if message_id is not None:
+            await self._note_quietly(MessageEvent(
+                message_id=message_id, at=self._clock(), kind="callback", error_code="post-out",
+                description=f"callback failed permanently: {reason}"))
+        log.warning("SMS callback failed permanently (post-out)", extra={"message_id": message_id})
+        message = await self._store().message_get(message_id) if message_id is not None else None
+        await self._reporter.record(FailureKind.CALLBACK_FAILED, client=item.client, send_id=message_id or "",
+                                    numbers=message.destination if message else "",
+                                    keyword=message.source if message else "",
+                                    error=f"Post Out: callback to the app failed: {reason}")
+
+    async def send_dead(self, item: OutboxItem, reason: str) -> None:
+        """An SMS send the outbox gave up on: the message fails, the app is told and it is reported."""
         now = self._clock()
-        if item.protocol == "callback":
-            message_id = message_id_of(item)
-            if message_id is not None:
-                await self._note_quietly(MessageEvent(
-                    message_id=message_id, at=now, kind="callback", error_code="post-out",
-                    description=f"callback failed permanently: {reason}"))
-            log.warning("SMS callback failed permanently (post-out)", extra={"message_id": message_id})
-            message = await self._store.message_get(message_id) if message_id is not None else None
-            await self._reporter.record(FailureKind.CALLBACK_FAILED, client=item.client, send_id=message_id or "",
-                                        numbers=message.destination if message else "",
-                                        keyword=message.source if message else "",
-                                        error=f"Post Out: callback to the app failed: {reason}")
-            return
-        record = await self._store.message_get(_message_id_of_send(item))
+        record = await self._store().message_get(_message_id_of_send(item))
         if record is None:
             return
         full = f"no SMS upstream took the message: {reason}"
@@ -421,7 +412,7 @@ class SmsService:
     async def _note_quietly(self, event: MessageEvent) -> None:
         """Record a callback's fate; losing that line must not make the outbox send the callback again."""
         try:
-            await self._store.message_note(event)
+            await self._store().message_note(event)
         except StoreError as exc:  # the store is down, or the message was purged meanwhile
             log.warning("could not record a callback's fate: %s", exc, extra={"message_id": event.message_id})
 
@@ -451,6 +442,32 @@ class SmsService:
                               headers=tuple(trace_context.items()),
                               body=token.encode("ascii"), client=record.client, now=now,
                               max_age=self.config.sms.max_age, request_id=f"sms-{record.id}")
+
+
+class SendHandler:
+    """The outbox's handler of SMS sends (`protocol="sms"`)."""
+
+    def __init__(self, service: SmsService) -> None:
+        self._service = service
+
+    async def deliver(self, item: OutboxItem) -> DeliveryResult:
+        return await self._service.send(item)
+
+    async def on_dead(self, item: OutboxItem, reason: str) -> None:
+        await self._service.send_dead(item, reason)
+
+
+class CallbackHandler:
+    """The outbox's handler of app callbacks (`protocol="callback"`)."""
+
+    def __init__(self, service: SmsService) -> None:
+        self._service = service
+
+    async def deliver(self, item: OutboxItem) -> DeliveryResult:
+        return await self._service.post_callback(item)
+
+    async def on_dead(self, item: OutboxItem, reason: str) -> None:
+        await self._service.callback_dead(item, reason)
 
 
 def _token_hash(token: str) -> str:

@@ -1,4 +1,9 @@
-"""`build_app(config)`: the gateway as an ASGI app, built by composition."""
+"""`build_app(config)`: the gateway as an ASGI app, built by composition.
+
+The runtime (`gateway.runtime.Runtime`, the composition root) is built first; each surface gets the
+parts it uses when its routes are built, and the lifespan starts and stops the runtime. The runtime is
+also left on `app.state.runtime` for operators' tools and tests to inspect; no handler reads it.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +15,20 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from gateway.config import Config
-from gateway.edge import admin, portal, sms_api
-from gateway.edge import rest as rest_api
-from gateway.edge import soap as soap_api
+from gateway.edge.admin import AdminApi
 from gateway.edge.bodies import CLOSE
 from gateway.edge.middleware import TelemetryMiddleware, route_of
+from gateway.edge.portal import Portal
 from gateway.edge.refusals import TargetGuard, refusal
+from gateway.edge.rest import RestApi, not_found
+from gateway.edge.sms_api import SmsApi
+from gateway.edge.soap import SoapApi
+from gateway.edge.surface import Surface
 from gateway.errors import BodyRefused
-from gateway.protocols import responsys_soap as soap
 from gateway.runtime import Runtime
-
-ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-async def _soap_get(request: Request) -> Response:
-    """`GET .../ResponsysWSService?wsdl` is the WSDL; any other GET is not a SOAP call."""
-    if "wsdl" in {k.lower() for k in request.query_params}:
-        return await soap_api.wsdl(request)
-    return soap_api.fault_response(405, code="INVALID_REQUEST", client=True,
-                                   message="SOAP calls are POSTed; GET ?wsdl for the WSDL")
 
 
 async def _body_refused(request: Request, exc: Exception) -> Response:
@@ -46,7 +43,7 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     case-sensitive, so the app learns the call does not exist); elsewhere Starlette's own answer."""
     assert isinstance(exc, HTTPException)
     if route_of(request.url.path.lower()) in ("rest", "rest_login"):
-        return rest_api.not_found(request.url.path)
+        return not_found(request.url.path)
     return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -55,34 +52,42 @@ async def _app_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)
 
 
+def routes(runtime: Runtime) -> list[BaseRoute]:
+    """Every route of the gateway, each surface built with the runtime's parts it uses."""
+    config = runtime.config
+    surface = Surface(public_url=config.public_url, credentials=runtime.credentials,
+                      certificates=runtime.app_certificates, metrics=runtime.telemetry.metrics,
+                      reports=runtime.reports, max_body_bytes=config.requests.max_body_bytes,
+                      body_timeout=config.requests.body_timeout)
+    admin = AdminApi(surface=surface, token=config.admin.token, accounts=runtime.cluster,
+                     sms_upstreams=runtime.sms_cluster, store=lambda: runtime.store,
+                     upstream_logins={"rest": runtime.rest_sessions.logins, "soap": runtime.soap_sessions.logins})
+    return [
+        *admin.routes(),
+        *RestApi(surface=surface, sends=runtime.sends, dialect=runtime.rest_dialect).routes(),
+        *SoapApi(surface=surface, sends=runtime.sends, dialect=runtime.soap_dialect,
+                 documents=runtime.documents).routes(),
+        *SmsApi(surface=surface, service=runtime.sms).routes(),
+        *Portal(surface=surface, store=runtime.require_store).routes(),
+    ]
+
+
 def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
     """The gateway app. Its lifespan opens the store, upstream clients and background workers."""
+    active = runtime or Runtime(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        active = runtime or Runtime(config)
         await active.start()
-        app.state.runtime = active
         try:
             yield
         finally:
             await active.close()
 
-    routes = [
-        Route("/healthz", admin.healthz, methods=["GET"]),
-        Route("/readyz", admin.readyz, methods=["GET"]),
-        Route("/metrics", admin.metrics, methods=["GET"]),
-        Route("/admin/status", admin.status, methods=["GET"]),
-        Route("/admin/override", admin.override, methods=["POST"]),
-        Route("/rest/api/{version:str}/auth/token", rest_api.login, methods=["POST"]),
-        Route("/rest/{family:str}/{rest:path}", rest_api.forward, methods=ALL_METHODS),
-        Route(soap.SERVICE_PATH, soap_api.service, methods=["POST"]),
-        Route(soap.SERVICE_PATH, _soap_get, methods=["GET"]),
-        Route(soap.WSDL_PATH, soap_api.wsdl, methods=["GET"]),
-        Route("/webservices/{document:path}", soap_api.document, methods=["GET"]),
-        *sms_api.routes(),
-        *portal.routes(),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={404: _not_found, ClientDisconnect: _app_gone, BodyRefused: _body_refused},
-                     middleware=[Middleware(TelemetryMiddleware), Middleware(TargetGuard)])
+    app = Starlette(routes=routes(active), lifespan=lifespan,
+                    exception_handlers={404: _not_found, ClientDisconnect: _app_gone,
+                                        BodyRefused: _body_refused},
+                    middleware=[Middleware(TelemetryMiddleware, telemetry=active.telemetry),
+                                Middleware(TargetGuard)])
+    app.state.runtime = active
+    return app

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.edge.inputs import is_label
 from gateway.errors import BadInput
+from gateway.protocols.inputs import is_label
 from gateway.store import new_request_id
 
 HEADER = "x-request-id"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.telemetry.otel import Telemetry
 
 # Low-cardinality route names for span names and metric labels, by path prefix (first match wins).
 ROUTES = (
@@ -27,18 +25,18 @@ def route_of(path: str) -> str:
 
 
 class TelemetryMiddleware:
-    """Wraps each HTTP request in the runtime's server span (continuing the app's traceparent)."""
+    """Wraps each HTTP request in a server span (continuing the app's traceparent) and times it."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, telemetry: Telemetry) -> None:
         self.app = app
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime: Runtime | None = getattr(scope["app"].state, "runtime", None) if "app" in scope else None
-        if scope["type"] != "http" or runtime is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         route = route_of(scope["path"])
-        telemetry = runtime.telemetry
+        telemetry = self.telemetry
         status = 500  # what the app got if the handler raised before answering
         started = time.perf_counter()
 

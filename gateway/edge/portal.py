@@ -13,10 +13,11 @@ import csv
 import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -27,14 +28,12 @@ from starlette.routing import Route
 
 from gateway.edge.bodies import FORM_LIMIT
 from gateway.edge.clients import ADMIN_PRINCIPAL, basic_credentials, source_of
-from gateway.edge.inputs import bounded_int, finite_float
+from gateway.edge.surface import Surface
 from gateway.errors import BadInput, StoreError, TooManyFailedLogins
+from gateway.protocols.inputs import bounded_int, finite_float
 from gateway.reporting.codes import FailCode, flag_names
 from gateway.reporting.fdxml import fail_date
-from gateway.store import FailureQuery, FailureRecord
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.store import FailureQuery, FailureRecord, Store
 
 COOKIE = "aftm_portal"
 PAGE_SIZE = 50
@@ -59,101 +58,11 @@ class Viewer:
         return self.principal == ADMIN_PRINCIPAL
 
 
-def routes() -> list[Route]:
-    return [
-        Route("/portal", _to_failures, methods=["GET"]),
-        Route("/portal/login", login_page, methods=["GET"]),
-        Route("/portal/login", login, methods=["POST"]),
-        Route("/portal/logout", logout, methods=["POST"]),
-        Route("/portal/failures", failures_page, methods=["GET"]),
-        Route("/portal/failures.csv", failures_csv, methods=["GET"]),
-        Route("/portal/failures/{entry_id:int}", failure_page, methods=["GET"]),
-        Route("/api/failures", failures_api, methods=["GET"]),
-    ]
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(_TEMPLATES.get_template(name).render(**context), status_code=status,
                         headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                                             "img-src 'self'; form-action 'self'",
                                  "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
-
-
-# --- identity -------------------------------------------------------------------------------------
-
-
-async def _check(request: Request, user: str, password: str) -> Viewer | None:
-    """The viewer these credentials log in as, or None; raises TooManyFailedLogins while the source must wait."""
-    credentials, source = _runtime(request).credentials, source_of(request)
-    if credentials.admin_login(user, password, source=source):
-        return Viewer(ADMIN_PRINCIPAL)
-    if await credentials.login(user, password, source=source):
-        return Viewer(user)
-    return None
-
-
-async def _viewer(request: Request) -> Viewer | None:
-    try:
-        identity = await _runtime(request).credentials.verify(request.cookies.get(COOKIE), "portal")
-    except StoreError:  # fail closed: a cookie logged out on another replica must not get in meanwhile
-        raise HTTPException(503, "The gateway cannot check portal sessions right now; try again shortly.") from None
-    return Viewer(identity.client) if identity is not None else None
-
-
-async def _basic(request: Request) -> Viewer | None:
-    given = basic_credentials(request.headers.get("authorization"))
-    return await _check(request, *given) if given is not None else None
-
-
-async def _to_failures(request: Request) -> Response:
-    return RedirectResponse("/portal/failures", status_code=303)
-
-
-async def login_page(request: Request) -> Response:
-    return _render("login.html", error=None, next=_safe_next(request.query_params.get("next")))
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """An urlencoded form body (the login form; bounded, so no multipart parser is needed)."""
-    body = await _runtime(request).read_body(request, limit=FORM_LIMIT)
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-
-
-async def login(request: Request) -> Response:
-    form = await _form(request)
-    user, password = str(form.get("user_name", "")), str(form.get("password", ""))
-    runtime = _runtime(request)
-    try:
-        viewer = await _check(request, user, password)
-    except TooManyFailedLogins as exc:
-        page = _render("login.html", status=429, error="Too many failed logins: try again later.",
-                       next=_safe_next(str(form.get("next", ""))))
-        page.headers["Retry-After"] = exc.retry_after_header
-        return page
-    if viewer is None:
-        runtime.telemetry.metrics.credential_failures.labels("portal").inc()
-        return _render("login.html", status=401, error="Unknown user name or wrong password.",
-                       next=_safe_next(str(form.get("next", ""))))
-    response = RedirectResponse(_safe_next(str(form.get("next", ""))), status_code=303)
-    response.set_cookie(COOKIE, runtime.credentials.issue(viewer.principal, "portal"), httponly=True,
-                        samesite="strict", secure=runtime.config.public_url.startswith("https:"), path="/")
-    return response
-
-
-async def logout(request: Request) -> Response:
-    if (cookie := request.cookies.get(COOKIE)) is not None:
-        try:
-            await _runtime(request).credentials.revoke(cookie)  # on every replica, before the answer
-        except StoreError:  # not logged out: say so rather than pretend
-            raise HTTPException(503, "The gateway cannot log out right now; try again shortly.") from None
-    response = RedirectResponse("/portal/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
-    return response
 
 
 def _safe_next(target: str | None) -> str:
@@ -264,88 +173,169 @@ def _login_redirect(request: Request) -> Response:
     return RedirectResponse(f"/portal/login?next={quote(target, safe='')}", status_code=303)
 
 
-async def failures_page(request: Request) -> Response:
-    viewer = await _viewer(request)
-    if viewer is None:
-        return _login_redirect(request)
-    runtime, now = _runtime(request), time.time()
-    try:
-        query = query_from(request, viewer, limit=PAGE_SIZE, now=now)
-    except BadFilter as exc:
-        return _render("error.html", status=400, viewer=viewer, message=str(exc))
-    store = runtime.require_store()
-    records = await store.failures(query)
-    total = await store.count_failures(query)
-    hours = await store.failure_hours(query)
-    page = query.offset // PAGE_SIZE + 1
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    params = request.query_params
-    filters = {"from": params.get("from", ""), "to": params.get("to", ""), "client": query.client or "",
-               "account": params.get("account", ""), "recipient": params.get("recipient", ""),
-               "codes": {int(c) for c in params.getlist("code") if c.isdigit()}}
-    base_query = [(k, v) for k, v in params.multi_items() if k != "page"]
-    return _render("failures.html", viewer=viewer, entries=[entry_view(r) for r in records], total=total,
-                   page=page, pages=pages, filters=filters, flags=list(FailCode), base_query=base_query,
-                   chart=chart(hours, query.since or now - DEFAULT_WINDOW, query.until or now))
-
-
-async def failure_page(request: Request) -> Response:
-    viewer = await _viewer(request)
-    if viewer is None:
-        return _login_redirect(request)
-    entry_id = int(request.path_params["entry_id"])
-    record = await _runtime(request).require_store().failure(entry_id) if entry_id <= MAX_ENTRY_ID else None
-    if record is None or (not viewer.is_admin and record.client != viewer.principal):
-        return _render("error.html", status=404, viewer=viewer, message="No such failure entry.")
-    return _render("failure.html", viewer=viewer, entry=entry_view(record))
-
-
-async def failures_csv(request: Request) -> Response:
-    try:
-        viewer = await _viewer(request) or await _basic(request)
-    except TooManyFailedLogins as exc:
-        return Response("Too many failed logins: retry later", status_code=429, media_type="text/plain",
-                        headers={"Retry-After": exc.retry_after_header})
-    if viewer is None:
-        return _login_redirect(request)
-    try:
-        query = query_from(request, viewer, limit=CSV_LIMIT, now=time.time())
-    except BadFilter as exc:
-        return Response(str(exc), status_code=400, media_type="text/plain")
-    records = await _runtime(request).require_store().failures(query)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["ID", "Client", "Account", "Keyword", "FailCode", "Flags", "Numbers", "SendID",
-                     "PrimaryFailDate", "PrimaryError", "SecondaryFailDate", "SecondaryError"])
-    for r in records:
-        writer.writerow([_cell(v) for v in (
-            r.id, r.client, r.account or "", r.keyword, r.code, "+".join(flag_names(r.code)), r.numbers,
-            r.send_id, fail_date(r.primary_at), r.primary_error, fail_date(r.secondary_at), r.secondary_error)])
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="failures.csv"'})
-
-
 def _cell(value: object) -> str:
     text = str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-async def failures_api(request: Request) -> Response:
-    try:
-        viewer = await _basic(request)
-    except TooManyFailedLogins as exc:
-        return JSONResponse({"error": "too many failed logins: retry later"}, status_code=429,
+# --- the routes -----------------------------------------------------------------------------------
+
+
+class Portal:
+    """The failure portal and its JSON twin, given the credentials and the store they read."""
+
+    def __init__(self, *, surface: Surface, store: Callable[[], Store]) -> None:
+        self._surface = surface
+        self._store = store
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/portal", self._to_failures, methods=["GET"]),
+            Route("/portal/login", self.login_page, methods=["GET"]),
+            Route("/portal/login", self.login, methods=["POST"]),
+            Route("/portal/logout", self.logout, methods=["POST"]),
+            Route("/portal/failures", self.failures_page, methods=["GET"]),
+            Route("/portal/failures.csv", self.failures_csv, methods=["GET"]),
+            Route("/portal/failures/{entry_id:int}", self.failure_page, methods=["GET"]),
+            Route("/api/failures", self.failures_api, methods=["GET"]),
+        ]
+
+    # --- identity ---------------------------------------------------------------------------------
+
+    async def _check(self, request: Request, user: str, password: str) -> Viewer | None:
+        """The viewer these credentials log in as, or None; raises TooManyFailedLogins while the source must wait."""
+        credentials, source = self._surface.credentials, source_of(request)
+        if credentials.admin_login(user, password, source=source):
+            return Viewer(ADMIN_PRINCIPAL)
+        if await credentials.login(user, password, source=source):
+            return Viewer(user)
+        return None
+
+    async def _viewer(self, request: Request) -> Viewer | None:
+        try:
+            identity = await self._surface.credentials.verify(request.cookies.get(COOKIE), "portal")
+        except StoreError:  # fail closed: a cookie logged out on another replica must not get in meanwhile
+            raise HTTPException(503, "The gateway cannot check portal sessions right now; try again shortly.") from None
+        return Viewer(identity.client) if identity is not None else None
+
+    async def _basic(self, request: Request) -> Viewer | None:
+        given = basic_credentials(request.headers.get("authorization"))
+        return await self._check(request, *given) if given is not None else None
+
+    async def _to_failures(self, request: Request) -> Response:
+        return RedirectResponse("/portal/failures", status_code=303)
+
+    async def login_page(self, request: Request) -> Response:
+        return _render("login.html", error=None, next=_safe_next(request.query_params.get("next")))
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        """An urlencoded form body (the login form; bounded, so no multipart parser is needed)."""
+        body = await self._surface.read_body(request, limit=FORM_LIMIT)
+        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+    async def login(self, request: Request) -> Response:
+        form = await self._form(request)
+        user, password = str(form.get("user_name", "")), str(form.get("password", ""))
+        try:
+            viewer = await self._check(request, user, password)
+        except TooManyFailedLogins as exc:
+            page = _render("login.html", status=429, error="Too many failed logins: try again later.",
+                           next=_safe_next(str(form.get("next", ""))))
+            page.headers["Retry-After"] = exc.retry_after_header
+            return page
+        if viewer is None:
+            self._surface.metrics.credential_failures.labels("portal").inc()
+            return _render("login.html", status=401, error="Unknown user name or wrong password.",
+                           next=_safe_next(str(form.get("next", ""))))
+        response = RedirectResponse(_safe_next(str(form.get("next", ""))), status_code=303)
+        response.set_cookie(COOKIE, self._surface.credentials.issue(viewer.principal, "portal"), httponly=True,
+                            samesite="strict", secure=self._surface.public_url.startswith("https:"), path="/")
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        if (cookie := request.cookies.get(COOKIE)) is not None:
+            try:
+                await self._surface.credentials.revoke(cookie)  # on every replica, before the answer
+            except StoreError:  # not logged out: say so rather than pretend
+                raise HTTPException(503, "The gateway cannot log out right now; try again shortly.") from None
+        response = RedirectResponse("/portal/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    async def failures_page(self, request: Request) -> Response:
+        viewer = await self._viewer(request)
+        if viewer is None:
+            return _login_redirect(request)
+        now = time.time()
+        try:
+            query = query_from(request, viewer, limit=PAGE_SIZE, now=now)
+        except BadFilter as exc:
+            return _render("error.html", status=400, viewer=viewer, message=str(exc))
+        store = self._store()
+        records = await store.failures(query)
+        total = await store.count_failures(query)
+        hours = await store.failure_hours(query)
+        page = query.offset // PAGE_SIZE + 1
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        params = request.query_params
+        filters = {"from": params.get("from", ""), "to": params.get("to", ""), "client": query.client or "",
+                   "account": params.get("account", ""), "recipient": params.get("recipient", ""),
+                   "codes": {int(c) for c in params.getlist("code") if c.isdigit()}}
+        base_query = [(k, v) for k, v in params.multi_items() if k != "page"]
+        return _render("failures.html", viewer=viewer, entries=[entry_view(r) for r in records], total=total,
+                       page=page, pages=pages, filters=filters, flags=list(FailCode), base_query=base_query,
+                       chart=chart(hours, query.since or now - DEFAULT_WINDOW, query.until or now))
+
+    async def failure_page(self, request: Request) -> Response:
+        viewer = await self._viewer(request)
+        if viewer is None:
+            return _login_redirect(request)
+        entry_id = int(request.path_params["entry_id"])
+        record = await self._store().failure(entry_id) if entry_id <= MAX_ENTRY_ID else None
+        if record is None or (not viewer.is_admin and record.client != viewer.principal):
+            return _render("error.html", status=404, viewer=viewer, message="No such failure entry.")
+        return _render("failure.html", viewer=viewer, entry=entry_view(record))
+
+    async def failures_csv(self, request: Request) -> Response:
+        try:
+            viewer = await self._viewer(request) or await self._basic(request)
+        except TooManyFailedLogins as exc:
+            return Response("Too many failed logins: retry later", status_code=429, media_type="text/plain",
                             headers={"Retry-After": exc.retry_after_header})
-    if viewer is None:
-        _runtime(request).telemetry.metrics.credential_failures.labels("api").inc()
-        return JSONResponse({"error": "HTTP Basic credentials of a client (or admin) required"}, status_code=401,
-                            headers={"WWW-Authenticate": 'Basic realm="aftm-gateway"'})
-    try:
-        limit = bounded_int(request.query_params.get("limit") or "100", name="limit", low=1, high=1000)
-        query = query_from(request, viewer, limit=limit, now=time.time())
-    except BadFilter as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
-    store = _runtime(request).require_store()
-    records = await store.failures(query)
-    return JSONResponse({"total": await store.count_failures(query), "offset": query.offset, "limit": limit,
-                         "entries": [entry_json(r) for r in records]})
+        if viewer is None:
+            return _login_redirect(request)
+        try:
+            query = query_from(request, viewer, limit=CSV_LIMIT, now=time.time())
+        except BadFilter as exc:
+            return Response(str(exc), status_code=400, media_type="text/plain")
+        records = await self._store().failures(query)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["ID", "Client", "Account", "Keyword", "FailCode", "Flags", "Numbers", "SendID",
+                         "PrimaryFailDate", "PrimaryError", "SecondaryFailDate", "SecondaryError"])
+        for r in records:
+            writer.writerow([_cell(v) for v in (
+                r.id, r.client, r.account or "", r.keyword, r.code, "+".join(flag_names(r.code)), r.numbers,
+                r.send_id, fail_date(r.primary_at), r.primary_error, fail_date(r.secondary_at), r.secondary_error)])
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="failures.csv"'})
+
+    async def failures_api(self, request: Request) -> Response:
+        try:
+            viewer = await self._basic(request)
+        except TooManyFailedLogins as exc:
+            return JSONResponse({"error": "too many failed logins: retry later"}, status_code=429,
+                                headers={"Retry-After": exc.retry_after_header})
+        if viewer is None:
+            self._surface.metrics.credential_failures.labels("api").inc()
+            return JSONResponse({"error": "HTTP Basic credentials of a client (or admin) required"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Basic realm="aftm-gateway"'})
+        try:
+            limit = bounded_int(request.query_params.get("limit") or "100", name="limit", low=1, high=1000)
+            query = query_from(request, viewer, limit=limit, now=time.time())
+        except BadFilter as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        store = self._store()
+        records = await store.failures(query)
+        return JSONResponse({"total": await store.count_failures(query), "offset": query.offset, "limit": limit,
+                             "entries": [entry_json(r) for r in records]})

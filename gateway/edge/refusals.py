@@ -15,9 +15,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.edge import rest as rest_api
 from gateway.edge import soap as soap_api
 from gateway.edge.middleware import route_of
-from gateway.edge.targets import target_of
-from gateway.errors import UnsafeTarget
 from gateway.protocols import sms
+from gateway.protocols.targets import UnsafeTarget, target_of
 
 _REST_CODES = {400: "INVALID_REQUEST", 404: "RESOURCE_NOT_FOUND", 408: "REQUEST_TIMEOUT",
                413: "REQUEST_TOO_LARGE"}
@@ -47,7 +46,7 @@ class TargetGuard:
     """Refuses, before routing, a request whose raw target could name something other than it seems.
 
     Routing reads the decoded path, where `%2f` is a separator and `%2e%2e` a parent: the raw target
-    is checked here once for every surface (gateway.edge.targets) and refused in that surface's shape.
+    is checked here once for every surface (gateway.protocols.targets) and refused in that surface's shape.
     """
 
     def __init__(self, app: ASGIApp) -> None:

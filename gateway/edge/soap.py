@@ -1,50 +1,45 @@
 """The SOAP surface: `login`/`logout` answered by the gateway, every other operation forwarded.
 
 The app's `SessionHeader` carries a gateway session id; upstream, the gateway puts in one of the
-account's own pooled sessions. The WSDL, and every document it references (the vendor's imports its
-two schemas by relative location, schemas may import more), are served from the runtime's
-`DocumentCache`: fetched from the first account that answers, at the vendor's paths, every
-`soap:address` and absolute reference to the account pointing at the gateway, never fetched per GET.
-Only documents under `/webservices/` on the account itself are followed (`served_references`).
+account's own pooled sessions (the dialect, `gateway.core.dialects.soap`). The WSDL, and every
+document it references (the vendor's imports its two schemas by relative location, schemas may import
+more), are served from a `DocumentCache` (filled by `gateway.core.dialects.soap.SoapDocuments`), never
+fetched per GET.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.config import Account
 from gateway.core import idempotency
-from gateway.core.loop import Call, Lease, Result
+from gateway.core.dialects.soap import XML
+from gateway.core.loop import Call, Dialect, Result
+from gateway.core.sends import Sends
 from gateway.edge.clients import source_of
 from gateway.edge.correlation import HEADER, forwarded_headers, request_ids
-from gateway.edge.targets import checked_path
+from gateway.edge.surface import Surface
 from gateway.errors import (
     BadInput,
     BodyRefused,
     CertificateRefused,
+    KeyInFlight,
     StoreError,
+    StoreUnavailable,
     TooManyFailedLogins,
-    UnsafeTarget,
-    UpstreamError,
 )
 from gateway.protocols import responsys_soap as soap
 from gateway.reporting.codes import FailureKind
-from gateway.upstreams.sessions import SoapSessions, SoapSlot
-from policies.outcome import Failure, Kind, Outcome
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+from gateway.upstreams.documents import DocumentCache
+from policies.outcome import Failure, Kind
 
 log = logging.getLogger("aftm.soap")
 
-XML = "text/xml; charset=utf-8"
 # Not content-type: the gateway forwards an envelope it wrote itself, always UTF-8 (see upstream_request).
 FORWARDED_HEADERS = ("soapaction", "idempotency-key", "x-request-id")
 
@@ -58,153 +53,161 @@ def fault_response(status: int, *, code: str, message: str, client: bool = False
 CERTIFICATE_OPERATIONS = frozenset({"authenticateServer", "loginWithCertificate"})
 
 
-async def _certificate_login(runtime: Runtime, request: Request, envelope: soap.Envelope) -> Response:
-    """The vendor's certificate login, answered by the gateway (gateway.edge.app_certificates).
+class SoapApi:
+    """The SOAP routes: the gateway's own logins, every other operation forwarded through `Sends`, the WSDL."""
 
-    Raises soap.BadEnvelope for missing parts; every refusal is a vendor fault.
-    """
-    source = source_of(request)
-    try:
-        if envelope.operation == "authenticateServer":
-            user, challenge = envelope.authenticate_server_parts()
-            answer = await runtime.app_certificates.authenticate_server(user, challenge, source=source)
-            return Response(soap.authenticate_server_response(answer), media_type=XML)
-        handle, encrypted = envelope.login_with_certificate_parts()
-        client = await runtime.app_certificates.login_with_certificate(handle, encrypted, source=source)
-    except CertificateRefused as exc:
-        runtime.telemetry.metrics.credential_failures.labels("soap").inc()
-        if exc.code == "INVALID_PARAMETER":
-            return fault_response(400, code=exc.code, message=exc.message, client=True)
-        return fault_response(500, code=exc.code, message=exc.message, fault_type="AccountFault")
-    except TooManyFailedLogins as exc:
-        return fault_response(500, code="API_LIMIT_EXCEEDED", message="Too many failed logins; retry later",
-                              headers={"Retry-After": exc.retry_after_header})
-    except StoreError:
-        return fault_response(500, code="UNEXPECTED_EXCEPTION",
-                              message="The gateway cannot check logins right now; retry later")
-    return Response(soap.login_with_certificate_response(runtime.credentials.issue(client, "soap")),
-                    media_type=XML)
+    def __init__(self, *, surface: Surface, sends: Sends, dialect: Dialect[Account], documents: DocumentCache) -> None:
+        self._surface = surface
+        self._sends = sends
+        self._dialect = dialect
+        self._documents = documents
 
+    def routes(self) -> list[Route]:
+        return [
+            Route(soap.SERVICE_PATH, self.service, methods=["POST"]),
+            Route(soap.SERVICE_PATH, self.service_get, methods=["GET"]),
+            Route(soap.WSDL_PATH, self.wsdl, methods=["GET"]),
+            Route("/webservices/{document:path}", self.document, methods=["GET"]),
+        ]
 
-class SoapDialect:
-    """SOAP's answers to the forward loop: pooled sessions, the rewritten envelope, verdicts."""
+    async def service_get(self, request: Request) -> Response:
+        """`GET .../ResponsysWSService?wsdl` is the WSDL; any other GET is not a SOAP call."""
+        if "wsdl" in {k.lower() for k in request.query_params}:
+            return await self.wsdl(request)
+        return fault_response(405, code="INVALID_REQUEST", client=True,
+                              message="SOAP calls are POSTed; GET ?wsdl for the WSDL")
 
-    def __init__(self, sessions: SoapSessions) -> None:
-        self._sessions = sessions
+    async def _certificate_login(self, request: Request, envelope: soap.Envelope) -> Response:
+        """The vendor's certificate login, answered by the gateway (gateway.edge.app_certificates).
 
-    @contextlib.asynccontextmanager
-    async def session(self, account: Account, *, within: float) -> AsyncIterator[Lease]:
-        async with self._sessions.lease(account, within=within) as slot:
-            yield slot
-
-    def upstream_request(self, account: Account, call: Call, lease: Lease) -> httpx.Request:
-        assert isinstance(lease, SoapSlot) and lease.session_id is not None and account.soap_url is not None
-        envelope = soap.parse_envelope(call.body)
-        operation = soap.HA_OPERATIONS.get(envelope.operation) if account.soap_ha_operations else None
-        # The envelope is re-serialised as UTF-8 whatever the app wrote, so its Content-Type is the
-        # gateway's: the app's (say ISO-8859-1, or one queued by an older gateway) would mislabel it.
-        headers = [(k, v) for k, v in call.headers if k.lower() != "content-type"] + [("content-type", XML)]
-        if operation is not None:  # the SOAPAction names the operation sent, never the one renamed away
-            headers = [(k, soap.soap_action_for(v, app_operation=envelope.operation, operation=operation)
-                        if k.lower() == "soapaction" else v) for k, v in headers]
-        return httpx.Request("POST", account.soap_url, headers=headers,
-                             content=envelope.with_session(lease.session_id, operation=operation))
-
-    def classify(self, response: httpx.Response, retry_after: float | None) -> Outcome:
-        return soap.classify(response.status_code, response.content, retry_after=retry_after)
-
-    def answer(self, account: Account, call: Call, response: httpx.Response) -> httpx.Response:
-        """An HA twin's answer is renamed back to the operation the app called."""
-        if not account.soap_ha_operations:
-            return response
-        operation = soap.parse_envelope(call.body).operation
-        twin = soap.HA_OPERATIONS.get(operation)
-        if twin is None or response.status_code != 200:
-            return response
-        body = soap.rename_response(response.content, upstream_operation=twin, app_operation=operation)
-        content_type = response.headers.get("content-type", XML)
-        return httpx.Response(response.status_code, headers={"content-type": content_type}, content=body)
-
-
-async def service(request: Request) -> Response:
-    """`POST /webservices/services/ResponsysWSService`."""
-    runtime: Runtime = request.app.state.runtime
-    try:
-        body = await runtime.read_body(request)
-    except BodyRefused:  # answered by the app's handler, in this shape (gateway.edge.refusals)
-        # The session is in the body not read: the caller is unknown, as for a refused login.
-        runtime.telemetry.metrics.unattributed_failures.labels("soap").inc()
-        raise
-    try:
-        envelope = soap.parse_envelope(body, charset=soap.charset_of(request.headers.get("content-type")))
-        if envelope.operation == "login":
-            user, password = envelope.login_credentials()
-        if envelope.operation in CERTIFICATE_OPERATIONS:
-            return await _certificate_login(runtime, request, envelope)
-    except soap.BadEnvelope as exc:
-        # SOAP 1.1 sends faults with 500, but a request the gateway cannot read is the caller's
-        # mistake: 400 with a Client fault, as SOAP 1.2 and most stacks do for sender faults.
-        await _report_bad_envelope(runtime, request, body, str(exc))
-        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
-    if envelope.operation == "login":
+        Raises soap.BadEnvelope for missing parts; every refusal is a vendor fault.
+        """
+        source = source_of(request)
         try:
-            ok = await runtime.credentials.login(user, password, source=source_of(request))
+            if envelope.operation == "authenticateServer":
+                user, challenge = envelope.authenticate_server_parts()
+                answer = await self._surface.certificates.authenticate_server(user, challenge, source=source)
+                return Response(soap.authenticate_server_response(answer), media_type=XML)
+            handle, encrypted = envelope.login_with_certificate_parts()
+            client = await self._surface.certificates.login_with_certificate(handle, encrypted, source=source)
+        except CertificateRefused as exc:
+            self._surface.metrics.credential_failures.labels("soap").inc()
+            if exc.code == "INVALID_PARAMETER":
+                return fault_response(400, code=exc.code, message=exc.message, client=True)
+            return fault_response(500, code=exc.code, message=exc.message, fault_type="AccountFault")
         except TooManyFailedLogins as exc:
             return fault_response(500, code="API_LIMIT_EXCEEDED", message="Too many failed logins; retry later",
                                   headers={"Retry-After": exc.retry_after_header})
-        if not ok:
-            runtime.telemetry.metrics.credential_failures.labels("soap").inc()  # never a client's failure entry
-            # The vendor's AccountFault; one code for unknown user and wrong password (no user enumeration).
-            return fault_response(500, code="INVALID_PASSWORD", fault_type="AccountFault",
-                                  message="Invalid user name or password")
-        return Response(soap.login_response(runtime.credentials.issue(user, "soap")), media_type=XML)
-    session_id = envelope.session_id
-    try:
-        identity = await runtime.credentials.verify(session_id, "soap")
-        if identity is not None and session_id is not None and envelope.operation == "logout":
-            await runtime.credentials.revoke(session_id)  # shared with every replica before the answer
-            return Response(soap.logout_response(), media_type=XML)
-    except StoreError:
-        # Fail closed: whether the session was logged out cannot be checked (or recorded) now. Not
-        # INVALID_SESSION_ID, which would send the app into a login loop; the app retries the call.
-        return fault_response(500, code="UNEXPECTED_EXCEPTION",
-                              message="The gateway cannot check sessions right now; retry later")
-    if identity is None or session_id is None:
-        return fault_response(500, code="INVALID_SESSION_ID", message="Invalid or expired session id")
-    ids = request_ids(request.headers.get(HEADER))
-    try:
-        headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
-        key = idempotency.key_of(request.headers.getlist(idempotency.HEADER))
-    except BadInput as exc:
-        return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True,
-                              headers={"X-Request-Id": ids.correlation_id})
-    call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
-                body=envelope.with_session(""),  # the app's session id is a credential: never kept
-                request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
-                is_send=envelope.operation in soap.SEND_OPERATIONS, idempotency_key=key)
-    try:
-        result = await runtime.handle(call, runtime.soap_dialect)
-    except idempotency.KeyReused as exc:
-        return fault_response(400, code="IDEMPOTENCY_KEY_REUSED", message=str(exc), client=True,
-                              headers={"X-Request-Id": ids.correlation_id})
-    return render(result, correlation_id=ids.correlation_id)
+        except StoreError:
+            return fault_response(500, code="UNEXPECTED_EXCEPTION",
+                                  message="The gateway cannot check logins right now; retry later")
+        return Response(soap.login_with_certificate_response(self._surface.credentials.issue(client, "soap")),
+                        media_type=XML)
 
+    async def service(self, request: Request) -> Response:
+        """`POST /webservices/services/ResponsysWSService`."""
+        try:
+            body = await self._surface.read_body(request)
+        except BodyRefused:  # answered by the app's handler, in this shape (gateway.edge.refusals)
+            # The session is in the body not read: the caller is unknown, as for a refused login.
+            self._surface.metrics.unattributed_failures.labels("soap").inc()
+            raise
+        try:
+            envelope = soap.parse_envelope(body, charset=soap.charset_of(request.headers.get("content-type")))
+            if envelope.operation == "login":
+                user, password = envelope.login_credentials()
+            if envelope.operation in CERTIFICATE_OPERATIONS:
+                return await self._certificate_login(request, envelope)
+        except soap.BadEnvelope as exc:
+            # SOAP 1.1 sends faults with 500, but a request the gateway cannot read is the caller's
+            # mistake: 400 with a Client fault, as SOAP 1.2 and most stacks do for sender faults.
+            await self._report_bad_envelope(request, body, str(exc))
+            return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True)
+        if envelope.operation == "login":
+            try:
+                ok = await self._surface.credentials.login(user, password, source=source_of(request))
+            except TooManyFailedLogins as exc:
+                return fault_response(500, code="API_LIMIT_EXCEEDED", message="Too many failed logins; retry later",
+                                      headers={"Retry-After": exc.retry_after_header})
+            if not ok:
+                self._surface.metrics.credential_failures.labels("soap").inc()  # never a client's failure entry
+                # The vendor's AccountFault; one code for unknown user and wrong password (no user enumeration).
+                return fault_response(500, code="INVALID_PASSWORD", fault_type="AccountFault",
+                                      message="Invalid user name or password")
+            return Response(soap.login_response(self._surface.credentials.issue(user, "soap")), media_type=XML)
+        session_id = envelope.session_id
+        try:
+            identity = await self._surface.credentials.verify(session_id, "soap")
+            if identity is not None and session_id is not None and envelope.operation == "logout":
+                await self._surface.credentials.revoke(session_id)  # shared with every replica before the answer
+                return Response(soap.logout_response(), media_type=XML)
+        except StoreError:
+            # Fail closed: whether the session was logged out cannot be checked (or recorded) now. Not
+            # INVALID_SESSION_ID, which would send the app into a login loop; the app retries the call.
+            return fault_response(500, code="UNEXPECTED_EXCEPTION",
+                                  message="The gateway cannot check sessions right now; retry later")
+        if identity is None or session_id is None:
+            return fault_response(500, code="INVALID_SESSION_ID", message="Invalid or expired session id")
+        ids = request_ids(request.headers.get(HEADER))
+        try:
+            headers = forwarded_headers(request.headers.items(), FORWARDED_HEADERS, ids.correlation_id)
+            key = idempotency.key_of(request.headers.getlist(idempotency.HEADER))
+        except BadInput as exc:
+            return fault_response(400, code="INVALID_REQUEST", message=str(exc), client=True,
+                                  headers={"X-Request-Id": ids.correlation_id})
+        call = Call(protocol="soap", method="POST", path=soap.SERVICE_PATH, headers=headers,
+                    body=envelope.with_session(""),  # the app's session id is a credential: never kept
+                    request_id=ids.request_id, correlation_id=ids.correlation_id, client=identity.client,
+                    is_send=envelope.operation in soap.SEND_OPERATIONS, idempotency_key=key)
+        try:
+            result = await self._sends.handle(call, self._dialect)
+        except idempotency.KeyReused as exc:
+            return fault_response(400, code="IDEMPOTENCY_KEY_REUSED", message=str(exc), client=True,
+                                  headers={"X-Request-Id": ids.correlation_id})
+        except KeyInFlight:
+            return fault_response(500, code="API_LIMIT_EXCEEDED", headers={"X-Request-Id": ids.correlation_id},
+                                  message="A request with this Idempotency-Key is still in flight; retry shortly")
+        except StoreUnavailable:
+            return fault_response(500, code="UNEXPECTED_EXCEPTION", headers={"X-Request-Id": ids.correlation_id},
+                                  message="The gateway cannot accept calls right now; retry later")
+        return render(result, correlation_id=ids.correlation_id)
 
-async def _report_bad_envelope(runtime: Runtime, request: Request, body: bytes, detail: str) -> None:
-    """A structurally wrong call is the caller's Request failure (code 1), as for REST and SMS, when its
-    SessionHeader names a live session; otherwise nobody can be told, and it is only counted."""
-    session_id = soap.session_id_of(body, charset=soap.charset_of(request.headers.get("content-type")))
-    identity = None
-    if session_id:
-        with contextlib.suppress(StoreError):  # unknown then: counted, not attributed
-            identity = await runtime.credentials.verify(session_id, "soap")
-    if identity is None:
-        runtime.telemetry.metrics.unattributed_failures.labels("soap").inc()
-        return
-    ids = request_ids(request.headers.get(HEADER))
-    runtime.report(FailureKind.MALFORMED_REQUEST, client=identity.client, error=f"Request: {detail}",
-                   send_id=ids.request_id, correlation_id=ids.correlation_id, path=soap.SERVICE_PATH,
-                   protocol="soap")
+    async def _report_bad_envelope(self, request: Request, body: bytes, detail: str) -> None:
+        """A structurally wrong call is the caller's Request failure (code 1), as for REST and SMS, when its
+        SessionHeader names a live session; otherwise nobody can be told, and it is only counted."""
+        session_id = soap.session_id_of(body, charset=soap.charset_of(request.headers.get("content-type")))
+        identity = None
+        if session_id:
+            with contextlib.suppress(StoreError):  # unknown then: counted, not attributed
+                identity = await self._surface.credentials.verify(session_id, "soap")
+        if identity is None:
+            self._surface.metrics.unattributed_failures.labels("soap").inc()
+            return
+        ids = request_ids(request.headers.get(HEADER))
+        self._surface.reports.report(FailureKind.MALFORMED_REQUEST, client=identity.client,
+                                     error=f"Request: {detail}", send_id=ids.request_id,
+                                     correlation_id=ids.correlation_id, path=soap.SERVICE_PATH, protocol="soap")
+
+    async def wsdl(self, request: Request) -> Response:
+        """The account's WSDL with every `soap:address location` rewritten to the gateway, from the cache."""
+        document = await self._documents.get(soap.WSDL_PATH)
+        if document is None:
+            return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the WSDL")
+        return Response(document, media_type=XML)
+
+    async def document(self, request: Request) -> Response:
+        """`GET /webservices/...`: a document the WSDL references (a schema, an import of one), from the cache.
+
+        Only paths the cache learned from the documents themselves are served: any other path, a traversal
+        attempt included, is 404 without reaching an account.
+        """
+        path = request.url.path
+        if not self._documents.serves(path):
+            return fault_response(404, code="INVALID_REQUEST", client=True, message="No such service document")
+        body = await self._documents.get(path)
+        if body is None:
+            return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the document")
+        return Response(body, media_type=XML)
 
 
 def render(result: Result, *, correlation_id: str) -> Response:
@@ -229,99 +232,3 @@ def render(result: Result, *, correlation_id: str) -> Response:
                           message="No Responsys account could take the call; retry later")
 
 
-async def wsdl(request: Request) -> Response:
-    """The account's WSDL with every `soap:address location` rewritten to the gateway, from the cache."""
-    runtime: Runtime = request.app.state.runtime
-    document = await runtime.documents.get(soap.WSDL_PATH)
-    if document is None:
-        return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the WSDL")
-    return Response(document, media_type=XML)
-
-
-async def document(request: Request) -> Response:
-    """`GET /webservices/...`: a document the WSDL references (a schema, an import of one), from the cache.
-
-    Only paths the cache learned from the documents themselves are served: any other path, a traversal
-    attempt included, is 404 without reaching an account.
-    """
-    runtime: Runtime = request.app.state.runtime
-    path = request.url.path
-    if not runtime.documents.serves(path):
-        return fault_response(404, code="INVALID_REQUEST", client=True, message="No such service document")
-    body = await runtime.documents.get(path)
-    if body is None:
-        return fault_response(503, code="SERVICE_UNAVAILABLE", message="No account could serve the document")
-    return Response(body, media_type=XML)
-
-
-# The documents the cache starts from; the rest it learns from their references (served_references).
-ROOT_DOCUMENTS = (soap.WSDL_PATH,)
-DOCUMENT_TREE = "/webservices/"
-# Each fetched document is read up to this many raw bytes, within this many seconds; a longer or slower
-# one is not served (the last good copy stays). The vendor's largest, the types schema, is about 200 KB;
-# 32 documents at the bound keep the cache's worst case at 128 MiB of memory.
-MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
-DOCUMENT_FETCH_SECONDS = 30.0
-
-
-def _base(runtime: Runtime) -> str:
-    return runtime.config.public_url.rstrip("/")
-
-
-def served_references(runtime: Runtime, path: str, body: bytes) -> list[str]:
-    """The paths a served document at `path` refers to that the gateway fetches and serves too.
-
-    References resolve against the document's URL at the gateway (the account's absolute ones were
-    rewritten to it); followed only when they land on the gateway, under `/webservices/`, as a plain
-    path that names what it seems (no dot segments or structural escapes, no query). Anything else (a
-    W3C schema, another host) is left for the client to fetch as the vendor's document says.
-    """
-    base = _base(runtime)
-    paths = []
-    for url in soap.document_references(body, base + path):
-        target = url[len(base):] if url.startswith(base + "/") and soap.same_origin(url, base) else None
-        try:
-            if target is None or "?" in target or not target.startswith(DOCUMENT_TREE):
-                raise UnsafeTarget("outside the service's documents")
-            paths.append(checked_path(target.encode("ascii")))
-        except (UnsafeTarget, UnicodeEncodeError) as exc:
-            log.warning("not following a document reference", extra={"document": path, "reason": str(exc)})
-    return paths
-
-
-def _fit_to_serve(runtime: Runtime, account: Account, body: bytes) -> bytes:
-    assert account.soap_url is not None
-    base = _base(runtime)
-
-    def relocate(location: str) -> str:
-        if not soap.same_origin(location, account.soap_url or ""):
-            return location
-        parts = httpx.URL(location)
-        return base + parts.raw_path.decode("ascii")
-
-    return soap.rewrite_document(body, service_url=base + soap.SERVICE_PATH, relocate=relocate)
-
-
-async def fetch_document(runtime: Runtime, path: str) -> bytes | None:
-    """The document at `path` from the first account that serves it, made fit to serve; None if none does."""
-    for account in runtime.candidate_accounts():
-        if account.soap_url is None:
-            continue
-        url = httpx.URL(account.soap_url).copy_with(path=path, query=None)
-        try:  # bounded: an account (or whoever answers for it) may send an endless or huge document
-            response = await runtime.upstream.send(httpx.Request("GET", url), max_answer_bytes=MAX_DOCUMENT_BYTES,
-                                                   total_timeout=DOCUMENT_FETCH_SECONDS)
-        except UpstreamError:
-            continue
-        encoding = str(response.extensions.get("raw_content_encoding") or "identity").strip().lower()
-        if response.extensions.get("answer_truncated") or encoding != "identity":
-            # Too long, or compressed (asked for identity; never inflated: a small answer could be a bomb).
-            log.warning("not serving a vendor document: too long or compressed",
-                        extra={"path": path, "account": account.name, "max_bytes": MAX_DOCUMENT_BYTES})
-            continue
-        if response.status_code == 200:
-            try:
-                return _fit_to_serve(runtime, account, response.content)
-            except soap.BadEnvelope:
-                continue
-    return None

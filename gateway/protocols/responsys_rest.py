@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from gateway.edge.inputs import loads_json
 from gateway.errors import LoginRefused, login_failure
 from gateway.protocols import rsa_challenge
+from gateway.protocols.inputs import loads_json
 from policies.outcome import Failure, Outcome
 
 LOGIN_PATH = "/rest/api/v1.3/auth/token"
@@ -202,7 +202,7 @@ def upstream_path(method: str, app_path: str, api_prefix: str | None) -> str:
 
     Only calls with a twin (the table above) are rewritten; every other call goes as the app sent it, and a
     failover account answers it 401 API_NOT_ALLOWED_IN_SECONDARY, which the app gets as is. Only
-    whole segments move, so the target stays one `gateway.edge.targets` passes when the app's did.
+    whole segments move, so the target stays one `gateway.protocols.targets` passes when the app's did.
     """
     if api_prefix is None:
         return app_path

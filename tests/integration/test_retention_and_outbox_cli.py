@@ -29,7 +29,7 @@ async def test_retention_purge_drops_expired_idempotency_records(tmp_path: Path)
         assert store is not None
         await store.idempotency_put("app:old", 200, (), b"first", time.time() - 10)
         await store.idempotency_put("app:fresh", 200, (), b"first", time.time() + 3600)
-        purged = await runtime.purge_once()
+        purged = await runtime.retention.purge_once()
         assert purged.idempotency_records == 1
         assert await store.idempotency_get("app:old") is None
         assert await store.idempotency_get("app:fresh") is not None

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-from typing import Any
 
-from gateway.edge.soap import served_references
+from gateway.core.dialects.soap import served_references
 from gateway.upstreams.documents import DocumentCache
 
 GATEWAY = "https://gw.example.com/prefix"
@@ -17,15 +15,11 @@ def _schema(*locations: str) -> bytes:
     return f'<xsd:schema xmlns:xsd="http://www.w3.org/2001/XMLSchema">{imports}</xsd:schema>'.encode()
 
 
-def _runtime() -> Any:
-    return SimpleNamespace(config=SimpleNamespace(public_url=GATEWAY + "/"))
-
-
 def test_references_are_followed_only_within_the_gateways_webservices_tree() -> None:
     body = _schema("../services/S/_resources_/xsd/A.xsd", "B.xsd", f"{GATEWAY}/webservices/C.xsd",
                    "../../../../etc/passwd", "/webservices/D.xsd", "https://other.example/webservices/E.xsd",
                    f"{GATEWAY}/webservices/F.xsd?x=1", "%2e%2e/G.xsd", "H.xsd#part")
-    assert served_references(_runtime(), "/webservices/wsdl/W.wsdl", body) == [
+    assert served_references(GATEWAY + "/", "/webservices/wsdl/W.wsdl", body) == [
         "/webservices/services/S/_resources_/xsd/A.xsd", "/webservices/wsdl/B.xsd", "/webservices/C.xsd",
         "/webservices/wsdl/H.xsd"]
 

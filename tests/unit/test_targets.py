@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.edge import targets
+from gateway.protocols import targets
 
 
 @pytest.mark.parametrize(("stored", "sent"), [

@@ -19,15 +19,15 @@ def test_an_sms_upstream_verdict_on_one_replica_is_followed_by_the_other(
     other = sms.start_replica()
     try:
         other_runtime: Runtime = other.app.state.runtime
-        assert other_runtime.sms is not None
-        assert other_runtime.sms.sender.failover.active == "sms1"
+        assert other_runtime.sms_cluster is not None
+        assert other_runtime.sms_cluster.active == "sms1"
         sms.aggregator.set_mode("refuse")
         sms.wait_status(sms.submit(level="NONE"), "Delivered")  # sent through sms2 by one replica
-        deliverer = sms.runtime if sms.runtime.sms and sms.runtime.sms.sender.failover.active == "sms2" \
+        deliverer = sms.runtime if sms.runtime.sms_cluster and sms.runtime.sms_cluster.active == "sms2" \
             else other_runtime
-        assert deliverer.sms is not None and deliverer.sms.sender.failover.active == "sms2"
-        wait_until(lambda: sms.runtime.sms is not None and sms.runtime.sms.sender.failover.active == "sms2"
-                   and other_runtime.sms.sender.failover.active == "sms2", timeout=1.5,
+        assert deliverer.sms_cluster is not None and deliverer.sms_cluster.active == "sms2"
+        wait_until(lambda: sms.runtime.sms_cluster is not None and sms.runtime.sms_cluster.active == "sms2"
+                   and other_runtime.sms_cluster.active == "sms2", timeout=1.5,
                    message="both replicas to send SMS through sms2")
     finally:
         other.stop()

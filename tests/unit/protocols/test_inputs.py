@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.edge.inputs import is_label
+from gateway.protocols.inputs import is_label
 
 
 @pytest.mark.parametrize("value", ["a", "ab", "order 42", "x" * 8, "~!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}"])
