@@ -23,10 +23,10 @@ import trustme
 from gateway.errors import TLSRefused, UpstreamAmbiguous, UpstreamError, UpstreamUnreachable
 from gateway.upstreams.transport import AiohttpTransport
 from gateway.upstreams.upstream import Upstream
+from gateway_tools.loopback_dns import LoopbackDNS
 from policies.outcome import Failure
 from policies.tls import client_context
 from tests.integration.test_upstream import EchoApp, serve
-from tests.support.dns_server import DNSTestServer
 from tests.support.servers import async_wait_until, bind_socket
 from tests.support.tls import (
     BlockingTLSServer,
@@ -297,7 +297,7 @@ async def test_client_certificate_makes_the_refusing_server_answer(
 
 
 async def test_an_unencodable_request_through_the_seam_is_an_upstream_error_not_a_crash(
-        dns_server: DNSTestServer, make_upstream: Callable[..., Upstream]) -> None:
+        dns_server: LoopbackDNS, make_upstream: Callable[..., Upstream]) -> None:
     with ScriptedServer(close_at_once) as server:
         dns_server.set(HOST, [ADDRESS])
         request = httpx.Request("POST", f"http://{HOST}:{server.port}/", headers={"X-Note": "a\r\nInjected: yes"})
@@ -309,7 +309,7 @@ async def test_an_unencodable_request_through_the_seam_is_an_upstream_error_not_
 
 
 async def test_a_refusal_after_the_request_may_have_left_is_never_tried_on_the_next_address(
-        dns_server: DNSTestServer, make_upstream: Callable[..., Upstream], test_ca: trustme.CA) -> None:
+        dns_server: LoopbackDNS, make_upstream: Callable[..., Upstream], test_ca: trustme.CA) -> None:
     context = server_context(test_ca, HOST, require_client_cert=True)
     with BlockingTLSServer(context, host=ADDRESS) as first, bind_socket("127.0.0.3", first.port) as second:
         dns_server.set(HOST, [ADDRESS, "127.0.0.3"])
@@ -322,7 +322,7 @@ async def test_a_refusal_after_the_request_may_have_left_is_never_tried_on_the_n
 
 
 async def test_an_answer_its_content_encoding_cannot_decode_is_ambiguous_at_the_seam(
-        dns_server: DNSTestServer, make_upstream: Callable[..., Upstream]) -> None:
+        dns_server: LoopbackDNS, make_upstream: Callable[..., Upstream]) -> None:
     with ScriptedServer(bad_gzip) as server:
         dns_server.set(HOST, [ADDRESS])
         async with make_upstream() as upstream:
