@@ -352,9 +352,17 @@ class SmsService:
             upstream=result.upstream, upstream_message_id=result.upstream_message_id, source=record.source,
             event=MessageEvent(message_id=record.id, at=now, kind="status", status=MessageStatus.SENT,
                                description=description)))
-        if not changed:  # its receipt was quicker than this answer: keep the history complete
-            await self._store().message_note(MessageEvent(message_id=record.id, at=now, kind="note",
-                                                        description=description))
+        if changed:
+            return
+        # Its receipt was quicker than this answer: the status has moved on, but the message must still
+        # name the upstream it went through (and the history say so), without moving the status back.
+        note = MessageEvent(message_id=record.id, at=now, kind="note", description=description)
+        current = await self._store().message_get(record.id)
+        if current is None or not await self._change(MessageChange(
+                message_id=record.id, from_statuses=frozenset({current.status}), status=current.status,
+                upstream=result.upstream, upstream_message_id=current.upstream_message_id or result.upstream_message_id,
+                event=note)):
+            await self._store().message_note(note)
 
     async def _refused(self, record: MessageRecord, now: float, result: Refused) -> None:
         answer = result.answer

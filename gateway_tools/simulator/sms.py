@@ -20,7 +20,8 @@ callback URL does not answer 2xx, and can be held and released to stage races. T
 the Responsys simulator's fault gate, so the modes (`refuse`, `http503`, `hang`, `reset`), throttling
 and latency of the common control API work here too. SMS control routes (on the control port):
 
-    POST   /sms/rules          {"action", "destination"?, "source"?, "after_ms"?, "error_code"?, "description"?}
+    POST   /sms/rules          {"action", "destination"?, "source"?, "after_ms"?, "error_code"?, "description"?,
+                                 "answer_after_receipt"?: the MT answer waits until its receipt was posted}
     DELETE /sms/rules
     GET    /sms/messages | DELETE /sms/messages     messages taken (and refused), oldest first
     GET    /sms/counts         accepted messages per destination and per sender
@@ -89,6 +90,7 @@ class Rule:
     error_code: str = "1001"
     description: str | None = None
     internal_error_code: str | None = None  # the aggregator's own code, beside the carrier's
+    answer_after_receipt: bool = False  # hold the MT answer until its receipt was posted (a slow answer)
 
     def matches(self, source: str, destination: str) -> bool:
         return self.destination in (None, destination) and self.source in (None, source)
@@ -283,6 +285,8 @@ class _MtApi:
             task = asyncio.create_task(self._send_receipt(message_id, callback, rule))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            if rule.answer_after_receipt:  # the receipt beats the answer, as a slow aggregator's can
+                await asyncio.wait({task}, timeout=10)
         return Response(_response(message_id=message_id), media_type=XML_TYPE)
 
     def _authorized(self, header: str) -> bool:
@@ -396,7 +400,8 @@ def rule_from_json(body: dict[str, Any]) -> Rule:
         raise ValueError("after_ms must be a non-negative integer")
     return Rule(action=Action(body.get("action")), destination=body.get("destination"), source=body.get("source"),
                 after_ms=after_ms, error_code=str(body.get("error_code", "1001")), description=body.get("description"),
-                internal_error_code=body.get("internal_error_code"))
+                internal_error_code=body.get("internal_error_code"),
+                answer_after_receipt=body.get("answer_after_receipt") is True)
 
 
 # --- the aggregator as a whole ------------------------------------------------------------------------
@@ -427,10 +432,10 @@ class SimulatedSmsAggregator(SimulatedAccount):
 
     def rule(self, action: Action | str, *, destination: str | None = None, source: str | None = None,
              after_ms: int = 0, error_code: str = "1001", description: str | None = None,
-             internal_error_code: str | None = None) -> None:
+             internal_error_code: str | None = None, answer_after_receipt: bool = False) -> None:
         self.sms.add_rule(Rule(Action(action), destination=destination, source=source, after_ms=after_ms,
                                error_code=error_code, description=description,
-                               internal_error_code=internal_error_code))
+                               internal_error_code=internal_error_code, answer_after_receipt=answer_after_receipt))
 
     def messages(self) -> list[MtRecord]:
         return self.sms.messages()

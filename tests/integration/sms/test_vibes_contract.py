@@ -90,3 +90,23 @@ def test_the_json_answer_carries_the_transaction_and_the_warning(sms: SmsDeploym
     answer = response.json()
     assert answer["transaction"] == {"id": "t-42"}
     assert len(answer["warnings"]) == 1 and "concatenated" in answer["warnings"][0]
+
+
+def test_a_receipt_quicker_than_the_answer_leaves_the_message_naming_its_long_code_and_upstream(
+        make_sms: Callable[..., SmsDeployment]) -> None:
+    # The aggregator posts the alternate's receipt before it answers the send: the message is already
+    # Delivered when the gateway learns which long code and upstream took it, and must still say so.
+    sms = make_sms(**TWO_LONG_CODES)
+    sms.aggregator.rule("fail", source=SHORT_CODE)
+    sms.aggregator.rule("refuse", source=LONG_CODE, description="long code not provisioned")
+    sms.aggregator.rule("deliver", source=SECOND_LONG_CODE, answer_after_receipt=True)
+    original = sms.wait_status(sms.submit(level="NONE"), "Forwarded")
+
+    alternate_id = original["fwdToMessageId"]
+    assert sms.wait_status(alternate_id, "Delivered")["source"] == {"address": SECOND_LONG_CODE, "type": "LC"}
+    wait_until(lambda: sms.status(alternate_id)["upstream"] is not None, timeout=10,
+               message="the alternate to name the upstream that took it")
+    view = sms.status(alternate_id)
+    assert view["status"] == "Delivered"  # the late answer did not move the status back
+    assert view["upstream"] == "sms1"
+    assert any(h["description"] == "sent through sms1" for h in view["history"])
