@@ -86,7 +86,7 @@ class TLS:
 
 
 @dataclass(frozen=True)
-class Upstream:
+class UpstreamSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_connections_per_host: int = 100
@@ -110,7 +110,7 @@ class Failover:
 
 
 @dataclass(frozen=True)
-class Retry:
+class RetrySettings:
     attempts: int = 6
     wait_initial: float = 0.1
     wait_max: float = 5.0
@@ -229,10 +229,10 @@ class Config:
     store: str = "sqlite:///data/aftm-gateway.db"
     dns: DNS = field(default_factory=DNS)
     tls: TLS = field(default_factory=TLS)
-    upstream: Upstream = field(default_factory=Upstream)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     requests: Requests = field(default_factory=Requests)
     failover: Failover = field(default_factory=Failover)
-    retry: Retry = field(default_factory=Retry)
+    retry: RetrySettings = field(default_factory=RetrySettings)
     outbox: Outbox = field(default_factory=Outbox)
     clients: list[Client] = field(default_factory=list)
     admin: Admin = field(default_factory=Admin)

@@ -66,7 +66,7 @@
         │                             protocols.responsys_soap -> edge.soap (400 client fault); an
         │                             upstream's unreadable answer is classified by its adapter instead
         ├── BadMessage (ValueError)   not a readable mtMessage or receipt (app), or answer (aggregator)
-        │                             protocols.sms -> edge.sms_api (400); delivery.sender (no message id)
+        │                             protocols.sms -> edge.sms_api (400); core.dialects.sms (no message id)
         ├── InvalidMessage (ValueError) an mtMessage that breaks one of this gateway's rules
         │                             delivery.service.submit -> edge.sms_api (400)
         └── ReceiptRefused            a receipt URL the gateway never handed out
