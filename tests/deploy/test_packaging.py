@@ -141,9 +141,12 @@ def _imports(root: Path) -> Iterator[str]:
 
 def _origin(module: str) -> str | None:
     """The file that defines `module`, or (for a name imported from a module) the module's own file."""
-    for name in (module, module.rpartition(".")[0]):
+    for name in filter(None, (module, module.rpartition(".")[0])):
+        loaded = getattr(sys.modules.get(name), "__file__", None)
+        if loaded is not None:  # already imported (its __spec__ may be gone: find_spec would refuse it)
+            return str(loaded)
         try:
-            spec = importlib.util.find_spec(name) if name else None
+            spec = importlib.util.find_spec(name)
         except ModuleNotFoundError:  # a class or function imported from a module, not a submodule
             continue
         if spec is not None and spec.origin is not None:
