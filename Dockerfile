@@ -14,13 +14,26 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/aftm-gateway
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Exact versions, every file checked against its locked sha256 (requirements/*.txt, scripts/lock). The
+# runtime set goes into the venv that ships; pip and setuptools, which only build the wheel, stay in
+# /opt/build. Dependencies come before the source, so a code change reuses this layer.
+COPY requirements/runtime.txt requirements/build.txt ./requirements/
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes -r requirements/build.txt \
+    && python -m venv /opt/aftm-gateway \
+    && /opt/aftm-gateway/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
+# The build context is an allow-list (.dockerignore) without gateway_tools/ (simulators, drills, chaos,
+# demo), so the wheel holds gateway and policies only (tests/deploy/test_packaging.py builds it).
+COPY pyproject.toml README.md LICENSE ./
 COPY gateway ./gateway
 COPY policies ./policies
-# Compile ahead: with a read-only root filesystem Python could not write .pyc files at start.
-RUN /opt/aftm-gateway/bin/pip install --no-cache-dir . \
+# The project itself resolves nothing (--no-deps); `pip check` fails the build if the lock no longer
+# satisfies pyproject.toml. Compile ahead: with a read-only root filesystem Python could not write .pyc
+# files at start.
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheel . \
+    && /opt/aftm-gateway/bin/pip install --no-cache-dir --no-deps /tmp/wheel/aftm_gateway-*.whl \
+    && /opt/aftm-gateway/bin/pip check \
     && /opt/aftm-gateway/bin/python -m compileall -q /opt/aftm-gateway
 
 FROM ${PYTHON_IMAGE}

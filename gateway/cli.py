@@ -35,6 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        # simulate, drill and demo live in gateway_tools, which a checkout installs and the image does not.
+        if exc.name != "gateway_tools":
+            raise
+        print(f"aftm-gateway {args.command}: the tools (simulate, drill, demo) are not installed here; the "
+              "container image carries only the gateway. Run them from a checkout: bash scripts/setup",
+              file=sys.stderr)
+        return 2
     return code
 
 

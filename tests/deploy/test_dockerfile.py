@@ -148,7 +148,8 @@ def test_build_context_is_an_allow_list() -> None:
                 if p.strip() and not p.lstrip().startswith("#")]
     assert patterns[0] == "*"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "gateway", "policies"}
+    assert allowed == {"pyproject.toml", "README.md", "LICENSE", "requirements/runtime.txt", "requirements/build.txt",
+                       "gateway", "policies"}
 
 
 # Each mutation of the real Dockerfile must be caught: the checks above can fail.
