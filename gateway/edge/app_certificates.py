@@ -78,8 +78,9 @@ class AppCertificates:
         if spent is None or key is None or (user_name is not None and user_name != client):
             self._credentials.login_failed(source)
             raise CertificateRefused("AUTHENTICATION_FAILED", "Authentication failed")
+        # Paid for by its step 1's charge: the wait that charge caused must not refuse the step taking it back.
         ok = await self._credentials.run_login_work(
-            functools.partial(_answer_matches, key, answer, spent[1]), source=source)
+            functools.partial(_answer_matches, key, answer, spent[1]), source=source, paid=True)
         if not ok:
             self._credentials.login_failed(source)
             raise CertificateRefused("AUTHENTICATION_FAILED", "Authentication failed")

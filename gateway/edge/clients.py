@@ -72,7 +72,8 @@ SOURCE_CHECKS = 4  # distinct password checks one source address may have waitin
 # a PBKDF2 run, and per (name, source) alone a fresh name was a fresh allowance.
 SOURCE_MAX_FAILURES = 20
 TRUSTED_SOURCE_TTL = 86_400.0  # a source that logged in within this long may queue past VERIFY_QUEUE
-MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE  # checks waiting or running in all: never more
+# Checks waiting or running in all: never more, bar certificate step 2s (one per step 1 admitted, `paid`).
+MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE
 CHALLENGE_KIND = "certificate-challenge"  # never a REST, SOAP or portal kind: a handle logs nothing in
 CHALLENGE_LIFETIME = 120.0  # seconds between a certificate login's two steps
 
@@ -175,21 +176,26 @@ class Credentials:
 
     # --- certificate logins (gateway.edge.app_certificates) ---------------------------------------------
 
-    async def run_login_work(self, work: Callable[[], T], *, source: str | None, charge: bool = False) -> T:
+    async def run_login_work(self, work: Callable[[], T], *, source: str | None, charge: bool = False,
+                             paid: bool = False) -> T:
         """CPU-bound login work (the RSA steps) on the password-check threads, ranked and bounded as they are.
 
         Raises TooManyFailedLogins when the source keeps failing or the threads are taken. With `charge`,
         the source is charged one failure as soon as the work is admitted (a certificate login's step 1,
-        which anyone may ask for: see `login_pending`).
+        which anyone may ask for: see `login_completed`). With `paid`, the work was paid for by such a
+        charge (step 2 with a genuine, unspent temporary token: at most one per step 1 admitted) and
+        neither the source's wait nor a full queue refuses it: the charges of an app's burst of step 1s
+        must not refuse the step 2s that take them back.
         """
-        wait = self._source_throttle.retry_after(source)
-        if wait:
-            raise TooManyFailedLogins(wait)
         in_flight, waiting = self._per_source.get(source, 0), self._checks.waiting
-        room = waiting < VERIFY_THREADS + VERIFY_QUEUE or (
-            (in_flight == 0 or source in self._trusted) and waiting < MAX_WAITING)
-        if in_flight >= SOURCE_CHECKS or not room:
-            raise TooManyFailedLogins(BUSY_RETRY_AFTER)
+        if not paid:
+            wait = self._source_throttle.retry_after(source)
+            if wait:
+                raise TooManyFailedLogins(wait)
+            room = waiting < VERIFY_THREADS + VERIFY_QUEUE or (
+                (in_flight == 0 or source in self._trusted) and waiting < MAX_WAITING)
+            if in_flight >= SOURCE_CHECKS or not room:
+                raise TooManyFailedLogins(BUSY_RETRY_AFTER)
         self._per_source[source] = in_flight + 1
         running = self._checks.submit(self._source_throttle.failures(source) + in_flight, work)
         if charge:  # after ranking this one, before any await: a caller that hangs up has paid all the same
