@@ -167,7 +167,7 @@ async def forward(request: Request) -> Response:
     except targets.UnsafeTarget as exc:
         return error(400, "Bad request", "INVALID_REQUEST", f"Refused request target: {exc}")
     path = target.partition("?")[0]
-    if rest.API_PATH.match(path) is None or rest.in_another_case(target):
+    if rest.API_PATH.match(path) is None or rest.in_another_spelling(target):
         return not_found(path)
     identity = await runtime.credentials.verify(request.headers.get("authorization"), "rest")
     if identity is None:

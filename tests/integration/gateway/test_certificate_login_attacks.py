@@ -44,3 +44,33 @@ def test_step_twos_are_answered_after_as_many_step_ones_as_the_source_may_ask(ga
         assert [a.status_code for a in answers] == [200] * SOURCE_MAX_FAILURES, answers[0].text
         # every charge was taken back: the address asks again at once
         rest_authenticate_server(app, "", user=CERT_APP, server_certificate=server_certificate)
+
+
+def _posts_received(deployment: Deployment) -> list[bytes]:
+    """The targets the accounts were POSTed (the gateway's own background calls are GETs)."""
+    received = deployment.primary.received() + deployment.failover.received()
+    return [target for method, target in received if method == "POST"]
+
+
+@pytest.mark.parametrize("app_path", [
+    "/rest/api/v1.3/auth/token/",
+    "/rest/api//v1.3/auth/token",
+    "/rest/api/v1.3/auth/token;jsessionid=1",
+    "/rest/api/v1.3/Auth/Toke%6E",
+    "/rest/api/v1.3/campaigns/welcome/email/",
+    "/rest/api/v1.3/campaigns/welcome/email;x",
+])
+def test_a_login_or_send_spelt_as_a_servlet_reads_it_is_the_vendors_404_and_goes_nowhere(
+        gateway: Deployment, app_path: str) -> None:
+    """The login in another spelling went upstream with the account's token and the app's form: where the
+    server merges `//`, drops `;params` or a trailing `/` (servlet containers do), `auth_type=token` answers
+    the app a fresh token of the account itself. A send so spelt went past its AFTM twin and the outbox."""
+    token = gateway.rest_token()
+    before = _posts_received(gateway)
+    with gateway.http() as http:
+        answer = http.post(app_path, headers={"Authorization": token},
+                           data={"auth_type": "token", "user_name": APP_USER, "password": APP_PASSWORD})
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["errorCode"] == "RESOURCE_NOT_FOUND"
+    assert _posts_received(gateway) == before
+
