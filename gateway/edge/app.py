@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -13,13 +14,14 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.config import Config
-from gateway.edge import admin, portal, sms_api
+from gateway.edge import admin, portal, sms_api, targets
 from gateway.edge import rest as rest_api
 from gateway.edge import soap as soap_api
 from gateway.edge.bodies import CLOSE
 from gateway.edge.middleware import TelemetryMiddleware, route_of
 from gateway.edge.refusals import TargetGuard, refusal
 from gateway.errors import BodyRefused
+from gateway.protocols import responsys_rest
 from gateway.protocols import responsys_soap as soap
 from gateway.runtime import Runtime
 
@@ -41,13 +43,32 @@ async def _body_refused(request: Request, exc: Exception) -> Response:
     return refusal(request.url.path, exc.status, exc.detail, headers=CLOSE, as_json=as_json)
 
 
+def _under_rest(path: str) -> bool:
+    """Whether `path` names the REST surface in any letter case or slashing (`/REST/...`, `//rest/...`)."""
+    return route_of(re.sub("/{2,}", "/", path).lower()) in ("rest", "rest_login")
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     """No route: under `/rest/` in any letter case (`/REST/API/...`), the vendor's REST 404 (its paths are
     case-sensitive, so the app learns the call does not exist); elsewhere Starlette's own answer."""
     assert isinstance(exc, HTTPException)
-    if route_of(request.url.path.lower()) in ("rest", "rest_login"):
+    if _under_rest(request.url.path):
         return rest_api.not_found(request.url.path)
     return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A method no route takes (OPTIONS, TRACE): under `/rest/`, the vendor's 404 for a path the REST route
+    would refuse as not the vendor's (another spelling of one), else its error shape with `Allow`."""
+    assert isinstance(exc, HTTPException)
+    if not _under_rest(request.url.path):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    target = targets.target_of(request.scope)  # checked by the target guard before routing
+    path = target.partition("?")[0]
+    if responsys_rest.API_PATH.match(path) is None or responsys_rest.in_another_spelling(target):
+        return rest_api.not_found(path)
+    return rest_api.error(405, "Method not allowed", "INVALID_REQUEST", f"{request.method} is not allowed on {path}",
+                          dict(exc.headers or {}))
 
 
 async def _app_gone(request: Request, exc: Exception) -> Response:
@@ -84,5 +105,6 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         *portal.routes(),
     ]
     return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={404: _not_found, ClientDisconnect: _app_gone, BodyRefused: _body_refused},
+                     exception_handlers={404: _not_found, 405: _method_not_allowed, ClientDisconnect: _app_gone,
+                                         BodyRefused: _body_refused},
                      middleware=[Middleware(TelemetryMiddleware), Middleware(TargetGuard)])

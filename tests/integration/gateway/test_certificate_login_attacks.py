@@ -3,6 +3,7 @@ what each of those found, kept as specifications (tests.support.certificate_logi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from gateway.edge.clients import SOURCE_MAX_FAILURES
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment
 from tests.support.certificate_login import key_pair, rest_authenticate_server, rest_login_with_client
+from tests.support.raw_http import exchange, request_head
 
 CERT_APP = "certapp"
 LOGIN = "/rest/api/v1.3/auth/token"
@@ -74,3 +76,30 @@ def test_a_login_or_send_spelt_as_a_servlet_reads_it_is_the_vendors_404_and_goes
     assert answer.json()["errorCode"] == "RESOURCE_NOT_FOUND"
     assert _posts_received(gateway) == before
 
+
+@pytest.mark.parametrize(("method", "app_path", "status", "code"), [
+    ("OPTIONS", "/rest/API/v1.3/campaigns/welcome/email", 404, "RESOURCE_NOT_FOUND"),
+    ("OPTIONS", "/rest/api/V1.3/auth/token", 404, "RESOURCE_NOT_FOUND"),
+    ("TRACE", "/rest/api/v1.3/Campaigns/welcome/email", 404, "RESOURCE_NOT_FOUND"),
+    ("OPTIONS", "/rest/api/v1.3/campaigns/welcome/email", 405, "INVALID_REQUEST"),
+    ("OPTIONS", "/rest/api/v1.3/auth/token", 405, "INVALID_REQUEST"),
+])
+def test_a_method_no_rest_route_takes_gets_the_vendors_error_shape(
+        gateway: Deployment, method: str, app_path: str, status: int, code: str) -> None:
+    """OPTIONS on a mis-cased REST path was Starlette's plain-text 405, not the vendor's 404 every other
+    method gets; on a vendor path, a plain-text 405 an app's REST client cannot read."""
+    with gateway.http() as http:
+        answer = http.request(method, app_path)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["errorCode"] == code
+    if status == 405:
+        assert "POST" in answer.headers["allow"]
+
+
+def test_a_rest_path_with_a_doubled_leading_slash_is_the_vendors_404(gateway: Deployment) -> None:
+    """An app joining `https://gateway/` and `/rest/...` asks for `//rest/...`: a plain-text "Not Found"
+    its REST client cannot read as the vendor's error."""
+    answer = exchange(gateway.url, request_head("POST", b"//rest/api/v1.3/auth/token", [
+        ("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", "0")]))
+    assert answer.status == 404, answer.text
+    assert json.loads(answer.body)["errorCode"] == "RESOURCE_NOT_FOUND"
