@@ -35,6 +35,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -392,8 +393,25 @@ def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
 
 
 def source_of(connection: HTTPConnection) -> str | None:
-    """The address failed logins are counted against: the TCP peer (the listener trusts no proxy header)."""
-    return connection.client.host if connection.client is not None else None
+    """The address failed logins are counted against: the TCP peer (the listener trusts no proxy header).
+
+    An IPv6 peer counts by its /64, what one host or one LAN is given: its privacy addresses rotate within
+    it, and any host may use all 2^64, so per address each attempt could come from a fresh source with a
+    fresh allowance (the LAN behind it shares one, as hosts behind one IPv4 NAT address do). An IPv4 peer
+    a dual-stack listener names `::ffff:a.b.c.d` is `a.b.c.d`.
+    """
+    if connection.client is None:
+        return None
+    host = connection.client.host
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # a scope (`fe80::1%eth0`) is no part of it
+    except ValueError:
+        return host  # not an address (a test client's name): itself
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _check(client: Client | None, password: str, dummy_hash: str) -> bool:

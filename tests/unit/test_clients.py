@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from starlette.requests import HTTPConnection
 
 from gateway.config import parse_config
-from gateway.edge.clients import REST_TOKEN_LIFETIME, SOURCE_MAX_FAILURES, Credentials
+from gateway.edge.clients import REST_TOKEN_LIFETIME, SOURCE_MAX_FAILURES, Credentials, source_of
 from gateway.errors import TooManyFailedLogins
 from tests.support.clock import FakeClock
 
@@ -86,3 +87,33 @@ async def test_a_charged_login_step_counts_as_a_failure_until_the_login_complete
         assert await credentials.login("app", "pw", source="10.0.0.7")
     finally:
         credentials.close()
+
+
+def _connection_from(host: str) -> HTTPConnection:
+    return HTTPConnection({"type": "http", "client": (host, 50_000), "headers": []})
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("2001:db8:1:2::1", "2001:db8:1:2:a9f3:77c1:5e0b:1"),  # privacy addresses of one host rotate in its /64
+    ("2001:db8:1:2::1", "2001:0db8:0001:0002:ffff:ffff:ffff:ffff"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),  # a dual-stack listener names an IPv4 peer either way
+])
+def test_one_host_is_one_source_however_its_address_is_spelt(first: str, second: str) -> None:
+    """Failed logins count per source: an IPv6 host given a /64 could use a fresh address for every
+    attempt (2^64 of them), so each got a fresh allowance of SOURCE_MAX_FAILURES and a first check past
+    the queue. A /64 is what a host or a LAN is given; IPv4 behind one NAT address is the same case."""
+    assert source_of(_connection_from(first)) == source_of(_connection_from(second))
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("2001:db8:1:2::1", "2001:db8:1:3::1"),
+    ("192.0.2.7", "192.0.2.8"),
+    ("::ffff:192.0.2.7", "::ffff:192.0.2.8"),
+])
+def test_other_hosts_are_other_sources(first: str, second: str) -> None:
+    assert source_of(_connection_from(first)) != source_of(_connection_from(second))
+
+
+def test_a_peer_that_is_no_address_is_its_own_source() -> None:
+    assert source_of(_connection_from("testclient")) == "testclient"
+    assert source_of(HTTPConnection({"type": "http", "client": None, "headers": []})) is None
