@@ -139,8 +139,7 @@ async def login(request: Request) -> Response:
 
 async def _authenticate_server(runtime: Runtime, request: Request, form: dict[str, str]) -> Response:
     """Certificate login, step 1 (gateway.edge.app_certificates): `{authToken, serverChallenge, clientChallenge}`."""
-    user, encoded = form.get("user_name", ""), form.get("client_challenge", "")
-    challenge = rsa_challenge.decode(encoded) if encoded else None
+    user, challenge = form.get("user_name", ""), _base64_field(form, "client_challenge")
     if not user or challenge is None:
         raise CertificateRefused("INVALID_PARAMETER", "user_name and client_challenge (base64) are required")
     answer = await runtime.app_certificates.authenticate_server(user, challenge, source=source_of(request))
@@ -151,12 +150,18 @@ async def _authenticate_server(runtime: Runtime, request: Request, form: dict[st
 
 async def _login_with_certificate(runtime: Runtime, request: Request, form: dict[str, str]) -> str:
     """Certificate login, step 2: the client logged in (the temporary token in `Authorization`)."""
-    user, encoded = form.get("user_name", ""), form.get("server_challenge", "")
-    answer = rsa_challenge.decode(encoded) if encoded else None
+    user, answer = form.get("user_name", ""), _base64_field(form, "server_challenge")
     if not user or answer is None:
         raise CertificateRefused("INVALID_PARAMETER", "user_name and server_challenge (base64) are required")
     return await runtime.app_certificates.login_with_certificate(
         request.headers.get("authorization"), answer, source=source_of(request), user_name=user)
+
+
+def _base64_field(form: dict[str, str], name: str) -> bytes | None:
+    """A form field's base64, or None. A space in it was a `+` the app sent without form-encoding it
+    (`curl -d`): never base64 otherwise, and dropped as whitespace it made other bytes of the rest."""
+    encoded = form.get(name, "")
+    return rsa_challenge.decode(encoded.replace(" ", "+")) if encoded else None
 
 
 async def forward(request: Request) -> Response:

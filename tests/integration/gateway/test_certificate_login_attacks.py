@@ -3,6 +3,7 @@ what each of those found, kept as specifications (tests.support.certificate_logi
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 
@@ -11,7 +12,13 @@ import pytest
 
 from gateway.edge.clients import SOURCE_MAX_FAILURES
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment
-from tests.support.certificate_login import key_pair, rest_authenticate_server, rest_login_with_client
+from tests.support.certificate_login import (
+    decrypt_with_certificate,
+    encrypt_with_private_key,
+    key_pair,
+    rest_authenticate_server,
+    rest_login_with_client,
+)
 from tests.support.raw_http import exchange, request_head
 
 CERT_APP = "certapp"
@@ -103,3 +110,26 @@ def test_a_rest_path_with_a_doubled_leading_slash_is_the_vendors_404(gateway: De
         ("Content-Type", "application/x-www-form-urlencoded"), ("Content-Length", "0")]))
     assert answer.status == 404, answer.text
     assert json.loads(answer.body)["errorCode"] == "RESOURCE_NOT_FOUND"
+
+
+def _form(**fields: str) -> dict[str, str]:
+    return {"Content-Type": "application/x-www-form-urlencoded", **fields}
+
+
+def test_base64_sent_without_form_encoding_is_read_as_sent(gateway: Deployment) -> None:
+    """`curl -d "client_challenge=$(base64 ...)"` sends `+` as is, which a form decodes to a space: the
+    gateway read other bytes than the app's, encrypted those, and the app (rightly) took the gateway for an
+    impostor; step 2's answer likewise failed. A space is never base64, so it can only have been a `+`."""
+    challenge = bytes([0x69, 0xBF, 0xBE]) * 8
+    raw = base64.b64encode(challenge)
+    assert raw == b"ab++" * 8  # as a form: `ab  ` (spaces), which read as `abab...`, 12 other bytes
+    with gateway.http() as http:
+        step = http.post(LOGIN, headers=_form(), content=b"auth_type=server&user_name=certapp&client_challenge=" + raw)
+        assert step.status_code == 200, step.text
+        body = step.json()
+        server_certificate = key_pair("gateway-server").certificate
+        assert decrypt_with_certificate(server_certificate, base64.b64decode(body["clientChallenge"])) == challenge
+        answer = encrypt_with_private_key(key_pair(CERT_APP).key, base64.b64decode(body["serverChallenge"]))
+        login = http.post(LOGIN, headers=_form(Authorization=body["authToken"]), content=(
+            b"auth_type=client&user_name=certapp&server_challenge=" + base64.b64encode(answer)))
+    assert login.status_code == 200, login.text
