@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
 
 from gateway.edge.clients import SOURCE_MAX_FAILURES
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment
@@ -133,3 +140,37 @@ def test_base64_sent_without_form_encoding_is_read_as_sent(gateway: Deployment) 
         login = http.post(LOGIN, headers=_form(Authorization=body["authToken"]), content=(
             b"auth_type=client&user_name=certapp&server_challenge=" + base64.b64encode(answer)))
     assert login.status_code == 200, login.text
+
+
+def _stdlib_post(url: str, fields: dict[str, str], authorization: str | None = None) -> dict[str, str]:
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), method="POST")
+    if authorization is not None:
+        request.add_header("Authorization", authorization)  # raw, as the vendor's sample sets it
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=15) as answer:
+        body: dict[str, str] = json.loads(answer.read())
+    return body
+
+
+def test_a_client_written_like_the_vendors_java_sample_logs_in_and_sends(gateway: Deployment) -> None:
+    """Standard library HTTP and `cryptography`'s RSA, as the vendor's Java sample does it: the decimal text
+    of a random long as the challenge, URL-safe unpadded base64 out, the strict standard alphabet in, the
+    temporary token raw in `Authorization`."""
+    server = x509.load_pem_x509_certificate(key_pair("gateway-server").certificate.encode()).public_key()
+    key = serialization.load_pem_private_key(key_pair(CERT_APP).key.encode(), password=None)
+    assert isinstance(server, rsa.RSAPublicKey) and isinstance(key, rsa.RSAPrivateKey)
+    challenge = str(secrets.randbits(63)).encode()
+
+    def unpadded(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    step = _stdlib_post(gateway.url + LOGIN, {"user_name": CERT_APP, "auth_type": "server",
+                                              "client_challenge": unpadded(challenge)})
+    encrypted_client_challenge = base64.b64decode(step["clientChallenge"], validate=True)
+    recovered = server.recover_data_from_signature(encrypted_client_challenge, padding.PKCS1v15(), NoDigestInfo())
+    assert recovered == challenge
+    answer = key.sign(base64.b64decode(step["serverChallenge"], validate=True), padding.PKCS1v15(), NoDigestInfo())
+    login = _stdlib_post(gateway.url + LOGIN, {"user_name": CERT_APP, "auth_type": "client",
+                                               "server_challenge": unpadded(answer)}, authorization=step["authToken"])
+    assert login["endPoint"] == gateway.url
+    assert gateway.send_email(login["authToken"], "java-like@example.com").status_code == 200
