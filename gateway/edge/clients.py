@@ -77,6 +77,9 @@ TRUSTED_SOURCE_TTL = 86_400.0  # a source that logged in within this long may qu
 MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE
 CHALLENGE_KIND = "certificate-challenge"  # never a REST, SOAP or portal kind: a handle logs nothing in
 CHALLENGE_LIFETIME = 120.0  # seconds between a certificate login's two steps
+# Seconds replicas' clocks may disagree: step 2 lands on any replica, often milliseconds after step 1, so a
+# handle another replica issued may be dated a little ahead of this one's clock (its time is kept to 1 ms).
+CLOCK_SKEW = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +252,9 @@ class Credentials:
         # Marked before the first await, then spent atomically in the store: concurrent uses of one
         # handle, on this replica or another, leave exactly one through.
         self._revoked[digest] = True
-        if self._store is not None and not await self._store().spend(digest, opened[2] + CHALLENGE_LIFETIME + 1.0):
+        # Spent on every replica for as long as any, its clock up to CLOCK_SKEW behind, still takes the handle.
+        expires_at = opened[2] + CHALLENGE_LIFETIME + CLOCK_SKEW
+        if self._store is not None and not await self._store().spend(digest, expires_at):
             return None
         return opened[0], opened[1]
 
@@ -266,7 +271,7 @@ class Credentials:
             challenge_digest = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
         except (ValueError, UnicodeDecodeError):
             return None
-        if kind != CHALLENGE_KIND or not 0 <= self._clock() - issued_at <= CHALLENGE_LIFETIME:
+        if kind != CHALLENGE_KIND or not -CLOCK_SKEW <= self._clock() - issued_at <= CHALLENGE_LIFETIME:
             return None
         return client, challenge_digest, issued_at
 

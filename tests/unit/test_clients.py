@@ -4,7 +4,13 @@ import pytest
 from starlette.requests import HTTPConnection
 
 from gateway.config import parse_config
-from gateway.edge.clients import REST_TOKEN_LIFETIME, SOURCE_MAX_FAILURES, Credentials, source_of
+from gateway.edge.clients import (
+    CHALLENGE_LIFETIME,
+    REST_TOKEN_LIFETIME,
+    SOURCE_MAX_FAILURES,
+    Credentials,
+    source_of,
+)
 from gateway.errors import TooManyFailedLogins
 from tests.support.clock import FakeClock
 
@@ -117,3 +123,25 @@ def test_other_hosts_are_other_sources(first: str, second: str) -> None:
 def test_a_peer_that_is_no_address_is_its_own_source() -> None:
     assert source_of(_connection_from("testclient")) == "testclient"
     assert source_of(HTTPConnection({"type": "http", "client": None, "headers": []})) is None
+
+
+@pytest.mark.parametrize("behind", [0.002, 0.5, 5.0])
+async def test_a_temporary_token_from_a_replica_whose_clock_runs_ahead_is_accepted(behind: float) -> None:
+    """Step 2 may land on another replica (`session_secret` shared), typically milliseconds after step 1:
+    a handle "issued in the future" by a replica whose clock runs ahead of this one's by any amount was
+    refused, so the app's certificate login failed whenever step 2 met a replica a little behind."""
+    issuer = Credentials(config=CONFIG, secret=b"k", clock=FakeClock(1_000_000.0))
+    other = Credentials(config=CONFIG, secret=b"k", clock=FakeClock(1_000_000.0 - behind))
+    handle = issuer.issue_challenge("app", b"c" * 32)
+    spent = await other.spend_challenge(handle)
+    assert spent is not None and spent[0] == "app"
+
+
+async def test_a_temporary_token_serves_until_its_lifetime_and_never_after() -> None:
+    clock = FakeClock(1_000_000.0)
+    credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
+    fresh, stale = credentials.issue_challenge("app", b"c" * 32), credentials.issue_challenge("app", b"d" * 32)
+    clock.advance(CHALLENGE_LIFETIME)
+    assert await credentials.spend_challenge(fresh) is not None
+    clock.advance(0.001)
+    assert await credentials.spend_challenge(stale) is None
