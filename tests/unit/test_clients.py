@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from starlette.requests import HTTPConnection
 
@@ -86,7 +88,7 @@ async def test_a_charged_login_step_counts_as_a_failure_until_the_login_complete
         with pytest.raises(TooManyFailedLogins):
             await credentials.run_login_work(lambda: 1, source="10.0.0.9", charge=True)
         assert await credentials.run_login_work(lambda: 1, source="10.0.0.8", charge=True) == 1  # another source
-        credentials.login_completed("10.0.0.9")
+        credentials.login_completed("10.0.0.9", charged_at=time.time())  # its step 1 was charged just now
         assert await credentials.run_login_work(lambda: 1, source="10.0.0.9") == 1  # one taken back: below the limit
         for _ in range(SOURCE_MAX_FAILURES):  # uncharged work (step 2) costs nothing by itself
             assert await credentials.run_login_work(lambda: 2, source="10.0.0.7") == 2
@@ -134,7 +136,7 @@ async def test_a_temporary_token_from_a_replica_whose_clock_runs_ahead_is_accept
     other = Credentials(config=CONFIG, secret=b"k", clock=FakeClock(1_000_000.0 - behind))
     handle = issuer.issue_challenge("app", b"c" * 32)
     spent = await other.spend_challenge(handle)
-    assert spent is not None and spent[0] == "app"
+    assert spent is not None and spent.client == "app"
 
 
 async def test_a_temporary_token_serves_until_its_lifetime_and_never_after() -> None:
@@ -145,3 +147,22 @@ async def test_a_temporary_token_serves_until_its_lifetime_and_never_after() -> 
     assert await credentials.spend_challenge(fresh) is not None
     clock.advance(0.001)
     assert await credentials.spend_challenge(stale) is None
+
+
+async def test_only_the_step_one_charged_here_to_this_source_is_taken_back() -> None:
+    """Step 2 takes back its step 1's charge, and only on the replica that charged it, for the source
+    charged: elsewhere the failure taken back would be some other one (a wrong password from there)."""
+    clock = FakeClock(1_000_000.0)
+    credentials = Credentials(config=CONFIG, secret=b"k", clock=clock)
+    other_replica = Credentials(config=CONFIG, secret=b"k", clock=clock)
+    try:
+        handle = credentials.issue_challenge("app", b"c" * 32, source="10.0.0.9")
+        spent = await credentials.spend_challenge(handle, source="10.0.0.9")
+        assert spent is not None and spent.client == "app" and spent.charged_at == 1_000_000.0
+        for challenge, source, replica in ((b"d", "10.0.0.8", credentials), (b"e", "10.0.0.9", other_replica)):
+            handle = credentials.issue_challenge("app", challenge * 32, source="10.0.0.9")
+            spent = await replica.spend_challenge(handle, source=source)
+            assert spent is not None and spent.charged_at is None
+    finally:
+        credentials.close()
+        other_replica.close()

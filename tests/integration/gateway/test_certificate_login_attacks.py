@@ -174,3 +174,23 @@ def test_a_client_written_like_the_vendors_java_sample_logs_in_and_sends(gateway
                                                "server_challenge": unpadded(answer)}, authorization=step["authToken"])
     assert login["endPoint"] == gateway.url
     assert gateway.send_email(login["authToken"], "java-like@example.com").status_code == 200
+
+
+def _wrong_password(client: httpx.Client, user: str) -> httpx.Response:
+    return client.post(LOGIN, data={"auth_type": "password", "user_name": user, "password": "guess"})
+
+
+def test_a_step_two_takes_back_only_the_charge_of_its_own_step_one(gateway: Deployment) -> None:
+    """The key's holder may finish a login from another address, but the failure taken back must be the
+    one its step 1 was charged. It was one of the step 2's address: an address waiting for its wrong
+    passwords was let guess again by each certificate login finished there (one step 1 elsewhere each)."""
+    with _client_from(gateway, "127.0.8.2") as guesser:
+        guesses = [_wrong_password(guesser, f"name{i}").status_code for i in range(SOURCE_MAX_FAILURES)]
+        assert guesses == [401] * SOURCE_MAX_FAILURES
+        assert _wrong_password(guesser, "one-more").status_code == 429
+        with _client_from(gateway, "127.0.8.1") as elsewhere:
+            step = rest_authenticate_server(elsewhere, "", user=CERT_APP,
+                                            server_certificate=key_pair("gateway-server").certificate)
+        finished = rest_login_with_client(guesser, "", step, user=CERT_APP, key=key_pair(CERT_APP).key)
+        assert finished.status_code == 200, finished.text
+        assert _wrong_password(guesser, "one-more").status_code == 429
