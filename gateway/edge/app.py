@@ -45,7 +45,12 @@ async def _body_refused(request: Request, exc: Exception) -> Response:
 
 def _under_rest(path: str) -> bool:
     """Whether `path` names the REST surface in any letter case or slashing (`/REST/...`, `//rest/...`)."""
-    return route_of(re.sub("/{2,}", "/", path).lower()) in ("rest", "rest_login")
+    return route_of(re.sub("/{2,}", "/", path + "/").lower()) in ("rest", "rest_login")
+
+
+async def _rest_not_found(request: Request) -> Response:
+    """`/rest/api` without its slash: the vendor's 404, where Starlette redirected to `http://<Host>/rest/api/`."""
+    return rest_api.not_found(request.url.path)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -97,6 +102,7 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
         Route("/admin/override", admin.override, methods=["POST"]),
         Route("/rest/api/{version:str}/auth/token", rest_api.login, methods=["POST"]),
         Route("/rest/{family:str}/{rest:path}", rest_api.forward, methods=ALL_METHODS),
+        Route("/rest/{family:str}", _rest_not_found, methods=[*ALL_METHODS, "OPTIONS"]),
         Route(soap.SERVICE_PATH, soap_api.service, methods=["POST"]),
         Route(soap.SERVICE_PATH, _soap_get, methods=["GET"]),
         Route(soap.WSDL_PATH, soap_api.wsdl, methods=["GET"]),

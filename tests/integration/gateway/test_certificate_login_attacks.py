@@ -194,3 +194,17 @@ def test_a_step_two_takes_back_only_the_charge_of_its_own_step_one(gateway: Depl
         finished = rest_login_with_client(guesser, "", step, user=CERT_APP, key=key_pair(CERT_APP).key)
         assert finished.status_code == 200, finished.text
         assert _wrong_password(guesser, "one-more").status_code == 429
+
+
+@pytest.mark.parametrize(("method", "app_path"), [
+    ("GET", "/rest/api"), ("POST", "/rest/api"), ("GET", "/rest/Api"), ("POST", "/rest/asyncApi"),
+    ("GET", "/rest"), ("POST", "/REST"),
+])
+def test_a_rest_family_without_its_slash_is_the_vendors_404_never_a_redirect(
+        gateway: Deployment, method: str, app_path: str) -> None:
+    """`/rest/api` was Starlette's 307 to `http://<Host header>/rest/api/` (plain http even behind TLS, and
+    a POST re-sent there went upstream as `/rest/api/`), `/rest/Api` a 307 to a 404, `/rest` plain text."""
+    with gateway.http() as http:
+        answer = http.request(method, app_path)
+    assert answer.status_code == 404, (answer.status_code, answer.headers.get("location"))
+    assert answer.json()["errorCode"] == "RESOURCE_NOT_FOUND"
