@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -18,8 +17,8 @@ from gateway.edge import admin, portal, sms_api, targets
 from gateway.edge import rest as rest_api
 from gateway.edge import soap as soap_api
 from gateway.edge.bodies import CLOSE
-from gateway.edge.middleware import TelemetryMiddleware, route_of
-from gateway.edge.refusals import TargetGuard, refusal
+from gateway.edge.middleware import TelemetryMiddleware
+from gateway.edge.refusals import TargetGuard, refusal, under_rest
 from gateway.errors import BodyRefused
 from gateway.protocols import responsys_rest
 from gateway.protocols import responsys_soap as soap
@@ -43,11 +42,6 @@ async def _body_refused(request: Request, exc: Exception) -> Response:
     return refusal(request.url.path, exc.status, exc.detail, headers=CLOSE, as_json=as_json)
 
 
-def _under_rest(path: str) -> bool:
-    """Whether `path` names the REST surface in any letter case or slashing (`/REST/...`, `//rest/...`)."""
-    return route_of(re.sub("/{2,}", "/", path + "/").lower()) in ("rest", "rest_login")
-
-
 async def _rest_not_found(request: Request) -> Response:
     """`/rest/api` without its slash: the vendor's 404, where Starlette redirected to `http://<Host>/rest/api/`."""
     return rest_api.not_found(request.url.path)
@@ -57,7 +51,7 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     """No route: under `/rest/` in any letter case (`/REST/API/...`), the vendor's REST 404 (its paths are
     case-sensitive, so the app learns the call does not exist); elsewhere Starlette's own answer."""
     assert isinstance(exc, HTTPException)
-    if _under_rest(request.url.path):
+    if under_rest(request.url.path):
         return rest_api.not_found(request.url.path)
     return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
@@ -66,7 +60,7 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     """A method no route takes (OPTIONS, TRACE): under `/rest/`, the vendor's 404 for a path the REST route
     would refuse as not the vendor's (another spelling of one), else its error shape with `Allow`."""
     assert isinstance(exc, HTTPException)
-    if not _under_rest(request.url.path):
+    if not under_rest(request.url.path):
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
     target = targets.target_of(request.scope)  # checked by the target guard before routing
     path = target.partition("?")[0]

@@ -208,3 +208,12 @@ def test_a_rest_family_without_its_slash_is_the_vendors_404_never_a_redirect(
         answer = http.request(method, app_path)
     assert answer.status_code == 404, (answer.status_code, answer.headers.get("location"))
     assert answer.json()["errorCode"] == "RESOURCE_NOT_FOUND"
+
+
+@pytest.mark.parametrize("target", [b"/REST/API/v1.3/a%2fb", b"//rest/api/v1.3/a%2fb"])
+def test_an_unsafe_target_on_a_mis_spelt_rest_path_is_refused_in_the_rest_shape(gateway: Deployment,
+                                                                                target: bytes) -> None:
+    """The target guard named the surface by the path as spelt: `/REST/...` got `{"error": ...}`."""
+    answer = exchange(gateway.url, request_head("GET", target))
+    assert answer.status == 400, answer.text
+    assert json.loads(answer.body)["errorCode"] == "INVALID_REQUEST"
