@@ -1,5 +1,6 @@
-"""Certificate login (clients[].certificate) under a hostile client, a careless app and a third-party client:
-what each of those found, kept as specifications (tests.support.certificate_login plays the app)."""
+"""Certificate login (clients[].certificate), its per-source charge, and the REST paths the gateway answers
+itself, under a hostile client, a careless app and a third-party client: what each of those found, kept as
+specifications (tests.support.certificate_login plays the app unless a test writes its own)."""
 
 from __future__ import annotations
 
