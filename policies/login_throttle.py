@@ -71,11 +71,16 @@ class LoginThrottle:
     def succeeded(self, key: Hashable) -> None:
         self._failures.pop(key, None)
 
-    def refund(self, key: Hashable) -> None:
+    def refund(self, key: Hashable, *, age: float = 0.0) -> None:
         """Take back one failure of the current window: one counted before its outcome was known (a
-        certificate login's first step) whose outcome was a success. A wait it had caused ends with it."""
+        certificate login's first step) whose outcome was a success. A wait it had caused ends with it.
+
+        `age` is how long ago that failure was counted: one counted before the current window began has
+        lapsed already, and takes back nothing (another failure of the window is not its to take).
+        """
         entry = self._failures.get(key)
-        if entry is None or entry.count == 0 or self._clock() - entry.first > self.settings.window:
+        now = self._clock()
+        if entry is None or entry.count == 0 or now - entry.first > self.settings.window or now - age < entry.first:
             return
         entry.count -= 1
         if entry.count < self.settings.max_failures:

@@ -20,14 +20,15 @@ from starlette.routing import BaseRoute
 from gateway.config import Config
 from gateway.edge.admin import AdminApi
 from gateway.edge.bodies import CLOSE
-from gateway.edge.middleware import TelemetryMiddleware, route_of
+from gateway.edge.middleware import TelemetryMiddleware
 from gateway.edge.portal import Portal
-from gateway.edge.refusals import TargetGuard, refusal
-from gateway.edge.rest import RestApi, not_found
+from gateway.edge.refusals import TargetGuard, refusal, under_rest
+from gateway.edge.rest import RestApi, error, not_found
 from gateway.edge.sms_api import SmsApi
 from gateway.edge.soap import SoapApi
 from gateway.edge.surface import Surface
 from gateway.errors import BodyRefused
+from gateway.protocols import responsys_rest, targets
 from gateway.runtime import Runtime
 
 
@@ -42,9 +43,23 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     """No route: under `/rest/` in any letter case (`/REST/API/...`), the vendor's REST 404 (its paths are
     case-sensitive, so the app learns the call does not exist); elsewhere Starlette's own answer."""
     assert isinstance(exc, HTTPException)
-    if route_of(request.url.path.lower()) in ("rest", "rest_login"):
+    if under_rest(request.url.path):
         return not_found(request.url.path)
     return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A method no route takes (OPTIONS, TRACE): under `/rest/`, the vendor's 404 for a path the REST route
+    would refuse as not the vendor's (another spelling of one), else its error shape with `Allow`."""
+    assert isinstance(exc, HTTPException)
+    if not under_rest(request.url.path):
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    target = targets.target_of(request.scope)  # checked by the target guard before routing
+    path = target.partition("?")[0]
+    if responsys_rest.API_PATH.match(path) is None or responsys_rest.in_another_spelling(target):
+        return not_found(path)
+    return error(405, "Method not allowed", "INVALID_REQUEST", f"{request.method} is not allowed on {path}",
+                 dict(exc.headers or {}))
 
 
 async def _app_gone(request: Request, exc: Exception) -> Response:
@@ -85,7 +100,7 @@ def build_app(config: Config, *, runtime: Runtime | None = None) -> Starlette:
             await active.close()
 
     app = Starlette(routes=routes(active), lifespan=lifespan,
-                    exception_handlers={404: _not_found, ClientDisconnect: _app_gone,
+                    exception_handlers={404: _not_found, 405: _method_not_allowed, ClientDisconnect: _app_gone,
                                         BodyRefused: _body_refused},
                     middleware=[Middleware(TelemetryMiddleware, telemetry=active.telemetry),
                                 Middleware(TargetGuard)])

@@ -13,8 +13,9 @@ server challenge and its issue time (`Credentials.issue_challenge`), so step 2 m
 it is spent in the shared store on first use, right or wrong. The RSA work runs on the password-check
 threads, ranked per source (`Credentials.run_login_work`); step 1 costs one private-key operation
 whoever asks, so an unknown user name answers like a known one. Failures count against the source, and
-so does every step 1 until its step 2 succeeds (`Credentials.login_completed`): an address that only
-ever asks for challenges is throttled after SOURCE_MAX_FAILURES of them, as one guessing passwords is.
+so does every step 1 until its step 2 succeeds (`Credentials.login_completed`, which takes back that
+charge only, where and to whom it was made): an address that only ever asks for challenges is throttled
+after SOURCE_MAX_FAILURES of them, as one guessing passwords is, while its step 2s are never refused.
 Keys, challenges and handles are never logged.
 """
 
@@ -63,7 +64,7 @@ class AppCertificates:
         if self._client_key(user_name) is None:  # after the RSA step: unknown names cost the same
             raise CertificateRefused("AUTHENTICATION_FAILED", "Authentication failed")
         return rsa_challenge.ServerAnswer(
-            handle=self._credentials.issue_challenge(user_name, step.server_challenge),
+            handle=self._credentials.issue_challenge(user_name, step.server_challenge, source=source),
             server_challenge=step.server_challenge, encrypted_client_challenge=step.encrypted_client_challenge)
 
     async def login_with_certificate(self, handle: str | None, answer: bytes, *, source: str | None,
@@ -72,20 +73,19 @@ class AppCertificates:
 
         `user_name`, when the protocol sends it (REST), must be the one step 1 was for.
         """
-        spent = await self._credentials.spend_challenge(handle)
-        client = spent[0] if spent is not None else None
-        key = self._client_key(client) if client is not None else None
-        if spent is None or key is None or (user_name is not None and user_name != client):
+        spent = await self._credentials.spend_challenge(handle, source=source)
+        key = self._client_key(spent.client) if spent is not None else None
+        if spent is None or key is None or (user_name is not None and user_name != spent.client):
             self._credentials.login_failed(source)
             raise CertificateRefused("AUTHENTICATION_FAILED", "Authentication failed")
+        # Paid for by its step 1's charge: the wait that charge caused must not refuse the step taking it back.
         ok = await self._credentials.run_login_work(
-            functools.partial(_answer_matches, key, answer, spent[1]), source=source)
+            functools.partial(_answer_matches, key, answer, spent.challenge_digest), source=source, paid=True)
         if not ok:
             self._credentials.login_failed(source)
             raise CertificateRefused("AUTHENTICATION_FAILED", "Authentication failed")
-        assert client is not None
-        self._credentials.login_completed(source)
-        return client
+        self._credentials.login_completed(source, charged_at=spent.charged_at)
+        return spent.client
 
     def _client_key(self, user_name: str) -> rsa.RSAPublicKey | None:
         client = self._config.client(user_name)

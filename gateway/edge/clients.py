@@ -35,6 +35,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -72,9 +73,23 @@ SOURCE_CHECKS = 4  # distinct password checks one source address may have waitin
 # a PBKDF2 run, and per (name, source) alone a fresh name was a fresh allowance.
 SOURCE_MAX_FAILURES = 20
 TRUSTED_SOURCE_TTL = 86_400.0  # a source that logged in within this long may queue past VERIFY_QUEUE
-MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE  # checks waiting or running in all: never more
+# Checks waiting or running in all: never more, bar certificate step 2s (one per step 1 admitted, `paid`).
+MAX_WAITING = VERIFY_THREADS + 4 * VERIFY_QUEUE
 CHALLENGE_KIND = "certificate-challenge"  # never a REST, SOAP or portal kind: a handle logs nothing in
 CHALLENGE_LIFETIME = 120.0  # seconds between a certificate login's two steps
+# Seconds replicas' clocks may disagree: step 2 lands on any replica, often milliseconds after step 1, so a
+# handle another replica issued may be dated a little ahead of this one's clock (its time is kept to 1 ms).
+CLOCK_SKEW = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpentChallenge:
+    """A certificate login's temporary token, spent: whose it was, the SHA-256 of its server challenge, and
+    when its step 1 was charged, if it was charged here (this process, the source now finishing it)."""
+
+    client: str
+    challenge_digest: bytes
+    charged_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +119,7 @@ class Credentials:
         # and per config, so a changed config (a restart) starts empty.
         self._logins: TTLCache[bytes, bool] = TTLCache(maxsize=LOGIN_CACHE_SIZE, ttl=LOGIN_TTL, timer=clock)
         self._login_key = secrets.token_bytes(32)
+        self._charge_key = secrets.token_bytes(32)  # which step 1s this process charged, and to which source
         self._throttle = LoginThrottle()
         self._source_throttle = LoginThrottle(ThrottleSettings(max_failures=SOURCE_MAX_FAILURES))
         self._checks = CheckQueue(threads=VERIFY_THREADS, thread_name_prefix="aftm-login")
@@ -175,21 +191,26 @@ class Credentials:
 
     # --- certificate logins (gateway.edge.app_certificates) ---------------------------------------------
 
-    async def run_login_work(self, work: Callable[[], T], *, source: str | None, charge: bool = False) -> T:
+    async def run_login_work(self, work: Callable[[], T], *, source: str | None, charge: bool = False,
+                             paid: bool = False) -> T:
         """CPU-bound login work (the RSA steps) on the password-check threads, ranked and bounded as they are.
 
         Raises TooManyFailedLogins when the source keeps failing or the threads are taken. With `charge`,
         the source is charged one failure as soon as the work is admitted (a certificate login's step 1,
-        which anyone may ask for: see `login_pending`).
+        which anyone may ask for: see `login_completed`). With `paid`, the work was paid for by such a
+        charge (step 2 with a genuine, unspent temporary token: at most one per step 1 admitted) and
+        neither the source's wait nor a full queue refuses it: the charges of an app's burst of step 1s
+        must not refuse the step 2s that take them back.
         """
-        wait = self._source_throttle.retry_after(source)
-        if wait:
-            raise TooManyFailedLogins(wait)
         in_flight, waiting = self._per_source.get(source, 0), self._checks.waiting
-        room = waiting < VERIFY_THREADS + VERIFY_QUEUE or (
-            (in_flight == 0 or source in self._trusted) and waiting < MAX_WAITING)
-        if in_flight >= SOURCE_CHECKS or not room:
-            raise TooManyFailedLogins(BUSY_RETRY_AFTER)
+        if not paid:
+            wait = self._source_throttle.retry_after(source)
+            if wait:
+                raise TooManyFailedLogins(wait)
+            room = waiting < VERIFY_THREADS + VERIFY_QUEUE or (
+                (in_flight == 0 or source in self._trusted) and waiting < MAX_WAITING)
+            if in_flight >= SOURCE_CHECKS or not room:
+                raise TooManyFailedLogins(BUSY_RETRY_AFTER)
         self._per_source[source] = in_flight + 1
         running = self._checks.submit(self._source_throttle.failures(source) + in_flight, work)
         if charge:  # after ranking this one, before any await: a caller that hangs up has paid all the same
@@ -204,31 +225,35 @@ class Credentials:
         """A certificate login failed: counted against the source like a wrong password."""
         self._source_throttle.failed(source)
 
-    def login_completed(self, source: str | None) -> None:
+    def login_completed(self, source: str | None, *, charged_at: float | None) -> None:
         """A certificate login's step 2 succeeded: the failure its step 1 was charged (`run_login_work`'s
         `charge`) is taken back, and the source may queue past VERIFY_QUEUE like one that gave a right password.
 
         Step 1 costs the gateway a private-key operation and asks nothing secret of the caller: charged
         as a failure until step 2 proves the key, a source that keeps asking for challenges is throttled
-        (SOURCE_MAX_FAILURES) while an app that completes its logins is never. The charge is per replica:
-        when step 2 lands on another one, the first keeps it for its window (60 s).
+        (SOURCE_MAX_FAILURES) while an app that completes its logins is never. Only that charge is taken
+        back (`charged_at`, from `spend_challenge`): none when step 2 comes from another source or lands on
+        another replica (the charging one keeps it for its window, 60 s), nor once its window has passed;
+        another failure (a wrong password behind the same address) is never the login's to take back.
         """
-        self._source_throttle.refund(source)
+        if charged_at is not None:
+            self._source_throttle.refund(source, age=self._clock() - charged_at)
         self._trusted[source] = True
 
-    def issue_challenge(self, client: str, server_challenge: bytes) -> str:
+    def issue_challenge(self, client: str, server_challenge: bytes, *, source: str | None = None) -> str:
         """The temporary token between the two steps of a certificate login: signed, expiring, stateless.
 
         It carries a SHA-256 of the server challenge (not the challenge), so any replica sharing
-        `session_secret` can check step 2's answer; it is not a credential for anything else.
+        `session_secret` can check step 2's answer, and a keyed hash of the source its step 1 was charged
+        to, which only this process can match (`spend_challenge`). It is not a credential for anything else.
         """
-        digest = base64.urlsafe_b64encode(hashlib.sha256(server_challenge).digest()).decode().rstrip("=")
-        payload = f"{CHALLENGE_KIND}|{client}|{self._clock():.3f}|{digest}"
+        digest = _unpadded(hashlib.sha256(server_challenge).digest())
+        payload = f"{CHALLENGE_KIND}|{client}|{self._clock():.3f}|{digest}|{self._charge_tag(source)}"
         encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         return f"{encoded}.{self._sign(encoded)}"
 
-    async def spend_challenge(self, handle: str | None) -> tuple[str, bytes] | None:
-        """(client, SHA-256 of the server challenge) of a genuine, unexpired, unspent handle, now spent.
+    async def spend_challenge(self, handle: str | None, *, source: str | None = None) -> SpentChallenge | None:
+        """The genuine, unexpired, unspent handle, now spent; None otherwise. `source` is step 2's.
 
         One attempt per handle on every replica (recorded in the store like a logout); raises StoreError
         when the store cannot record it.
@@ -236,17 +261,25 @@ class Credentials:
         opened = self._open_challenge(handle)
         if opened is None or handle is None:
             return None
+        client, challenge_digest, issued_at, charge_tag = opened
         digest = _digest(handle)
         if digest in self._revoked:
             return None
         # Marked before the first await, then spent atomically in the store: concurrent uses of one
         # handle, on this replica or another, leave exactly one through.
         self._revoked[digest] = True
-        if self._store is not None and not await self._store().spend(digest, opened[2] + CHALLENGE_LIFETIME + 1.0):
+        # Spent on every replica for as long as any, its clock up to CLOCK_SKEW behind, still takes the handle.
+        expires_at = issued_at + CHALLENGE_LIFETIME + CLOCK_SKEW
+        if self._store is not None and not await self._store().spend(digest, expires_at):
             return None
-        return opened[0], opened[1]
+        charged_here = hmac.compare_digest(charge_tag.encode("ascii"), self._charge_tag(source).encode("ascii"))
+        return SpentChallenge(client, challenge_digest, issued_at if charged_here else None)
 
-    def _open_challenge(self, handle: str | None) -> tuple[str, bytes, float] | None:
+    def _charge_tag(self, source: str | None) -> str:
+        return _unpadded(hmac.new(self._charge_key, str(source).encode("utf-8", "surrogatepass"),
+                                  hashlib.sha256).digest()[:12])
+
+    def _open_challenge(self, handle: str | None) -> tuple[str, bytes, float, str] | None:
         if not handle or handle.count(".") != 1 or not handle.isascii():
             return None
         encoded, signature = handle.split(".")
@@ -254,14 +287,15 @@ class Credentials:
             return None
         try:
             payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-            kind, client, issued, digest = payload.split("|")
+            # A handle from a gateway before the charge tag has none: its charge is nobody's to take back.
+            kind, client, issued, digest, *tag = payload.split("|")
             issued_at = float(issued)
             challenge_digest = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4))
         except (ValueError, UnicodeDecodeError):
             return None
-        if kind != CHALLENGE_KIND or not 0 <= self._clock() - issued_at <= CHALLENGE_LIFETIME:
+        if kind != CHALLENGE_KIND or len(tag) > 1 or not -CLOCK_SKEW <= self._clock() - issued_at <= CHALLENGE_LIFETIME:
             return None
-        return client, challenge_digest, issued_at
+        return client, challenge_digest, issued_at, "".join(tag)
 
     def admin_login(self, user_name: str, password: str, *, source: str | None = None) -> bool:
         """The operator: user `admin` with the admin token as password (never when admin.token is unset).
@@ -359,6 +393,10 @@ class Credentials:
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
+def _unpadded(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
 def _lifetime(kind: Kind) -> float:
     return REST_TOKEN_LIFETIME if kind == "rest" else SOAP_SESSION_IDLE
 
@@ -386,8 +424,25 @@ def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
 
 
 def source_of(connection: HTTPConnection) -> str | None:
-    """The address failed logins are counted against: the TCP peer (the listener trusts no proxy header)."""
-    return connection.client.host if connection.client is not None else None
+    """The address failed logins are counted against: the TCP peer (the listener trusts no proxy header).
+
+    An IPv6 peer counts by its /64, what one host or one LAN is given: its privacy addresses rotate within
+    it, and any host may use all 2^64, so per address each attempt could come from a fresh source with a
+    fresh allowance (the LAN behind it shares one, as hosts behind one IPv4 NAT address do). An IPv4 peer
+    a dual-stack listener names `::ffff:a.b.c.d` is `a.b.c.d`.
+    """
+    if connection.client is None:
+        return None
+    host = connection.client.host
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # a scope (`fe80::1%eth0`) is no part of it
+    except ValueError:
+        return host  # not an address (a test client's name): itself
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _check(client: Client | None, password: str, dummy_hash: str) -> bool:

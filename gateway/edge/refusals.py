@@ -8,6 +8,7 @@ refuses in one place, yet each app must get its vendor's error: REST JSON, a SOA
 from __future__ import annotations
 
 import html
+import re
 
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -23,11 +24,16 @@ _REST_CODES = {400: "INVALID_REQUEST", 404: "RESOURCE_NOT_FOUND", 408: "REQUEST_
 _TITLES = {400: "Bad request", 404: "Not found", 408: "Request timeout", 413: "Request too large"}
 
 
+def under_rest(path: str) -> bool:
+    """Whether `path` names the REST surface in any letter case or slashing (`/REST/...`, `//rest`, `/rest`)."""
+    return route_of(re.sub("/{2,}", "/", path + "/").lower()) in ("rest", "rest_login")
+
+
 def refusal(path: str, status: int, detail: str, *, headers: dict[str, str] | None = None,
             as_json: bool = False) -> Response:
     """`status` with `detail` for a request to `path`; `as_json` picks the SMS API's JSON twin."""
     route = route_of(path)
-    if route in ("rest", "rest_login"):
+    if under_rest(path):
         return rest_api.error(status, _TITLES.get(status, "Bad request"),
                               _REST_CODES.get(status, "INVALID_REQUEST"), detail, headers)
     if route == "soap":

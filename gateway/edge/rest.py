@@ -64,7 +64,12 @@ class RestApi:
         return [
             Route("/rest/api/{version:str}/auth/token", self.login, methods=["POST"]),
             Route("/rest/{family:str}/{rest:path}", self.forward, methods=ALL_METHODS),
+            Route("/rest/{family:str}", self.no_api, methods=[*ALL_METHODS, "OPTIONS"]),
         ]
+
+    async def no_api(self, request: Request) -> Response:
+        """`/rest/api` without its slash: the vendor's 404, where Starlette redirected to `http://<Host>/rest/api/`."""
+        return not_found(request.url.path)
 
     async def login(self, request: Request) -> Response:
         """`auth_type=password` checks the app against `clients`; `auth_type=token` refreshes a gateway token;
@@ -121,8 +126,7 @@ class RestApi:
     async def _authenticate_server(self, request: Request, form: dict[str, str]) -> Response:
         """Certificate login, step 1 (gateway.edge.app_certificates): `{authToken, serverChallenge,
         clientChallenge}`."""
-        user, encoded = form.get("user_name", ""), form.get("client_challenge", "")
-        challenge = rsa_challenge.decode(encoded) if encoded else None
+        user, challenge = form.get("user_name", ""), _base64_field(form, "client_challenge")
         if not user or challenge is None:
             raise CertificateRefused("INVALID_PARAMETER", "user_name and client_challenge (base64) are required")
         answer = await self._surface.certificates.authenticate_server(user, challenge, source=source_of(request))
@@ -132,8 +136,7 @@ class RestApi:
 
     async def _login_with_certificate(self, request: Request, form: dict[str, str]) -> str:
         """Certificate login, step 2: the client logged in (the temporary token in `Authorization`)."""
-        user, encoded = form.get("user_name", ""), form.get("server_challenge", "")
-        answer = rsa_challenge.decode(encoded) if encoded else None
+        user, answer = form.get("user_name", ""), _base64_field(form, "server_challenge")
         if not user or answer is None:
             raise CertificateRefused("INVALID_PARAMETER", "user_name and server_challenge (base64) are required")
         return await self._surface.certificates.login_with_certificate(
@@ -146,7 +149,7 @@ class RestApi:
         except targets.UnsafeTarget as exc:
             return error(400, "Bad request", "INVALID_REQUEST", f"Refused request target: {exc}")
         path = target.partition("?")[0]
-        if rest.API_PATH.match(path) is None or rest.in_another_case(target):
+        if rest.API_PATH.match(path) is None or rest.in_another_spelling(target):
             return not_found(path)
         identity = await self._surface.credentials.verify(request.headers.get("authorization"), "rest")
         if identity is None:
@@ -184,6 +187,13 @@ class RestApi:
             return error(503, "Service unavailable", "SERVICE_UNAVAILABLE",
                          "The gateway cannot accept calls right now; retry later", {HEADER: ids.correlation_id})
         return render(result, correlation_id=ids.correlation_id)
+
+
+def _base64_field(form: dict[str, str], name: str) -> bytes | None:
+    """A form field's base64, or None. A space in it was a `+` the app sent without form-encoding it
+    (`curl -d`): never base64 otherwise, and dropped as whitespace it made other bytes of the rest."""
+    encoded = form.get(name, "")
+    return rsa_challenge.decode(encoded.replace(" ", "+")) if encoded else None
 
 
 def render(result: Result, *, correlation_id: str) -> Response:

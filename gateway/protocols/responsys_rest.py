@@ -187,14 +187,31 @@ _LIST_TWIN = re.compile(r"^/rest/api/(?P<version>v[0-9.]+)/lists/(?P<name>[^/?]+
 # AFTM twin) gets the vendor's 404 from the gateway, never forwarded as some other call: the twin rewrite
 # and the outbox would pass it by, so a failover account would answer a "send" API_NOT_ALLOWED_IN_SECONDARY
 # where the primary answers 404. Paths the gateway has no rule for go as sent, and the vendor answers them.
+# The same goes for the spellings a servlet container reads as the same path (`//` merged, `;params` and a
+# trailing `/` dropped, `%65` decoded to `e`): the login so spelt went upstream with the account's own token,
+# where `auth_type=token` would answer the app a fresh token of the account's.
 _OWN_PATHS = (API_PATH, AUTH_PATH, SEND_PATH, _SEND_TWIN, _LIST_TWIN)
 _OWN_PATHS_ANY_CASE = tuple(re.compile(path.pattern, re.IGNORECASE) for path in _OWN_PATHS)
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-def in_another_case(target: str) -> bool:
-    """Whether `target` (path and query) spells one of the gateway's own paths in another letter case."""
-    return any(folded.match(target) is not None and exact.match(target) is None
-               for exact, folded in zip(_OWN_PATHS, _OWN_PATHS_ANY_CASE, strict=True))
+def _as_a_servlet_reads(target: str) -> str:
+    """`target`'s path as a lenient server maps it: unreserved escapes decoded, `;params` dropped from each
+    segment, empty segments (`//`, a trailing `/`) gone. The query stays as sent."""
+    path, mark, query = target.partition("?")
+    decoded = _ESCAPE.sub(lambda m: c if (c := chr(int(m[1], 16))) in _UNRESERVED else m[0], path)
+    segments = (segment.partition(";")[0] for segment in decoded.split("/"))
+    return "/" + "/".join(segment for segment in segments if segment) + mark + query
+
+
+def in_another_spelling(target: str) -> bool:
+    """Whether `target` (path and query) is one of the gateway's own paths spelt another way: another letter
+    case, or what a servlet container reads as that path (`_as_a_servlet_reads`)."""
+    read = _as_a_servlet_reads(target)
+    return any(folded.match(spelling) is not None and exact.match(target) is None
+               for exact, folded in zip(_OWN_PATHS, _OWN_PATHS_ANY_CASE, strict=True)
+               for spelling in (target, read))
 
 
 def upstream_path(method: str, app_path: str, api_prefix: str | None) -> str:

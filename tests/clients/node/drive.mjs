@@ -4,6 +4,11 @@
 // the JSON answer. Its HTTP goes through an axios instance (the package's own `request` option) that
 // refuses any URL outside the base URL it was given and records every URL fetched.
 //   node drive.mjs BASE_URL WSDL_PATH USER PASSWORD
+// `certificate_login` is the vendor's certificate flow as a Node app writes it: authenticateServer, the
+// answer checked with crypto.publicDecrypt against the server certificate, the server challenge encrypted
+// with crypto.privateEncrypt (PKCS#1 v1.5), then loginWithCertificate under AuthSessionHeader.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import readline from 'node:readline';
 import axios from 'axios';
 import soap from 'soap';
@@ -31,6 +36,9 @@ function mergeArgs(email) {
   };
 }
 
+const signedBytes = (buffer) => [...buffer].map((b) => (b > 127 ? b - 256 : b));
+const unsignedBytes = (values) => Buffer.from([].concat(values).map((v) => Number(v) & 0xff));
+
 const commands = {
   async load() {
     client = await soap.createClientAsync(base + wsdlPath, { request, disableCache: true });
@@ -40,6 +48,21 @@ const commands = {
     const [answer] = await client.loginAsync({ username: user, password });
     sessionId = answer.result.sessionId;
     return { session: Boolean(sessionId) };
+  },
+  async certificate_login({ user: name, key_file: keyFile, certificate_file: certificateFile }) {
+    const challenge = Buffer.from(String(crypto.randomInt(2 ** 47)));  // as the vendor's samples: a random long
+    client.clearSoapHeaders();
+    const [{ result: server }] = await client.authenticateServerAsync({ username: name,
+                                                                        clientChallenge: signedBytes(challenge) });
+    const decrypted = crypto.publicDecrypt({ key: fs.readFileSync(certificateFile),
+                                             padding: crypto.constants.RSA_PKCS1_PADDING },
+                                           unsignedBytes(server.encryptedClientChallenge));
+    const encrypted = crypto.privateEncrypt({ key: fs.readFileSync(keyFile), padding: crypto.constants.RSA_PKCS1_PADDING },
+                                            unsignedBytes(server.serverChallenge));
+    client.addSoapHeader(`<ws:AuthSessionHeader xmlns:ws="urn:ws.rsys.com"><ws:authSessionId>${server.authSessionId}</ws:authSessionId></ws:AuthSessionHeader>`);
+    const [answer] = await client.loginWithCertificateAsync({ encryptedServerChallenge: signedBytes(encrypted) });
+    sessionId = answer.result.sessionId;
+    return { server_proved: decrypted.equals(challenge), session: Boolean(sessionId) };
   },
   async send({ email }) {
     client.clearSoapHeaders();

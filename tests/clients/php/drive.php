@@ -5,6 +5,9 @@
 // the JSON answer. ext/soap reads documents through PHP's http stream wrapper: the one registered here
 // refuses any URL outside the base URL it was given and records every URL fetched.
 //   php drive.php BASE_URL WSDL_PATH USER PASSWORD
+// `certificate_login` is the vendor's certificate flow as a PHP app writes it: authenticateServer, the
+// answer checked with openssl_public_decrypt against the server certificate, the server challenge
+// encrypted with openssl_private_encrypt (PKCS#1 v1.5), then loginWithCertificate under AuthSessionHeader.
 
 [$base, $wsdlPath, $user, $password] = array_slice($argv, 1);
 $GLOBALS['base'] = $base;
@@ -68,6 +71,16 @@ function mergeArgs(string $email): array
     ];
 }
 
+function signedBytes(string $bytes): array
+{
+    return array_map(fn ($b) => $b > 127 ? $b - 256 : $b, array_values(unpack('C*', $bytes)));
+}
+
+function unsignedBytes(mixed $values): string
+{
+    return implode('', array_map(fn ($v) => chr(((int) $v) & 0xFF), is_array($values) ? $values : [$values]));
+}
+
 while (($line = fgets(STDIN)) !== false) {
     $command = json_decode($line, true);
     try {
@@ -82,6 +95,22 @@ while (($line = fgets(STDIN)) !== false) {
             case 'login':
                 $sessionId = $client->login(['username' => $user, 'password' => $password])->result->sessionId;
                 $answer = ['ok' => true, 'session' => $sessionId !== ''];
+                break;
+            case 'certificate_login':
+                $challenge = (string) random_int(0, PHP_INT_MAX);  // as the vendor's samples: a random long's text
+                $client->__setSoapHeaders([]);
+                $server = $client->authenticateServer(['username' => $command['user'],
+                                                       'clientChallenge' => signedBytes($challenge)])->result;
+                $proved = openssl_public_decrypt(unsignedBytes($server->encryptedClientChallenge), $decrypted,
+                                                 file_get_contents($command['certificate_file']), OPENSSL_PKCS1_PADDING);
+                openssl_private_encrypt(unsignedBytes($server->serverChallenge), $encrypted,
+                                        file_get_contents($command['key_file']), OPENSSL_PKCS1_PADDING);
+                $client->__setSoapHeaders([new SoapHeader('urn:ws.rsys.com', 'AuthSessionHeader',
+                                                          ['authSessionId' => $server->authSessionId])]);
+                $sessionId = $client->loginWithCertificate(['encryptedServerChallenge' => signedBytes($encrypted)])
+                    ->result->sessionId;
+                $answer = ['ok' => true, 'server_proved' => $proved && $decrypted === $challenge,
+                           'session' => $sessionId !== ''];
                 break;
             case 'send':
                 $client->__setSoapHeaders([new SoapHeader('urn:ws.rsys.com', 'SessionHeader', ['sessionId' => $sessionId])]);

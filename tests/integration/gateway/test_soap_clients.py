@@ -25,6 +25,14 @@ from zeep.transports import Transport
 
 from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment
 from tests.integration.gateway.test_soap_documents import FAULTS, TYPES, WSDL, GatewayOnlySession
+from tests.support.certificate_login import (
+    decrypt_with_certificate,
+    encrypt_with_private_key,
+    key_pair,
+    new_client_challenge,
+    signed_bytes,
+    unsigned_bytes,
+)
 from tests.support.responsys_clients import merge_trigger_email_args as merge_args
 from tests.support.responsys_clients import soap_session_header as header
 
@@ -58,6 +66,10 @@ class ZeepDriver:
                 assert self.client is not None
                 self.session_id = self.client.service.login(username=APP_USER, password=APP_PASSWORD)
                 answer["session"] = bool(self.session_id)
+            elif op == "certificate_login":
+                assert self.client is not None
+                answer.update(self._certificate_login(arguments["user"], Path(arguments["key_file"]).read_text(),
+                                                      Path(arguments["certificate_file"]).read_text()))
             elif op == "send":
                 assert self.client is not None
                 results = self.client.service.mergeTriggerEmail(**merge_args(arguments["email"]),
@@ -67,6 +79,17 @@ class ZeepDriver:
             answer = {"ok": False, "error": exc.message}
         answer["fetched"], self.session.fetched = self.session.fetched, []
         return answer
+
+    def _certificate_login(self, user: str, key: str, server_certificate: str) -> dict[str, Any]:
+        assert self.client is not None
+        challenge = new_client_challenge()
+        server = self.client.service.authenticateServer(username=user, clientChallenge=signed_bytes(challenge))
+        decrypted = decrypt_with_certificate(server_certificate, unsigned_bytes(server.encryptedClientChallenge))
+        encrypted = encrypt_with_private_key(key, unsigned_bytes(server.serverChallenge))
+        self.session_id = self.client.service.loginWithCertificate(
+            encryptedServerChallenge=signed_bytes(encrypted),
+            _soapheaders={"AuthSessionHeader": {"authSessionId": server.authSessionId}})
+        return {"server_proved": decrypted == challenge, "session": bool(self.session_id)}
 
     def close(self) -> None:
         self.session.close()
@@ -176,3 +199,23 @@ def test_an_unmodified_wsdl_loading_client_sends_through_invalidation_and_a_dead
     # ext/soap POSTs through its own HTTP code, not the stream wrapper that sees (and confines) its GETs.
     expected = [] if client_name == "php-soapclient" else ["POST /webservices/services/ResponsysWSService"] * 4
     assert calls == expected
+
+
+def test_an_unmodified_wsdl_loading_client_logs_in_with_its_certificate_and_sends(
+        make_deployment: Callable[..., Deployment], make_driver: Callable[[str, str], Driver],
+        tmp_path: Path) -> None:
+    """The vendor's certificate flow as each ecosystem's app writes it, with that ecosystem's own RSA (PHP's
+    openssl_private_encrypt, Node's crypto.privateEncrypt) and its SOAP stack's byte arrays (xsd:byte)."""
+    server, app = key_pair("gateway-server"), key_pair("certapp")
+    deployment = make_deployment(server_key=server.key, server_certificate=server.certificate,
+                                 clients=[{"user_name": "certapp", "certificate": app.certificate}])
+    (key_file := tmp_path / "app-key.pem").write_text(app.key)
+    (certificate_file := tmp_path / "server-certificate.pem").write_text(server.certificate)
+    client = make_driver(deployment.url, SERVICE_WSDL)
+    assert client.command("load")["ok"]
+    logged_in = client.command("certificate_login", user="certapp", key_file=str(key_file),
+                               certificate_file=str(certificate_file))
+    assert logged_in["ok"] and logged_in["server_proved"] and logged_in["session"], logged_in
+    sent = client.command("send", email="cert-client@example.com")
+    assert (sent["ok"], sent.get("success")) == (True, [True]), sent
+    assert deliveries(deployment, "cert-client@") == [("primary", "mergeTriggerEmail")]

@@ -86,3 +86,19 @@ def test_a_refund_never_goes_below_nothing_nor_reaches_into_a_past_window() -> N
     clock.advance(11.0)
     throttle.refund("k")  # those failures are past the window: their wait stands
     assert throttle.retry_after("k") == 19.0
+
+
+def test_a_refund_takes_nothing_back_for_a_failure_counted_before_the_window_began() -> None:
+    """A certificate login's step 2 may come up to 120 s after its step 1 was charged, past the 60 s
+    window: that charge has lapsed already, and taking back one of the current window's failures (someone
+    else's wrong password, behind the same address) would lift a wait it did not cause."""
+    clock = FakeClock()
+    throttle = LoginThrottle(ThrottleSettings(max_failures=3, window=10.0, wait=30.0), clock=clock)
+    throttle.failed("k")  # the step 1's charge
+    clock.advance(11.0)
+    for _ in range(3):
+        throttle.failed("k")  # wrong passwords, in a new window
+    throttle.refund("k", age=11.0)
+    assert throttle.retry_after("k") == 30.0 and throttle.failures("k") == 3
+    throttle.refund("k", age=0.0)  # counted in this window: taken back
+    assert throttle.retry_after("k") is None and throttle.failures("k") == 2

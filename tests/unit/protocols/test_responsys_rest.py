@@ -98,7 +98,29 @@ def test_calls_without_an_aftm_twin_go_as_the_app_sent_them(method: str, app_pat
     "/rest/api/v1.3/AUTH/token",
 ])
 def test_the_gateways_own_paths_in_another_letter_case_are_recognised(target: str) -> None:
-    assert rest.in_another_case(target)
+    assert rest.in_another_spelling(target)
+
+
+@pytest.mark.parametrize("target", [
+    "/rest/api/v1.3/auth/token/",
+    "/rest/api//v1.3/auth/token",
+    "/rest/api/v1.3//auth/token",
+    "/rest/api/v1.3/auth/token;jsessionid=1",
+    "/rest/api/v1.3;x/auth/token",
+    "/rest/api/v1.3/auth/toke%6E",
+    "/rest/api/v1.3/campaigns/W/email/",
+    "/rest/api/v1.3/campaigns//W/email",
+    "/rest/api/v1.3/campaigns/W/email;x",
+    "/rest/api/v1.3/campaigns/W/%65mail",
+    "/rest/asyncApi/v1.3/events/E/",
+    "/rest/api/v1.3/lists/L/members/?qa=e&id=x",
+    "/rest/api/v1%2E3/campaigns/W/email",
+])
+def test_the_gateways_own_paths_in_a_spelling_a_servlet_reads_the_same_are_recognised(target: str) -> None:
+    """Servlet containers merge `//`, drop `;params` and a trailing `/`, and decode `%65` to `e`: such a
+    spelling of the login went upstream with the account's token (a refresh there answers the app the
+    account's own token), and of a send went past its AFTM twin and the outbox."""
+    assert rest.in_another_spelling(target)
 
 
 @pytest.mark.parametrize("target", [
@@ -108,9 +130,12 @@ def test_the_gateways_own_paths_in_another_letter_case_are_recognised(target: st
     "/rest/api/v1.3/lists/Contacts/members?qa=e&id=X",
     "/rest/api/v1.3/Folders/x",  # no rule of the gateway's: the vendor answers it
     "/rest/api/ratelimit",
+    "/rest/api/v1.3/campaigns/50%25off/email",  # an escape in a name stays the app's
+    "/rest/api/v1.3/campaigns/wel%20come/email",
+    "/rest/api/v1.3/folders//x/",  # no rule of the gateway's, however spelt
 ])
 def test_paths_as_the_vendor_spells_them_or_without_a_rule_are_not(target: str) -> None:
-    assert not rest.in_another_case(target)
+    assert not rest.in_another_spelling(target)
 
 
 def test_sends_are_recognised() -> None:
