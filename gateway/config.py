@@ -322,6 +322,9 @@ def _check_semantics(config: Config, problems: list[str]) -> None:
             problems.append(f"clients[{i}].password_hash: expected pbkdf2_sha256$ITERATIONS$SALT$HASH")
         if client.failure_post_url is not None and not _is_http_url(client.failure_post_url):
             problems.append(f"clients[{i}].failure_post_url: expected an http:// or https:// URL")
+        if not client.user_name.isprintable() or "|" in client.user_name:
+            # the gateway's tokens are `kind|client|issued|...`: a `|` in the name would make none readable
+            problems.append(f"clients[{i}].user_name: printable characters other than '|' only")
         if client.user_name == "admin" and config.admin.token is not None:
             problems.append(f"clients[{i}].user_name: 'admin' is the operator's portal login; choose another name")
         _check_secret_strength(f"clients[{i}].failure_post_secret", client.failure_post_secret, problems)

@@ -106,3 +106,10 @@ def test_signing_keys_count_the_bytes_of_the_configured_text(tmp_path: Path) -> 
     assert config.session_secret is not None and config.admin.token is not None
     assert "got 31" in _problems({**MINIMAL, "session_secret": hex_16[:-1]}, environ={"PRIMARY_PW": "x"},
                                  base_dir=tmp_path)[0]
+
+
+@pytest.mark.parametrize("name", ["team|app", "app\n", "tab\tname"])
+def test_a_client_name_that_would_break_the_gateways_tokens_is_refused(name: str) -> None:
+    # Tokens are `kind|client|issued|...`: a client named `team|app` logged in, but none of its tokens verified.
+    data = {**MINIMAL, "clients": [{"user_name": name, "password_hash": hash_password("s3cret", iterations=1000)}]}
+    assert "clients[0].user_name: printable characters other than '|' only" in _problems(data, {"PRIMARY_PW": "x"})
