@@ -186,26 +186,29 @@ class DNSResolver:
             nameserver.close()
 
     async def _query(self, name: str) -> list[str]:
-        try:
-            async with asyncio.timeout(self._timeout):
-                addresses = await self._addresses(name, dns.rdatatype.A)
-                if not addresses:
-                    addresses = await self._addresses(name, dns.rdatatype.AAAA)
-        except TimeoutError:
-            raise DNSFailure(f"no DNS answer for {name} within {self._timeout:g}s") from None
+        # One deadline for the lookup and a timer per datagram, not asyncio.timeout scopes: those cost
+        # more than the rest of a lookup together.
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        addresses = await self._addresses(name, dns.rdatatype.A, deadline)
+        if not addresses:
+            addresses = await self._addresses(name, dns.rdatatype.AAAA, deadline)
         if not addresses:
             raise DNSFailure(f"{name} has no A or AAAA record")
         return addresses
 
-    async def _addresses(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[str]:
-        """One question asked until a nameserver answers it; the lookup's own timeout ends the rounds."""
+    async def _addresses(self, name: str, rdtype: dns.rdatatype.RdataType, deadline: float) -> list[str]:
+        """One question asked until a nameserver answers it, round after round until the deadline."""
         question = self._question(name, rdtype)
+        loop = asyncio.get_running_loop()
         remaining = list(self._nameservers)
         refusals: list[str] = []
         while remaining:
             for nameserver in list(remaining):
+                now = loop.time()
+                if deadline - now < _TIMER_SLACK:
+                    raise DNSFailure(f"no DNS answer for {name} within {self._timeout:g}s")
                 try:
-                    answer = await self._ask(nameserver, question)
+                    answer = await self._ask(nameserver, question, deadline)
                 except TimeoutError:
                     continue  # a lost datagram: ask the next nameserver, or this one again
                 except (OSError, dns.exception.DNSException) as exc:
@@ -220,11 +223,12 @@ class DNSResolver:
                 refusals.append(f"{nameserver} answered {dns.rcode.to_text(answer.rcode)}")
         raise DNSFailure(f"no DNS server could answer for {name}: {'; '.join(refusals)}")
 
-    async def _ask(self, nameserver: _Nameserver, question: _Question) -> _Answer:
-        async with asyncio.timeout(self._attempt):
-            answer = await nameserver.ask(question)
-        if answer.truncated:  # too large for 512 bytes of UDP: the whole answer over TCP
-            async with asyncio.timeout(self._attempt):
+    async def _ask(self, nameserver: _Nameserver, question: _Question, deadline: float) -> _Answer:
+        """One attempt: a datagram answered within `_attempt` seconds (and the deadline), else TimeoutError."""
+        loop = asyncio.get_running_loop()
+        answer = await nameserver.ask(question, min(loop.time() + self._attempt, deadline))
+        if answer.truncated:  # too large for 512 bytes of UDP: the whole answer over TCP, in a window of its own
+            async with asyncio.timeout_at(min(loop.time() + self._attempt, deadline)):
                 answer = await nameserver.ask_tcp(question)
         return answer
 
@@ -244,6 +248,7 @@ class DNSResolver:
 # --- the wire: one connected UDP socket per nameserver ---------------------------------------------------
 
 _QUESTIONS_KEPT = 1024
+_TIMER_SLACK = 0.001  # seconds: a timer may fire this early (uvloop counts in milliseconds)
 _QUERY_RESPONSE = 0x80  # first flags byte: QR set, opcode QUERY (0)
 _QR_OPCODE = 0xF8
 _TRUNCATED = 0x02  # TC, in the first flags byte
@@ -349,19 +354,24 @@ class _Channel(asyncio.DatagramProtocol):
         peer = transport.get_extra_info("peername")
         self._peer = (peer[0], peer[1])
 
-    async def ask(self, question: _Question) -> _Answer:
-        if self.closed or self._transport is None:
+    async def ask(self, question: _Question, until: float) -> _Answer:
+        """Send the question with a fresh id; its answer, or TimeoutError at `until` (loop time)."""
+        if self.closed or self._transport is None or self.loop is None:
             raise ConnectionError("the DNS socket is closed")
         ident = secrets.randbits(16)  # unpredictable: with one source port, the id is what a spoofer must guess
         while ident in self._waiting:
             ident = secrets.randbits(16)
-        future: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Answer] = self.loop.create_future()
         self._waiting[ident] = (question, future)
+        timer = self.loop.call_at(until, _expire, future)
         try:
             self._transport.sendto(ident.to_bytes(2, "big") + question.wire)
             return await future
         finally:
+            timer.cancel()
             del self._waiting[ident]  # only here: the id stays taken until its query is over
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved, also when the caller was cancelled meanwhile
 
     def datagram_received(self, data: bytes, addr: tuple[str, int] | None) -> None:
         if addr is not None and (addr[0], addr[1]) != self._peer:
@@ -398,6 +408,11 @@ class _Channel(asyncio.DatagramProtocol):
                 future.set_exception(exc)
 
 
+def _expire(future: asyncio.Future[_Answer]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class _Nameserver:
     """One DNS server: a long-lived UDP socket, opened again after an error; TCP for truncated answers."""
 
@@ -411,11 +426,12 @@ class _Nameserver:
     def __str__(self) -> str:
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
-    async def ask(self, question: _Question) -> _Answer:
+    async def ask(self, question: _Question, until: float) -> _Answer:
         channel = self._channel
         if channel is None or channel.closed or channel.loop is not asyncio.get_running_loop():
-            channel = await self._open()
-        return await channel.ask(question)
+            async with asyncio.timeout_at(until):
+                channel = await self._open()
+        return await channel.ask(question, until)
 
     async def ask_tcp(self, question: _Question) -> _Answer:
         """The question over a TCP connection of its own (dnspython checks the answer's id and question)."""
