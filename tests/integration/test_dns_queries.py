@@ -227,6 +227,15 @@ async def test_a_nameserver_answering_servfail_is_left_for_the_next(scripted: An
     assert (len(failing.queries), len(working.queries)) == (1, 1)
 
 
+async def test_nxdomain_ends_the_lookup_without_asking_the_next_nameserver(scripted: Any, resolvers: Any) -> None:
+    first, second = await _two_on_one_port(
+        scripted, lambda query, replies: replies.send(answer(query, rcode=dns.rcode.NXDOMAIN)),
+        lambda query, replies: replies.send(answer(query, "127.0.0.9")))
+    with pytest.raises(DNSFailure, match=r"primary\.test does not exist \(NXDOMAIN\)"):
+        await resolvers("127.0.0.1", "127.0.0.2", port=first.port).resolve("primary.test")
+    assert (len(first.queries), len(second.queries)) == (1, 0)  # the name does not exist: no one else is asked
+
+
 async def test_a_nameserver_that_stays_silent_is_followed_by_the_next_within_the_timeout(
         scripted: Any, resolvers: Any) -> None:
     silent, working = await _two_on_one_port(
