@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import dns.rrset
 import pytest
 
 from gateway.errors import DNSFailure
+from gateway.upstreams import nameserver
 from gateway.upstreams.resolver import DNSResolver
 from gateway_tools.loopback_dns import LoopbackDNS
 from tests.support.servers import async_wait_until, free_port
@@ -272,6 +274,31 @@ async def test_queries_share_one_socket_and_each_has_a_fresh_id(scripted: Any, r
         assert await resolver.resolve("primary.test") == ["127.0.0.2"]
     assert len({source for _, source in server.queries}) == 1  # one long-lived socket
     assert len({query.id for query, _ in server.queries}) >= 15  # random ids (20 draws of 16 bits)
+
+
+async def test_the_socket_rotates_so_a_spoofer_must_guess_the_source_port_too(scripted: Any, resolvers: Any) -> None:
+    server = await scripted(lambda query, replies: replies.send(answer(query, "127.0.0.2")))
+    resolver = resolvers("127.0.0.1", port=server.port)
+    for _ in range(2 * nameserver.ROTATE_AFTER_QUERIES + 10):
+        assert await resolver.resolve("primary.test") == ["127.0.0.2"]
+    per_source = Counter(source for _, source in server.queries)
+    assert len(per_source) == 3  # a fresh socket (a new random source port) every 64 queries
+    assert max(per_source.values()) == nameserver.ROTATE_AFTER_QUERIES
+
+
+async def test_an_old_socket_still_delivers_the_answer_in_flight_when_it_rotates(
+        dns_server: LoopbackDNS, resolvers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nameserver, "ROTATE_AFTER_SECONDS", 0.0)  # every query on a socket of its own
+    dns_server.set("one.test", ["127.0.3.1"])
+    dns_server.set("two.test", ["127.0.3.2"])
+    resolver = resolvers(dns_server.nameserver, port=dns_server.port)
+    dns_server.hold()
+    first = asyncio.create_task(resolver.resolve("one.test"))
+    await async_wait_until(lambda: dns_server.parked == 1, message="the first query to reach the server")
+    second = asyncio.create_task(resolver.resolve("two.test"))  # rotates while the first is in flight
+    await async_wait_until(lambda: dns_server.parked == 2, message="the second query to reach the server")
+    dns_server.release()
+    assert (await first, await second) == (["127.0.3.1"], ["127.0.3.2"])
 
 
 async def test_concurrent_lookups_of_many_names_each_get_their_own_answer(
