@@ -17,8 +17,10 @@ retention purge, each cluster's health checks and shared state, the FDXML poster
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 from gateway.config import Account, Config, SmsUpstream
 from gateway.core.dialects import rest as rest_dialect
@@ -51,6 +53,8 @@ from policies.callbacks import CallbackPolicy
 from policies.failover import FailoverSettings
 from policies.reauth import ReauthPolicy
 from policies.tls import client_context
+
+log = logging.getLogger("aftm.runtime")
 
 SHARED_FAILOVER_KEY = "failover"
 SHARED_SMS_FAILOVER_KEY = "sms-failover"
@@ -189,31 +193,48 @@ class Runtime:
                     size_rate_limit(self.cluster, self.rest_sessions, self.upstream, account), name="rate-limit"))
 
     async def close(self) -> None:
-        await cancel_and_wait(*self._tasks)
+        """Stop the parts in reverse. One that cannot stop cleanly (the outbox releasing its leases while
+        the store is down) is logged and the rest still stop: the upstream pools, the store's
+        connections and the last spans are closed and flushed whatever failed before them."""
+        sms_cluster, outbox, poster, tasks = self.sms_cluster, self.outbox, self.poster, list(self._tasks)
         self._tasks.clear()
-        await self.retention.close()
-        if self.poster is not None:
-            await self.poster.stop()
-        await self.documents.stop()
-        await self.reports.close()  # failure records still being written
-        await self.cluster.close()
-        if self.sms_cluster is not None:
-            await self.sms_cluster.close()
-        if self.outbox is not None:
-            await self.outbox.stop()
-        await self.upstream.aclose()
-        self.credentials.close()
-        await self.resolver.close()
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
-        self.telemetry.shutdown()
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("background tasks", lambda: cancel_and_wait(*tasks)),
+            ("retention purge", self.retention.close),
+            *([("FDXML poster", poster.stop)] if poster is not None else []),
+            ("WSDL cache", self.documents.stop),
+            ("failure reports", self.reports.close),  # failure records still being written
+            ("accounts cluster", self.cluster.close),
+            *([("SMS cluster", sms_cluster.close)] if sms_cluster is not None else []),
+            *([("outbox worker", outbox.stop)] if outbox is not None else []),
+            ("upstream pools", self.upstream.aclose),
+            ("login checks", _awaitable(self.credentials.close)),
+            ("DNS resolver", self.resolver.close),
+            ("store", self._close_store),  # open until here: deliveries finishing above still record
+            ("telemetry", _awaitable(self.telemetry.shutdown)),
+        ]
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("%s did not stop cleanly", name)
+
+    async def _close_store(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            await store.close()
 
     def require_store(self) -> Store:
         """The open store (the parts use it only between start and close)."""
         if self.store is None:
             raise RuntimeError("the runtime is not started")
         return self.store
+
+
+def _awaitable(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        close()
+    return run
 
 
 def _failover_settings(config: Config) -> FailoverSettings:
