@@ -34,7 +34,7 @@ from gateway.upstreams.cluster import Cluster, Member
 from gateway.upstreams.upstream import Upstream
 from policies.backoff import RetryPolicy, Schedule
 from policies.failover import may_retry_elsewhere
-from policies.outcome import Kind, Outcome
+from policies.outcome import Failure, Kind, Outcome
 from policies.reauth import ReauthDecision, ReauthPolicy
 
 log = logging.getLogger("aftm.proxy")
@@ -70,6 +70,11 @@ M_contra = TypeVar("M_contra", bound=Member, contravariant=True)
 
 class Dialect(Protocol[M_contra]):
     """What the loop needs from a protocol: a session, the upstream request, the verdict."""
+
+    def serves(self, account: M_contra) -> bool:
+        """Whether the account can take this protocol at all (a REST-only account has no SOAP endpoint):
+        the loop passes over one that cannot, without counting it as failing."""
+        ...
 
     def session(self, account: M_contra, *, within: float) -> contextlib.AbstractAsyncContextManager[Lease]:
         """Hold an upstream session for one attempt; waiting longer than `within` seconds raises UpstreamError."""
@@ -116,9 +121,13 @@ class Proxy(Generic[M]):
     async def forward(self, call: Call, dialect: Dialect[M], *, deadline: float,
                       enqueue: Enqueue | None = None) -> Result:
         """Forward `call` until answered, queued (if `enqueue` and it is a send) or out of time."""
+        excluded = {member.name for member in self.cluster.members if not dialect.serves(member)}
+        if len(excluded) == len(self.cluster.members):  # no account speaks it: no attempt, nothing to queue
+            return Result("failed", request_id=call.request_id, outcome=Outcome.account_failure(
+                Failure.UNAVAILABLE, detail="no account is configured for this protocol"))
+        unserved = frozenset(excluded)
         schedule = Schedule(self.retry, deadline=deadline, clock=self.clock)
         relogins = self.reauth.budget()
-        excluded: set[str] = set()
         last: Outcome | None = None
         last_response: httpx.Response | None = None
         last_account: str | None = None
@@ -132,7 +141,7 @@ class Proxy(Generic[M]):
                 if delay is None:
                     break
                 await self.sleep(delay)
-                excluded.clear()
+                excluded = set(unserved)
                 continue
             if not await self._wait_for_rate(account, deadline):
                 return await self._out_of_time(call, last, last_response, enqueue, last_account,

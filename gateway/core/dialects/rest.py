@@ -43,6 +43,9 @@ class RestDialect:
     def __init__(self, sessions: RestSessions) -> None:
         self._sessions = sessions
 
+    def serves(self, account: Account) -> bool:
+        return True
+
     @contextlib.asynccontextmanager
     async def session(self, account: Account, *, within: float) -> AsyncIterator[Lease]:
         yield _TokenLease(self._sessions, account, await self._sessions.session_for(account))

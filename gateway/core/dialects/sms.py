@@ -83,6 +83,9 @@ _NO_SESSION = _NoSession()
 class SmsDialect:
     """The MT API's answers to the forward loop: the request for an upstream, its verdict."""
 
+    def serves(self, account: SmsUpstream) -> bool:
+        return True
+
     @contextlib.asynccontextmanager
     async def session(self, account: SmsUpstream, *, within: float) -> AsyncIterator[Lease]:
         yield _NO_SESSION

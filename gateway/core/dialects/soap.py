@@ -40,6 +40,10 @@ class SoapDialect:
     def __init__(self, sessions: SoapSessions) -> None:
         self._sessions = sessions
 
+    def serves(self, account: Account) -> bool:
+        """A REST-only account (no `soap_url`) is passed over, never counted as failing."""
+        return account.soap_url is not None
+
     @contextlib.asynccontextmanager
     async def session(self, account: Account, *, within: float) -> AsyncIterator[Lease]:
         async with self._sessions.lease(account, within=within) as slot:

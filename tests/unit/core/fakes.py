@@ -88,6 +88,10 @@ class FakeDialect:
     login_errors: dict[str, list[Exception]] = field(default_factory=dict)
     leases: list[FakeLease] = field(default_factory=list)
     answered_by: list[str] = field(default_factory=list)
+    unserved: set[str] = field(default_factory=set)  # accounts the protocol has no endpoint on
+
+    def serves(self, account: Account) -> bool:
+        return account.name not in self.unserved
 
     @contextlib.asynccontextmanager
     async def session(self, account: Account, *, within: float) -> AsyncIterator[FakeLease]:

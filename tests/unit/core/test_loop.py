@@ -296,6 +296,26 @@ async def test_a_call_no_account_takes_fails_with_the_last_answer() -> None:
     assert result.outcome is not None and result.outcome.detail == "HTTP 504"
 
 
+async def test_an_account_the_protocol_has_no_endpoint_on_is_passed_over_without_counting_as_failing() -> None:
+    rig = Rig()
+    rig.dialect.unserved = {"primary"}  # e.g. a REST-only account and a SOAP call
+    rig.upstream.script = {"secondary": [503, 200]}
+    result = await rig.forward()
+    assert (result.status, result.account) == ("answered", "secondary")
+    assert rig.upstream.tried == ["secondary", "secondary"]  # after the back-off, still not the primary
+    assert rig.failover.status()["accounts"]["primary"]["failures_in_window"] == 0
+    assert rig.events == []
+
+
+async def test_a_call_no_account_has_an_endpoint_for_fails_at_once_and_is_never_queued() -> None:
+    rig = Rig()
+    rig.dialect.unserved = set(ACCOUNTS)
+    result = await rig.forward()
+    assert result.status == "failed" and result.response is None and rig.queued == []
+    assert result.outcome is not None and result.outcome.failure is Failure.UNAVAILABLE
+    assert rig.upstream.tried == [] and rig.sleeps == []
+
+
 # --- the deadline --------------------------------------------------------------------------------
 
 
