@@ -35,6 +35,17 @@ def test_throttle_answers_api_limit_exceeded_with_retry_after_then_recovers(acco
     assert account.stats()["calls_by_status"] == {"200": 2, "429": 2}
 
 
+def test_fetching_the_wsdl_and_its_schemas_takes_none_of_the_throttled_calls(account: SimulatedAccount,
+                                                                            http: httpx.Client) -> None:
+    # A gateway refreshes these documents in the background: they must not eat the calls a test throttles.
+    token = rest_login(http, account.url)
+    account.throttle(1, retry_after="1")
+    schema = "/webservices/services/ResponsysWSService/_resources_/xsd/ResponsysWSTypes_Schema.xsd"
+    documents = [http.get(account.url + path) for path in ("/webservices/wsdl/ResponsysWS_Level1.wsdl", schema)]
+    assert [d.status_code for d in documents] == [200, 200]
+    assert _send(http, account, token).status_code == 429
+
+
 def test_throttle_through_the_control_api_with_another_status(account: SimulatedAccount,
                                                               http: httpx.Client) -> None:
     token = rest_login(http, account.url)
