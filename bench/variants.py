@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from gateway.cli import tune_gc
 from gateway.config import load_config
 from gateway.edge.app import build_app
 from gateway.runtime import Runtime
@@ -269,6 +270,7 @@ def main(argv: list[str]) -> None:
                 await gateway(scope, receive, send)
 
         app = split
+    tune_gc()  # the process settings `aftm-gateway serve` runs with, for every variant and floor alike
     uvicorn.Server(uvicorn.Config(app, host=config.listen.host, port=config.listen.port, loop=loop, http=http,
                                   log_config=None, access_log=False, proxy_headers=False,
                                   server_header=False)).run()
