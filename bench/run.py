@@ -1,13 +1,15 @@
-"""`python -m bench.run [--quick]`: the gateway beside direct calls, nginx and HAProxy, in one run.
+"""`python -m bench.run [--quick]`: the gateway beside direct calls, nginx, HAProxy and a bare proxy, in one run.
 
 Prints, per target and concurrency, req/s, p50/p99, errors and the CPU time the process under test
-spent per request; then the ratios b/a, b/c, b/d, what per-request DNS costs (e against b), latency
-at a fixed 500 req/s, and each target of the speed issue as met or not. Everything runs on 127.0.0.1
-from a temporary folder; every process started is stopped at the end (also on errors, Ctrl-C and
-SIGTERM, and, through PR_SET_PDEATHSIG, when this process is killed).
+spent per request; then the ratios b/a, b/c, b/d, b/f, what per-request DNS costs (e against b),
+latency at a fixed 500 req/s, the gateway's RSS over 100,000 sends, and each target of the speed
+issue (#14) as met or not. Everything runs on 127.0.0.1 from a temporary folder; every process started
+is stopped at the end (also on errors, Ctrl-C and SIGTERM, and, through PR_SET_PDEATHSIG, when this
+process is killed).
 
-`--quick` (the smoke test) loads all targets at the same time for 1 s per concurrency, so it takes a
-few seconds; its numbers show that everything works, not how fast it is.
+`--quick` (the smoke test) loads all targets at the same time for 1 s per concurrency and skips the
+two-worker gateway and the 100,000 sends, so it takes a few seconds; its numbers show that everything
+works, not how fast it is.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import math
 import os
 import platform
+import re
 import ssl
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import uvloop
 
 from bench.load import LoadResult, fixed_rate, run_wrk
@@ -31,6 +36,7 @@ from bench.services import (
     SEND_BODY,
     SEND_PATH,
     UPSTREAM_NAME,
+    Gateway,
     Stack,
     make_certificates,
     require,
@@ -42,11 +48,19 @@ from bench.services import (
     start_upstream,
 )
 
-TARGET_RATIO, GOAL_RATIO = 0.2, 0.5
-TARGET_P50_MS, TARGET_P99_MS = 0.5, 2.0
+# The targets of issue 14 (one gateway process against one nginx worker, same upstream, same run).
+TARGET_RATIO = 0.15  # gateway req/s over nginx's at 32 connections
+TARGET_SHARE = 0.75  # gateway req/s over the bare proxy's (same server and client, nothing else)
+TARGET_CPU_US = 150.0  # gateway CPU per forwarded send at 32 connections
+TARGET_P50_MS, TARGET_P99_MS = 0.5, 2.0  # added at 500 req/s, DNS per request, over nginx by IP
+TARGET_TAIL = 5.0  # p99 over p50 at 128 connections, with no errors
+RSS_SENDS = 100_000  # the gateway's RSS is read after this many sends
+RSS_GROWTH_MIB = 2.0  # more than this after warm-up counts as growth (allocator noise stays below)
 FIXED_RATE = 500
 CONNECTIONS = (32, 128)
 APT_PACKAGES = "wrk nginx-light haproxy dnsmasq-base"
+
+GATEWAY, GATEWAY_DNS, NGINX, BARE, TWO = "b gateway", "e gateway+dns", "c nginx", "f bare proxy", "b2 gateway x2"
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,30 @@ class Row:
     cpu_us: float  # CPU of the process under test per request (nan when unknown)
 
 
+@dataclass
+class Memory:
+    """The gateway's RSS (MiB) against the sends it had forwarded when it was read.
+
+    Warm-up ends once every load shape has run on the gateway once (32 and 128 connections, the fixed
+    rate): 128 connections hold more buffers than 32 did, once. Growth is counted from there.
+    """
+
+    samples: list[tuple[int, float]] = field(default_factory=list)
+    warm: int = 0  # index of the sample read at the end of warm-up
+
+    def read(self, gateway: Gateway, *, warm: bool = False) -> None:
+        if warm:
+            self.warm = len(self.samples)
+        self.samples.append((forwarded_sends(gateway.port), rss_mib(gateway.pid)))
+
+
+@dataclass
+class Measured:
+    rows: dict[str, dict[int, Row]]
+    fixed: dict[str, LoadResult]
+    memory: Memory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,15 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seconds = args.seconds or (1 if args.quick else 8)
     started = time.monotonic()
+    load_before = os.getloadavg()
     with sigterm_unwinds(), tempfile.TemporaryDirectory(prefix="aftm-bench-") as tmp, \
             contextlib.ExitStack() as exits:
         stack = Stack(workdir=Path(tmp), stack=exits)
-        rows, fixed = _measure(stack, seconds=seconds, quick=args.quick)
-    _report(rows, fixed, quick=args.quick, seconds=seconds, elapsed=time.monotonic() - started)
+        measured = _measure(stack, seconds=seconds, quick=args.quick)
+    _report(measured, quick=args.quick, seconds=seconds, elapsed=time.monotonic() - started,
+            load=(load_before, os.getloadavg()))
     return 0
 
 
-def _measure(stack: Stack, *, seconds: int, quick: bool) -> tuple[dict[str, dict[int, Row]], dict[str, LoadResult]]:
+def _measure(stack: Stack, *, seconds: int, quick: bool) -> Measured:
     certs = make_certificates(stack.workdir)
     upstream, upstream_pid = start_upstream(stack, certs)
     nginx, nginx_pid = start_nginx_proxy(stack, certs, upstream)
@@ -91,17 +131,19 @@ def _measure(stack: Stack, *, seconds: int, quick: bool) -> tuple[dict[str, dict
     dns = start_dnsmasq(stack)
     gateway = start_gateway(stack, certs, upstream, name="gateway")
     gateway_dns = start_gateway(stack, certs, upstream, name="gateway-dns", dns_port=dns)
+    bare = start_gateway(stack, certs, upstream, name="bare-proxy", variant="floor-aiohttp")
     targets = [
         Target("a direct", f"https://127.0.0.1:{upstream}{SEND_PATH}", None, upstream_pid),
-        Target("b gateway", f"http://127.0.0.1:{gateway.port}{SEND_PATH}", gateway.token, gateway.pid),
-        Target("c nginx", f"http://127.0.0.1:{nginx}{SEND_PATH}", None, nginx_pid),
+        Target(GATEWAY, f"http://127.0.0.1:{gateway.port}{SEND_PATH}", gateway.token, gateway.pid),
+        Target(NGINX, f"http://127.0.0.1:{nginx}{SEND_PATH}", None, nginx_pid),
         Target("d haproxy", f"http://127.0.0.1:{haproxy}{SEND_PATH}", None, haproxy_pid),
-        Target("e gateway+dns", f"http://127.0.0.1:{gateway_dns.port}{SEND_PATH}", gateway_dns.token,
-               gateway_dns.pid),
+        Target(GATEWAY_DNS, f"http://127.0.0.1:{gateway_dns.port}{SEND_PATH}", gateway_dns.token, gateway_dns.pid),
+        Target(BARE, f"http://127.0.0.1:{bare.port}{SEND_PATH}", bare.token, bare.pid),
     ]
     if not quick:
         two = start_gateway(stack, certs, upstream, name="gateway-2w", workers=2)
-        targets.append(Target("b2 gateway x2", f"http://127.0.0.1:{two.port}{SEND_PATH}", two.token, two.pid))
+        targets.append(Target(TWO, f"http://127.0.0.1:{two.port}{SEND_PATH}", two.token, two.pid))
+    memory = Memory()
     rows: dict[str, dict[int, Row]] = {t.name: {} for t in targets}
     for conns in CONNECTIONS:
         if quick:  # all at once: a few seconds in all, numbers not comparable
@@ -116,17 +158,31 @@ def _measure(stack: Stack, *, seconds: int, quick: bool) -> tuple[dict[str, dict
             load = run_wrk(target.url, connections=conns, seconds=seconds, token=target.token)
             cpu = tree_cpu_seconds(target.pid) - before
             rows[target.name][conns] = Row(load, cpu / load.requests * 1e6 if load.requests else float("nan"))
+            if target.name == GATEWAY and not memory.samples:
+                memory.read(gateway)  # after its first run: thousands of sends on every connection
     rate_seconds = 0.5 if quick else 6.0
     context = ssl.create_default_context(cafile=certs.ca_file)
+
+    def at_fixed_rate(port: int, token: str | None = None, tls: bool = False) -> LoadResult:
+        return uvloop.run(fixed_rate("127.0.0.1", port, path=SEND_PATH, body=SEND_BODY, rate=FIXED_RATE,
+                                     seconds=rate_seconds, token=token, context=context if tls else None,
+                                     server_name=UPSTREAM_NAME if tls else None))
+
     fixed = {
-        "a direct": uvloop.run(fixed_rate("127.0.0.1", upstream, path=SEND_PATH, body=SEND_BODY, rate=FIXED_RATE,
-                                          seconds=rate_seconds, context=context, server_name=UPSTREAM_NAME)),
-        "b gateway": uvloop.run(fixed_rate("127.0.0.1", gateway.port, path=SEND_PATH, body=SEND_BODY,
-                                           rate=FIXED_RATE, seconds=rate_seconds, token=gateway.token)),
-        "e gateway+dns": uvloop.run(fixed_rate("127.0.0.1", gateway_dns.port, path=SEND_PATH, body=SEND_BODY,
-                                               rate=FIXED_RATE, seconds=rate_seconds, token=gateway_dns.token)),
+        "a direct": at_fixed_rate(upstream, tls=True),
+        NGINX: at_fixed_rate(nginx),
+        GATEWAY: at_fixed_rate(gateway.port, gateway.token),
+        GATEWAY_DNS: at_fixed_rate(gateway_dns.port, gateway_dns.token),
     }
-    return rows, fixed
+    memory.read(gateway, warm=True)
+    if not quick:  # on to 100,000 sends, the RSS read about every 20,000
+        url = f"http://127.0.0.1:{gateway.port}{SEND_PATH}"
+        rate = max(rows[GATEWAY][32].load.rate, 100.0)
+        while (sent := memory.samples[-1][0]) < RSS_SENDS:
+            chunk = min(20_000, RSS_SENDS - sent)
+            run_wrk(url, connections=32, seconds=max(1.0, math.ceil(chunk / rate)), token=gateway.token)
+            memory.read(gateway)
+    return Measured(rows, fixed, memory)
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -141,6 +197,23 @@ def tree_cpu_seconds(pid: int) -> float:
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending.extend(int(child) for child in (task / "children").read_text().split())
     return total
+
+
+def rss_mib(pid: int) -> float:
+    """The resident set of one process, in MiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+_REQUESTS = re.compile(r'^aftm_requests_total\{[^}]*\broute="rest"[^}]*\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def forwarded_sends(port: int) -> int:
+    """REST calls the gateway process has handled, from its own counter (`/metrics`)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False, timeout=10).text
+    return round(sum(float(value) for value in _REQUESTS.findall(text)))
 
 
 def _machine() -> str:
@@ -158,24 +231,29 @@ def _status(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def _report(rows: dict[str, dict[int, Row]], fixed: dict[str, LoadResult], *, quick: bool, seconds: int,
-            elapsed: float) -> None:
+def _report(measured: Measured, *, quick: bool, seconds: int, elapsed: float,
+            load: tuple[tuple[float, float, float], tuple[float, float, float]]) -> None:
+    rows, fixed = measured.rows, measured.fixed
     print(f"machine: {_machine()}")
+    print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in load[0])} before the run, "
+          f"{' '.join(f'{v:.2f}' for v in load[1])} after")
     print(f"load: wrk -t1, POST {len(SEND_BODY)}-byte JSON send, {seconds} s per run"
           + (" (QUICK: all targets at once, numbers not comparable)" if quick else ", one target at a time"))
     print("a = nginx (1 worker) answering login + trigger with fixed JSON over TLS; c/d one worker/thread;"
-          " b/e one gateway process (uvicorn, uvloop, httptools); CPU = process under test per request")
+          " b/e one gateway process (uvicorn, uvloop, httptools; e resolves the upstream per request);"
+          " f = uvicorn + one aiohttp POST per request, nothing else (the gateway's stack, bare);"
+          " CPU = process under test per request")
     print(f"{'target':<16}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU µs/req':>12}")
     for name, by_conns in rows.items():
         for conns, row in by_conns.items():
-            load = row.load
-            print(f"{name:<16}{conns:>6}{load.rate:>10.0f}{load.p50_ms:>9.2f}{load.p99_ms:>9.2f}"
-                  f"{load.errors:>8}{row.cpu_us:>12.0f}")
+            result = row.load
+            print(f"{name:<16}{conns:>6}{result.rate:>10.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}"
+                  f"{result.errors:>8}{row.cpu_us:>12.0f}")
     print()
     for conns in CONNECTIONS:
-        a, b, c, d, e = (rows[k][conns] for k in ("a direct", "b gateway", "c nginx", "d haproxy", "e gateway+dns"))
+        a, b, c, d, e, f = (rows[k][conns] for k in ("a direct", GATEWAY, NGINX, "d haproxy", GATEWAY_DNS, BARE))
         wall_us = (1 / e.load.rate - 1 / b.load.rate) * 1e6 if b.load.rate and e.load.rate else float("nan")
-        print(f"c={conns}: b/a {_ratio(b, a)}  b/c {_ratio(b, c)}  b/d {_ratio(b, d)}  "
+        print(f"c={conns}: b/a {_ratio(b, a)}  b/c {_ratio(b, c)}  b/d {_ratio(b, d)}  b/f {_ratio(b, f)}  "
               f"DNS cost per request: {wall_us:.0f} µs of throughput (1/e - 1/b), "
               f"{e.cpu_us - b.cpu_us:.0f} µs of gateway CPU (e - b)")
     print()
@@ -183,25 +261,52 @@ def _report(rows: dict[str, dict[int, Row]], fixed: dict[str, LoadResult], *, qu
     print(f"{'target':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, result in fixed.items():
         print(f"{name:<16}{result.rate:>10.0f}{result.p50_ms:>9.2f}{result.p99_ms:>9.2f}{result.errors:>8}")
-    a, b, e = fixed["a direct"], fixed["b gateway"], fixed["e gateway+dns"]
-    print(f"added over direct: gateway p50 +{b.p50_ms - a.p50_ms:.2f} ms p99 +{b.p99_ms - a.p99_ms:.2f} ms; "
-          f"with DNS p50 +{e.p50_ms - a.p50_ms:.2f} ms p99 +{e.p99_ms - a.p99_ms:.2f} ms "
-          f"(DNS alone p50 +{e.p50_ms - b.p50_ms:.2f} ms)")
+    direct, nginx, b_fixed, e_fixed = fixed["a direct"], fixed[NGINX], fixed[GATEWAY], fixed[GATEWAY_DNS]
+    print(f"added over direct: nginx p50 {nginx.p50_ms - direct.p50_ms:+.2f} ms p99 {nginx.p99_ms - direct.p99_ms:+.2f}"
+          f" ms; gateway p50 {b_fixed.p50_ms - direct.p50_ms:+.2f} ms p99 {b_fixed.p99_ms - direct.p99_ms:+.2f} ms;"
+          f" with DNS p50 {e_fixed.p50_ms - direct.p50_ms:+.2f} ms p99 {e_fixed.p99_ms - direct.p99_ms:+.2f} ms"
+          f" (DNS alone p50 {e_fixed.p50_ms - b_fixed.p50_ms:+.2f} ms)")
     print()
-    print("targets:")
-    for conns in CONNECTIONS:
-        ratio = rows["b gateway"][conns].load.rate / max(rows["c nginx"][conns].load.rate, 1e-9)
-        goal = "goal met" if ratio >= GOAL_RATIO else f"goal {GOAL_RATIO}x not met"
-        print(f"  c={conns}: gateway throughput >= {TARGET_RATIO}x nginx (one process each): {ratio:.2f}x "
-              f"{_status(ratio >= TARGET_RATIO)} ({goal})")
-    if "b2 gateway x2" in rows:
-        best = max(rows["b2 gateway x2"][c].load.rate / rows["c nginx"][c].load.rate for c in CONNECTIONS)
-        print(f"  (information: 2 gateway workers vs 1 nginx worker, best: {best:.2f}x)")
-    added_p50, added_p99 = e.p50_ms - a.p50_ms, e.p99_ms - a.p99_ms
-    print(f"  added p50 at {FIXED_RATE} req/s with per-request DNS <= {TARGET_P50_MS} ms: {added_p50:.2f} ms "
-          f"{_status(added_p50 <= TARGET_P50_MS)}")
-    print(f"  added p99 at {FIXED_RATE} req/s with per-request DNS <= {TARGET_P99_MS} ms: {added_p99:.2f} ms "
-          f"{_status(added_p99 <= TARGET_P99_MS)}")
+    samples = measured.memory.samples
+    print("gateway RSS (b, one process) by sends forwarded: "
+          + ", ".join(f"{sends:,}: {mib:.1f} MiB" + (" (warm-up done)" if i == measured.memory.warm else "")
+                      for i, (sends, mib) in enumerate(samples)))
+    print()
+    print("targets (issue 14; b = one gateway process, c = one nginx worker, f = the bare proxy):")
+    b32, b128 = rows[GATEWAY][32], rows[GATEWAY][128]
+    ratio = b32.load.rate / max(rows[NGINX][32].load.rate, 1e-9)
+    print(f"  throughput at 32 connections >= {TARGET_RATIO}x nginx: b/c {ratio:.2f}x {_status(ratio >= TARGET_RATIO)}")
+    share = b32.load.rate / max(rows[BARE][32].load.rate, 1e-9)
+    print(f"  share of the bare proxy (uvicorn + aiohttp) at 32 connections >= {TARGET_SHARE}: b/f {share:.2f} "
+          f"{_status(share >= TARGET_SHARE)}")
+    if quick:
+        print(f"  CPU per forwarded send (b, 32 connections) <= {TARGET_CPU_US:.0f} µs: n/a in --quick NOT met")
+    else:
+        print(f"  CPU per forwarded send (b, 32 connections) <= {TARGET_CPU_US:.0f} µs: {b32.cpu_us:.0f} µs "
+              f"{_status(b32.cpu_us <= TARGET_CPU_US)}")
+    added_p50, added_p99 = e_fixed.p50_ms - nginx.p50_ms, e_fixed.p99_ms - nginx.p99_ms
+    print(f"  added p50 at {FIXED_RATE} req/s, DNS per request (e) over nginx by IP (c), <= +{TARGET_P50_MS} ms: "
+          f"{added_p50:+.2f} ms {_status(added_p50 <= TARGET_P50_MS)}")
+    print(f"  added p99 at {FIXED_RATE} req/s, DNS per request (e) over nginx by IP (c), <= +{TARGET_P99_MS} ms: "
+          f"{added_p99:+.2f} ms {_status(added_p99 <= TARGET_P99_MS)}")
+    tail = b128.load.p99_ms / max(b128.load.p50_ms, 1e-9)
+    print(f"  tail at 128 connections: p99 <= {TARGET_TAIL:.0f}x p50 with no errors: {tail:.1f}x, "
+          f"{b128.load.errors} errors {_status(tail <= TARGET_TAIL and b128.load.errors == 0)}")
+    if TWO in rows:
+        print("  serve --workers N on one socket, req/s: "
+              + "; ".join(f"c={c}: N=1 {rows[GATEWAY][c].load.rate:.0f}, N=2 {rows[TWO][c].load.rate:.0f}"
+                          for c in CONNECTIONS)
+              + f" (best N=2 vs one nginx worker: "
+                f"{max(rows[TWO][c].load.rate / rows[NGINX][c].load.rate for c in CONNECTIONS):.2f}x)")
+    else:
+        print(f"  serve --workers N, req/s: N=1 {b32.load.rate:.0f} at 32 connections; N=2 not run in --quick")
+    warm_sends, warm_mib = samples[measured.memory.warm]
+    last_sends, last_mib = samples[-1]
+    growth = last_mib - warm_mib
+    what = f"after {RSS_SENDS:,} sends" if last_sends >= RSS_SENDS else f"after {last_sends:,} sends (--quick)"
+    print(f"  RSS of one gateway process {what}: {last_mib:.1f} MiB, {growth:+.1f} MiB since warm-up "
+          f"({warm_sends:,} sends, every load shape run once); no growth (<= {RSS_GROWTH_MIB:g} MiB) "
+          f"{_status(growth <= RSS_GROWTH_MIB)}")
     print(f"run took {elapsed:.0f} s")
 
 

@@ -220,12 +220,14 @@ class Gateway:
 
 
 def start_gateway(stack: Stack, certs: Certificates, upstream_port: int, *, name: str,
-                  dns_port: int | None = None, workers: int = 1, variant: str | None = None) -> Gateway:
+                  dns_port: int | None = None, workers: int = 1, variant: str | None = None,
+                  root: Path | None = None) -> Gateway:
     """The real gateway on one account; returns its port, an app token and its pid.
 
     By default `aftm-gateway serve` (build_app under uvicorn, uvloop + httptools). `variant` runs
     `python -m bench.variants NAME CONFIG` instead: the same build_app and Runtime with one change the
     bench makes from outside (see bench/variants.py), to measure a hot-path idea before anyone edits it.
+    `root` runs the gateway of another checkout (bench.ab: two versions side by side in one run).
     """
     port = free_port()
     host = UPSTREAM_NAME if dns_port is not None else "127.0.0.1"
@@ -245,7 +247,7 @@ def start_gateway(stack: Stack, certs: Certificates, upstream_port: int, *, name
         command = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--workers", str(workers)]
     else:
         command = [sys.executable, "-m", "bench.variants", variant, str(path)]
-    env = {"AFTM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {"AFTM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(root or Path(__file__).parents[1])}
     process = stack.spawn(name, command, port=port, env=env)
     response = httpx.post(f"http://127.0.0.1:{port}/rest/api/v1.3/auth/token", trust_env=False,
                           data={"user_name": APP_USER, "password": APP_PASSWORD, "auth_type": "password"})

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from gateway.cli import tune_gc
 from gateway.config import load_config
 from gateway.edge.app import build_app
 from gateway.runtime import Runtime
@@ -44,6 +45,16 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole ASGI request body."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 class _LeanConnection:
@@ -259,6 +270,7 @@ def main(argv: list[str]) -> None:
                 await gateway(scope, receive, send)
 
         app = split
+    tune_gc()  # the process settings `aftm-gateway serve` runs with, for every variant and floor alike
     uvicorn.Server(uvicorn.Config(app, host=config.listen.host, port=config.listen.port, loop=loop, http=http,
                                   log_config=None, access_log=False, proxy_headers=False,
                                   server_header=False)).run()
@@ -266,13 +278,3 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-
-
-async def _read_body(receive: Receive) -> bytes:
-    """The whole ASGI request body."""
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)

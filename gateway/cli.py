@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -154,7 +155,25 @@ def serve_config(config: Config, *, host: str | None = None, port: int | None = 
     tls = (server_context(cert_file=listen.tls_cert, key_file=listen.tls_key)
            if listen.tls_cert and listen.tls_key else None)
     settings = server_config(build_app(config), config, host=host, port=port, tls=tls)
+    tune_gc()
     uvicorn.Server(settings).run(sockets=None if sock is None else [sock])
+
+
+GC_THRESHOLD = (10_000, 20, 20)  # CPython's default is (700, 10, 10)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector from costing every send (bench.ab, same run: 417 -> 391 µs of CPU
+    per send, +8% req/s; a gen-0 threshold of 50,000 was no better than 10,000).
+
+    Everything built so far (modules, config, the app and its parts) lives as long as the process:
+    `gc.freeze()` moves it out of the collector's way, so an older-generation collection no longer
+    walks it. A send allocates a few hundred tracked objects that reference counting frees at once;
+    with CPython's default the youngest generation was still collected every ~700 allocations, a few
+    times per send. Cyclic garbage is still collected, after 10,000 allocations instead of 700.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _migrate(args: argparse.Namespace) -> int:

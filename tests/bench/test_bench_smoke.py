@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
-TARGETS = ("a direct", "b gateway", "c nginx", "d haproxy", "e gateway+dns")
+TARGETS = ("a direct", "b gateway", "c nginx", "d haproxy", "e gateway+dns", "f bare proxy")
 # Debian packages (scripts/system-packages installs them; .ci/run runs scripts/test, which calls it):
 # wrk nginx-light haproxy dnsmasq-base
 MISSING = [tool for tool in ("wrk", "nginx", "haproxy", "dnsmasq") if shutil.which(tool) is None]
@@ -28,12 +28,21 @@ def test_quick_benchmark_runs_and_reports_a_table_with_numbers() -> None:
         rows = re.findall(rf"^{re.escape(target)}\s+(\d+)\s+(\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+)", out, re.MULTILINE)
         assert [row[0] for row in rows] == ["32", "128"], out
         assert all(int(row[1]) > 0 for row in rows), out
-    for ratio in ("b/a", "b/c", "b/d"):
+    for ratio in ("b/a", "b/c", "b/d", "b/f"):
         assert re.search(rf"{ratio} \d+\.\d\d", out), out
     assert re.search(r"DNS cost per request: -?\d+ µs", out), out
-    for target in ("a direct", "b gateway", "e gateway+dns"):
+    for target in ("a direct", "c nginx", "b gateway", "e gateway+dns"):
         assert re.search(rf"^{re.escape(target)}\s+\d+\s+\d+\.\d+\s+\d+\.\d+\s+\d+$", out, re.MULTILINE), out
     assert len(re.findall(r"^  .*(?:met|NOT met)", out, re.MULTILINE)) >= 4, out
+    # every figure of the speed issue has its line, each with its target met or not
+    for figure in (r"throughput at 32 connections >= 0\.15x nginx: b/c \d+\.\d\dx",
+                   r"share of the bare proxy .* b/f \d+\.\d\d", r"CPU per forwarded send .*<= 150 µs",
+                   r"added p50 at 500 req/s, DNS per request \(e\) over nginx by IP \(c\), <= \+0\.5 ms: [-+]\d",
+                   r"added p99 at 500 req/s, DNS per request \(e\) over nginx by IP \(c\), <= \+2\.0 ms: [-+]\d",
+                   r"tail at 128 connections: p99 <= 5x p50 with no errors: \d+\.\dx, \d+ errors",
+                   r"RSS of one gateway process after [\d,]+ sends .*: \d+\.\d MiB, [-+]\d+\.\d MiB since warm-up"):
+        assert re.search(rf"^  {figure}.* (?:met|NOT met)$", out, re.MULTILINE), (figure, out)
+    assert re.search(r"^  serve --workers N.*N=1 \d+", out, re.MULTILINE), out
 
 
 def test_quick_hostile_bench_answers_every_attack_and_reports_its_bounds() -> None:
