@@ -5,7 +5,9 @@ the real gateway (`Runtime` and `build_app` from a bench config) with 32 concurr
 bench's fast upstream (nginx over TLS, by IP) and reads its own CPU time (getrusage) per send:
 
     aiohttp       one aiohttp POST and its body: the client alone (what the bare proxy pays)
-    seam          Upstream.send of an httpx.Request: + httpx objects, address pinning, TLS facts
+    httpx         the same POST as an httpx.Request through the inner transport (gateway.upstreams.
+                  transport) and read as an httpx.Response: + httpx's objects around aiohttp
+    seam          Upstream.send of an httpx.Request: + address pinning, TLS facts, timeouts
     loop          Proxy.forward through the REST dialect: + failover, rate, session, policies, metrics
     sends         Sends.handle: + idempotency dispatch, counters, failure reports
     app           the ASGI app (middleware, target guard, REST route, auth, body, render), no socket
@@ -38,6 +40,7 @@ from gateway.config import load_config
 from gateway.core.loop import Call
 from gateway.edge.app import build_app
 from gateway.runtime import Runtime
+from gateway.upstreams.transport import AiohttpTransport
 from policies.tls import client_context
 
 CONCURRENCY = 32
@@ -85,6 +88,17 @@ async def _run(config_path: Path, ca_file: str, upstream: str, *, sends: int, ro
         await runtime.upstream.send(httpx.Request("POST", url, content=SEND_BODY,
                                                   headers=[*headers, ("Authorization", upstream_session.token)]))
 
+    inner = AiohttpTransport(ssl_context=context, max_connections=100)
+    timeouts = runtime.upstream.timeout().as_dict()
+
+    async def wrapped() -> None:
+        request = httpx.Request("POST", url, content=SEND_BODY,
+                                headers=[*headers, ("Authorization", upstream_session.token)])
+        request.extensions["timeout"] = timeouts
+        answer = await inner.handle_async_request(request)
+        await answer.aread()
+        await answer.aclose()
+
     def call() -> Call:
         return Call(protocol="rest", method="POST", path=SEND_PATH, headers=tuple(headers), body=SEND_BODY,
                     request_id="r", client="bench", is_send=True, correlation_id="bench-0123456789")
@@ -124,7 +138,7 @@ async def _run(config_path: Path, ca_file: str, upstream: str, *, sends: int, ro
         await app(scope, receive, send)
         assert status == 200, status
 
-    layers = {"aiohttp": client, "seam": seam, "loop": loop, "sends": sends_layer, "app": asgi}
+    layers = {"aiohttp": client, "httpx": wrapped, "seam": seam, "loop": loop, "sends": sends_layer, "app": asgi}
     results: dict[str, list[float]] = {name: [] for name in layers}
     try:
         for one in layers.values():
@@ -135,6 +149,7 @@ async def _run(config_path: Path, ca_file: str, upstream: str, *, sends: int, ro
                 results[name].append(await _per_send(layers[name], sends))
     finally:
         await session.close()
+        await inner.aclose()
         await runtime.close()
     return results
 

@@ -99,6 +99,7 @@ class Measured:
     rows: dict[str, dict[int, Row]]
     fixed: dict[str, LoadResult]
     memory: Memory
+    split: dict[int, list[float]]  # connections -> each worker's share of b2's CPU
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +145,7 @@ def _measure(stack: Stack, *, seconds: int, quick: bool) -> Measured:
         two = start_gateway(stack, certs, upstream, name="gateway-2w", workers=2)
         targets.append(Target(TWO, f"http://127.0.0.1:{two.port}{SEND_PATH}", two.token, two.pid))
     memory = Memory()
+    split: dict[int, list[float]] = {}
     rows: dict[str, dict[int, Row]] = {t.name: {} for t in targets}
     for conns in CONNECTIONS:
         if quick:  # all at once: a few seconds in all, numbers not comparable
@@ -154,10 +156,14 @@ def _measure(stack: Stack, *, seconds: int, quick: bool) -> Measured:
                 rows[target.name][conns] = Row(load, float("nan"))
             continue
         for target in targets:
-            before = tree_cpu_seconds(target.pid)
+            before, workers_before = tree_cpu_seconds(target.pid), children_cpu_seconds(target.pid)
             load = run_wrk(target.url, connections=conns, seconds=seconds, token=target.token)
             cpu = tree_cpu_seconds(target.pid) - before
             rows[target.name][conns] = Row(load, cpu / load.requests * 1e6 if load.requests else float("nan"))
+            if target.name == TWO:  # how the one socket's connections spread over the workers
+                spent = [after - workers_before.get(child, 0.0)
+                         for child, after in children_cpu_seconds(target.pid).items()]
+                split[conns] = [part / max(sum(spent), 1e-9) for part in spent]
             if target.name == GATEWAY and not memory.samples:
                 memory.read(gateway)  # after its first run: thousands of sends on every connection
     rate_seconds = 0.5 if quick else 6.0
@@ -182,7 +188,7 @@ def _measure(stack: Stack, *, seconds: int, quick: bool) -> Measured:
             chunk = min(20_000, RSS_SENDS - sent)
             run_wrk(url, connections=32, seconds=max(1.0, math.ceil(chunk / rate)), token=gateway.token)
             memory.read(gateway)
-    return Measured(rows, fixed, memory)
+    return Measured(rows, fixed, memory, split)
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -197,6 +203,15 @@ def tree_cpu_seconds(pid: int) -> float:
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending.extend(int(child) for child in (task / "children").read_text().split())
     return total
+
+
+def children_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU of each direct child of `pid` (the workers of `serve --workers N`)."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children.extend(int(child) for child in (task / "children").read_text().split())
+    return {child: tree_cpu_seconds(child) for child in children}
 
 
 def rss_mib(pid: int) -> float:
@@ -297,7 +312,10 @@ def _report(measured: Measured, *, quick: bool, seconds: int, elapsed: float,
               + "; ".join(f"c={c}: N=1 {rows[GATEWAY][c].load.rate:.0f}, N=2 {rows[TWO][c].load.rate:.0f}"
                           for c in CONNECTIONS)
               + f" (best N=2 vs one nginx worker: "
-                f"{max(rows[TWO][c].load.rate / rows[NGINX][c].load.rate for c in CONNECTIONS):.2f}x)")
+                f"{max(rows[TWO][c].load.rate / rows[NGINX][c].load.rate for c in CONNECTIONS):.2f}x); "
+              + "workers' shares of N=2's CPU: "
+              + "; ".join(f"c={c}: " + "/".join(f"{100 * part:.0f}%" for part in sorted(parts, reverse=True))
+                          for c, parts in measured.split.items()))
     else:
         print(f"  serve --workers N, req/s: N=1 {b32.load.rate:.0f} at 32 connections; N=2 not run in --quick")
     warm_sends, warm_mib = samples[measured.memory.warm]
