@@ -21,6 +21,7 @@ import trustme
 
 from gateway_tools.loopback_dns import LoopbackDNS
 from gateway_tools.simulator.server import SimulatedAccount
+from tests.support.certificate_login import key_pair
 from tests.support.gateway import GatewayHost, merge_config, start_account
 from tests.support.servers import ServerThread, wait_until
 
@@ -194,3 +195,16 @@ def make_deployment_with_primary_tls(
         return deployment
 
     return build
+
+
+CERT_APP = "certapp"  # a client that logs in with the vendor's certificate flow
+
+
+@pytest.fixture
+def cert_deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
+    """A deployment whose gateway holds a server key pair, with one password app and one certificate app."""
+    server = key_pair("gateway-server")
+    return make_deployment(
+        server_key=server.key, server_certificate=server.certificate,
+        clients=[{"user_name": APP_USER, "password": APP_PASSWORD},
+                 {"user_name": CERT_APP, "certificate": key_pair(CERT_APP).certificate}])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from lxml import etree
 
 from gateway.edge.clients import SOURCE_MAX_FAILURES
 from gateway.protocols import responsys_soap as soap
-from tests.integration.gateway.conftest import APP_PASSWORD, APP_USER, Deployment, delivered_to
+from tests.integration.gateway.conftest import APP_USER, CERT_APP, Deployment, delivered_to
 from tests.support.certificate_login import (
     encrypt_with_private_key,
     key_pair,
@@ -28,18 +28,8 @@ from tests.support.certificate_login import (
 )
 from tests.support.responsys_clients import merge_trigger_email_args, soap_session_header, zeep_client
 
-CERT_APP = "certapp"
 LOGIN = "/rest/api/v1.3/auth/token"
 SOAP = "/webservices/services/ResponsysWSService"
-
-
-@pytest.fixture
-def cert_deployment(make_deployment: Callable[..., Deployment]) -> Deployment:
-    server = key_pair("gateway-server")
-    return make_deployment(
-        server_key=server.key, server_certificate=server.certificate,
-        clients=[{"user_name": APP_USER, "password": APP_PASSWORD},
-                 {"user_name": CERT_APP, "certificate": key_pair(CERT_APP).certificate}])
 
 
 @pytest.fixture
