@@ -14,6 +14,11 @@ for ever, unauthenticated. `GuardedHttpToolsProtocol` keeps httptools' parser an
   gets `listen.header_timeout` to arrive and is discarded, then the connection is closed. uvicorn
   cancelled its keep-alive timer on every body byte and never re-armed it, so a client dripping the
   body of a 1 GB Content-Length, or just finishing it, held the connection for ever, unauthenticated;
+- an answer that ends the connection (`Connection: close`, e.g. a 413 for a declared length over the
+  limit) while the request's body is still coming: the socket is not closed at once, because closing it
+  with unread bytes makes the kernel send a reset, which can destroy the answer before the client reads
+  it (the client saw `Connection reset by peer` instead of its 413). The connection lingers: what still
+  arrives is discarded unparsed, and it closes when the client does or after `LINGER_SECONDS`;
 - `listen.limit_concurrency`: uvicorn's own `503` once that many connections or requests are open in
   this process.
 
@@ -42,6 +47,27 @@ HEADER_LINE_OVERHEAD = 4  # ": " and CRLF around each header, as they were on th
 # Where a connection is: reading a request's head, past it (body, app), reading the rest of a body whose
 # request was already answered, or idle between kept-alive requests.
 _HEAD, _BODY, _DRAIN, _IDLE = "head", "body", "drain", "idle"
+LINGER_SECONDS = 5.0  # at most, after an answer that closes the connection before its request's body ended
+
+
+class _LingeringTransport:
+    """The connection's transport as uvicorn sees it: `close()` lingers while a request body is unread."""
+
+    __slots__ = ("_protocol", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if not self._protocol.linger():
+            self._transport.close()
 
 
 class _HeadTooLarge(Exception):
@@ -55,7 +81,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Slots, not instance attributes: uvicorn's protocol already has about 30, and CPython stops sharing
     # an instance dict's keys past 30, which slowed every attribute access of a request by ~15%.
     __slots__ = ("_head_deadline", "_head_size", "_head_timer", "_header_count", "_phase",
-                 "_received_in_head", "_refused")
+                 "_raw_transport", "_received_in_head", "_refused", "lingering")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,19 +93,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_deadline = 0.0
         self._refused = False
+        self.lingering = False
 
     # --- the connection -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._raw_transport = transport
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         self._arm_head_timer()  # a connection that never sends a byte is a slowloris too
+
+    def linger(self) -> bool:
+        """On a close while the current request's body is still arriving: keep reading (and discarding)
+        until the client closes or `LINGER_SECONDS` pass, so the answer already written is not reset away.
+        False when there is nothing to wait for: the caller closes at once."""
+        cycle = self.cycle
+        if self.lingering or self._raw_transport.is_closing():
+            return self.lingering
+        if self._phase not in (_BODY, _DRAIN) or cycle is None or not cycle.more_body:
+            return False
+        self.lingering = True
+        self._cancel_head_timer()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, self._raw_transport.close)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or self.lingering:
             return
         if self._phase is not _BODY:
             self._received_in_head += len(data)
@@ -151,7 +194,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         log.debug("refused a request head over the listener's limits from %s", self.client)
         if not self.transport.is_closing():
             self.transport.write(_REFUSED_431)
-            self.transport.close()
+            self._raw_transport.close()
 
     def _arm_head_timer(self) -> None:
         self._head_deadline = self.loop.time() + self.limits.header_timeout
@@ -175,8 +218,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _close(self, why: str) -> None:
         self._cancel_head_timer()
         log.debug("%s: %s", why, self.client)
-        if not self.transport.is_closing():
-            self.transport.close()
+        self._raw_transport.close()  # also ends a lingering connection: its time is up
 
 
 def protocol_for(listen: Listen) -> type[GuardedHttpToolsProtocol]:

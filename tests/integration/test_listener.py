@@ -267,3 +267,19 @@ def test_a_body_sent_whole_with_its_head_keeps_the_connection_alive_after_an_ear
         assert read_response(sock, method="POST").status == 404  # whole answers: a recv may hold part of one
         sock.sendall(HEALTHZ + b"\r\n")
         assert read_response(sock).status == 200
+
+
+@pytest.mark.parametrize("path", [b"/portal/login", b"/rest/api/v1.3/auth/token"])
+def test_a_client_sending_its_whole_body_before_reading_gets_the_413_not_a_reset(
+        start_gateway: Callable[..., ServerThread], path: bytes) -> None:
+    # The way httpx and most clients send: all of the body, then read the answer. The gateway answers 413
+    # from the declared length alone and closes; closing with the body unread made the kernel reset the
+    # connection, which could destroy the answer before the client read it ("Connection reset by peer").
+    server = start_gateway()
+    size = 4 * 1024 * 1024  # over the 16 KiB login limit, and more than the socket buffers hold
+    with connect(server) as sock:
+        sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded"
+                     b"\r\nContent-Length: " + str(size).encode() + b"\r\n\r\n")
+        sock.sendall(b"x" * size)
+        response = read_response(sock)
+    assert response.status == 413, response

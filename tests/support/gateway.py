@@ -27,7 +27,8 @@ class GatewayHost:
         """Another gateway process-alike on the same config and store; the caller stops it."""
         sock = bind_socket("127.0.0.1", 0)
         config = parse_config(self.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
-        return ServerThread(build_app(config), sock=sock).start()
+        app = build_app(config)  # on the listener `aftm-gateway serve` runs it with (its protocol and limits)
+        return ServerThread(app, sock=sock, settings=server_config(app, config)).start()
 
     def start_gateway(self) -> ServerThread:
         self.gateway = self.start_replica()
