@@ -18,7 +18,6 @@ import hashlib
 from collections.abc import Sequence
 
 from gateway.errors import BadInput
-from gateway.errors import KeyReused as KeyReused  # callers name it idempotency.KeyReused
 from gateway.protocols.inputs import is_label
 
 HEADER = "idempotency-key"

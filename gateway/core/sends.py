@@ -7,7 +7,7 @@ queued send named). `QueuedSends` delivers what the outbox holds through the sam
 
 Refusals that are nobody's outcome are exceptions, for the route to answer in its vendor's shape:
 
-    idempotency.KeyReused   the key was used for a different request (nothing sent)
+    KeyReused   the key was used for a different request (nothing sent)
     KeyInFlight             the same key is still being sent, here or on another replica: retry shortly
     StoreUnavailable        the store cannot claim the key or queue the send: nothing was accepted
 """
@@ -29,8 +29,7 @@ from gateway.core import idempotency
 from gateway.core.loop import Call, Dialect, Proxy, Result
 from gateway.core.outbox import Delivered, DeliveryResult, FailedPermanently, Retry, RetryAfter
 from gateway.core.reports import FailureReports, summary
-from gateway.errors import KeyInFlight, StoreUnavailable
-from gateway.protocols.targets import UnsafeTarget
+from gateway.errors import KeyInFlight, KeyReused, StoreUnavailable, UnsafeTarget
 from gateway.reporting.codes import FailureKind
 from gateway.store import IdempotencyRecord, OutboxItem, Store, StoreError, scoped_key
 from gateway.telemetry.otel import Telemetry
@@ -64,7 +63,7 @@ class Sends:
         A repeated Idempotency-Key gets the first answer again, or `queued` while the first is still
         in the outbox, and nothing is sent again. While the first is still in flight (on any replica), a
         repeat waits for its answer; past the deadline it raises KeyInFlight. A key reused for a different
-        request raises idempotency.KeyReused (recorded as a malformed send): nothing is sent. StoreUnavailable
+        request raises KeyReused (recorded as a malformed send): nothing is sent. StoreUnavailable
         when the store could not take the claim or the queued send.
         """
         deadline = time.monotonic() + self._deadline
@@ -73,7 +72,7 @@ class Sends:
                 result = await self.loop.forward(call, dialect, deadline=deadline, enqueue=self._enqueue)
             else:
                 result = await self._handle_keyed(call, call.idempotency_key, dialect, deadline)
-        except idempotency.KeyReused as exc:
+        except KeyReused as exc:
             if call.is_send:
                 self._reports.report(FailureKind.MALFORMED_REQUEST, client=call.client, error=f"Not Sent: {exc}",
                                      send_id=call.request_id, correlation_id=call.correlation_id, path=call.path,
@@ -113,7 +112,7 @@ class Sends:
             record = await store.idempotency_put(scoped, IN_PROGRESS, (), claim,
                                                  time.time() + self._deadline + CLAIM_MARGIN, fingerprint=request)
             if not idempotency.same_request(record.fingerprint, request):
-                raise idempotency.KeyReused()
+                raise KeyReused()
             if record.status_code != IN_PROGRESS:
                 return _replayed(record, call.request_id)
             if record.body == claim:
@@ -150,7 +149,7 @@ class Sends:
         if record is None or record.status_code == IN_PROGRESS:
             return None
         if request is not None and not idempotency.same_request(record.fingerprint, request):
-            raise idempotency.KeyReused()
+            raise KeyReused()
         return _replayed(record, request_id)
 
     async def _queued(self, client: str, key: str, request: str) -> Result | None:
@@ -159,7 +158,7 @@ class Sends:
         if item is None:
             return None
         if not idempotency.same_request(item.fingerprint, request):
-            raise idempotency.KeyReused()
+            raise KeyReused()
         return Result("queued", request_id=item.id)
 
     async def remember(self, item: OutboxItem, response: httpx.Response) -> None:

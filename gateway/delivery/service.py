@@ -152,7 +152,7 @@ class SmsService:
         """Apply a delivery receipt posted to a message's receipt URL.
 
         Raises ReceiptRefused for a URL the gateway did not hand out (nothing changes), and
-        sms.BadMessage for a body that is no mtMessageResponse. Receipts about another upstream
+        BadMessage for a body that is no mtMessageResponse. Receipts about another upstream
         messageId, or for a message already final, are recorded and change nothing; so a duplicate
         is harmless.
         """

@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.edge import rest as rest_api
 from gateway.edge import soap as soap_api
 from gateway.edge.middleware import route_of
+from gateway.errors import UnsafeTarget
 from gateway.protocols import sms
-from gateway.protocols.targets import UnsafeTarget, target_of
+from gateway.protocols.targets import target_of
 
 _REST_CODES = {400: "INVALID_REQUEST", 404: "RESOURCE_NOT_FOUND", 408: "REQUEST_TIMEOUT",
                413: "REQUEST_TOO_LARGE"}

@@ -28,9 +28,11 @@ from gateway.errors import (
     BodyRefused,
     CertificateRefused,
     KeyInFlight,
+    KeyReused,
     StoreError,
     StoreUnavailable,
     TooManyFailedLogins,
+    UnsafeTarget,
 )
 from gateway.protocols import inputs, rsa_challenge, targets
 from gateway.protocols import responsys_rest as rest
@@ -146,7 +148,7 @@ class RestApi:
         """Any other `/rest/...` call: authenticate the app, then forward to the active account."""
         try:  # the raw target, never the decoded path: what is checked here is what goes upstream
             target = targets.target_of(request.scope)  # checked once, by the target guard before routing
-        except targets.UnsafeTarget as exc:
+        except UnsafeTarget as exc:
             return error(400, "Bad request", "INVALID_REQUEST", f"Refused request target: {exc}")
         path = target.partition("?")[0]
         if rest.API_PATH.match(path) is None or rest.in_another_spelling(target):
@@ -177,7 +179,7 @@ class RestApi:
                     is_send=is_send, idempotency_key=key)
         try:
             result = await self._sends.handle(call, self._dialect)
-        except idempotency.KeyReused as exc:
+        except KeyReused as exc:
             return error(422, "Unprocessable entity", "IDEMPOTENCY_KEY_REUSED", str(exc), {HEADER: ids.correlation_id})
         except KeyInFlight as exc:
             return error(429, "Too many requests", "API_LIMIT_EXCEEDED",
@@ -229,6 +231,6 @@ def failure_response(outcome: Outcome | None, headers: dict[str, str]) -> Respon
 def _is_json(body: bytes) -> bool:
     try:
         inputs.loads_json(body)
-    except inputs.BadInput:
+    except BadInput:
         return False
     return True

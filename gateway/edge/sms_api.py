@@ -18,7 +18,7 @@ from starlette.routing import Route
 from gateway.delivery.service import SmsService
 from gateway.edge.clients import basic_credentials, source_of
 from gateway.edge.surface import Surface
-from gateway.errors import BodyRefused, InvalidMessage, ReceiptRefused, StoreError, TooManyFailedLogins
+from gateway.errors import BadMessage, BodyRefused, InvalidMessage, ReceiptRefused, StoreError, TooManyFailedLogins
 from gateway.protocols import sms
 from gateway.protocols.inputs import loads_json
 from gateway.reporting.codes import FailureKind
@@ -113,7 +113,7 @@ class SmsApi:
         try:
             message = sms.parse_mt_message_json(body) if as_json else sms.parse_mt_message_xml(body)
             record = await service.submit(client, message)
-        except (sms.BadMessage, InvalidMessage) as exc:
+        except (BadMessage, InvalidMessage) as exc:
             submitter = _submitter(body, as_json)
             self._report_malformed(client, f"Request: {exc}", send_id=submitter or "")
             return _error(400, str(exc), as_json=as_json, submitter_message_id=submitter)
@@ -172,7 +172,7 @@ class SmsApi:
             # Same answer for an unknown message and a wrong token; the token itself is never logged.
             log.warning("SMS receipt refused: unknown receipt URL", extra={"message_id": message_id})
             return _error(404, "no such receipt URL", as_json=False)
-        except sms.BadMessage as exc:
+        except BadMessage as exc:
             return _error(400, f"not a delivery receipt: {exc}", as_json=False)
         except StoreError as exc:
             log.warning("store unavailable; SMS receipt not taken: %s", exc)
@@ -188,7 +188,7 @@ def _submitter(body: bytes, as_json: bool) -> str | None:
             value = loads_json(body).get("submitterMessageId")
             return value if isinstance(value, str) and len(value) <= 256 else None
         return sms.parse_mt_message_xml(body).submitter_message_id
-    except (ValueError, AttributeError, sms.BadMessage):
+    except (ValueError, AttributeError, BadMessage):
         return None
 
 

@@ -25,10 +25,12 @@ from gateway.edge.clients import source_of
 from gateway.edge.correlation import HEADER, forwarded_headers, request_ids
 from gateway.edge.surface import Surface
 from gateway.errors import (
+    BadEnvelope,
     BadInput,
     BodyRefused,
     CertificateRefused,
     KeyInFlight,
+    KeyReused,
     StoreError,
     StoreUnavailable,
     TooManyFailedLogins,
@@ -80,7 +82,7 @@ class SoapApi:
     async def _certificate_login(self, request: Request, envelope: soap.Envelope) -> Response:
         """The vendor's certificate login, answered by the gateway (gateway.edge.app_certificates).
 
-        Raises soap.BadEnvelope for missing parts; every refusal is a vendor fault.
+        Raises BadEnvelope for missing parts; every refusal is a vendor fault.
         """
         source = source_of(request)
         try:
@@ -118,7 +120,7 @@ class SoapApi:
                 user, password = envelope.login_credentials()
             if envelope.operation in CERTIFICATE_OPERATIONS:
                 return await self._certificate_login(request, envelope)
-        except soap.BadEnvelope as exc:
+        except BadEnvelope as exc:
             # SOAP 1.1 sends faults with 500, but a request the gateway cannot read is the caller's
             # mistake: 400 with a Client fault, as SOAP 1.2 and most stacks do for sender faults.
             await self._report_bad_envelope(request, body, str(exc))
@@ -161,7 +163,7 @@ class SoapApi:
                     is_send=envelope.operation in soap.SEND_OPERATIONS, idempotency_key=key)
         try:
             result = await self._sends.handle(call, self._dialect)
-        except idempotency.KeyReused as exc:
+        except KeyReused as exc:
             return fault_response(400, code="IDEMPOTENCY_KEY_REUSED", message=str(exc), client=True,
                                   headers={"X-Request-Id": ids.correlation_id})
         except KeyInFlight:

@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from gateway.errors import BadInput as BadInput  # callers name it inputs.BadInput
+from gateway.errors import BadInput
 
 MAX_JSON_DEPTH = 64  # a Responsys send or an mtMessage nests 5 deep; nothing real comes close
 _LABEL = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # printable ASCII, spaces inside only

@@ -28,8 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
-from gateway.errors import BadEnvelope as BadEnvelope  # callers name it soap.BadEnvelope
-from gateway.errors import LoginRefused, login_failure
+from gateway.errors import BadEnvelope, LoginRefused, login_failure
 from gateway.protocols import rsa_challenge
 from gateway.protocols.xml import XmlRefused, parse_untrusted
 from policies.outcome import Failure, Outcome

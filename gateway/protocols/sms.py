@@ -30,8 +30,7 @@ from typing import Any, Literal, get_args
 
 from lxml import etree
 
-from gateway.errors import BadInput
-from gateway.errors import BadMessage as BadMessage  # callers name it sms.BadMessage
+from gateway.errors import BadInput, BadMessage
 from gateway.protocols.inputs import loads_json
 from gateway.protocols.xml import XmlRefused, parse_untrusted
 from policies.outcome import Failure, Outcome

@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 import httpx
 
-from gateway.errors import UnsafeTarget as UnsafeTarget  # callers name it targets.UnsafeTarget
+from gateway.errors import UnsafeTarget
 
 # Printable ASCII but space (0x21-0x7e): anything else on the request line is refused. uvicorn drops a
 # raw `#` and what follows, so a raw fragment never reaches the gateway (nor, therefore, upstream).

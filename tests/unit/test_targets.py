@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.errors import UnsafeTarget
 from gateway.protocols import targets
 
 
@@ -29,5 +30,5 @@ def test_a_queued_target_is_sent_as_the_app_meant_it(stored: str, sent: str) -> 
     "/rest/api/v1.3/campaigns/a b/email?q=\u00e9",
 ])
 def test_a_queued_target_that_could_leave_its_api_is_refused(stored: str) -> None:
-    with pytest.raises(targets.UnsafeTarget):
+    with pytest.raises(UnsafeTarget):
         targets.queued_target(stored)

@@ -29,6 +29,7 @@ import httpx
 
 from gateway.config import SmsUpstream
 from gateway.core.loop import Call, Lease, Proxy, Result
+from gateway.errors import BadMessage
 from gateway.protocols import sms
 from gateway.upstreams.cluster import Cluster
 from gateway.upstreams.upstream import Upstream
@@ -162,7 +163,7 @@ def _basic(upstream: SmsUpstream) -> str:
 def _answer(body: bytes) -> sms.MtResponse | None:
     try:
         return sms.parse_response(body)
-    except sms.BadMessage:
+    except BadMessage:
         return None
 
 

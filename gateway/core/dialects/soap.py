@@ -21,9 +21,9 @@ import httpx
 
 from gateway.config import Account
 from gateway.core.loop import Call, Lease
-from gateway.errors import UpstreamError
+from gateway.errors import BadEnvelope, UnsafeTarget, UpstreamError
 from gateway.protocols import responsys_soap as soap
-from gateway.protocols.targets import UnsafeTarget, checked_path
+from gateway.protocols.targets import checked_path
 from gateway.upstreams.cluster import Cluster
 from gateway.upstreams.sessions import SoapSessions, SoapSlot
 from gateway.upstreams.upstream import Upstream
@@ -164,6 +164,6 @@ async def fetch_document(public_url: str, accounts: Cluster[Account], upstream: 
         if response.status_code == 200:
             try:
                 return _fit_to_serve(public_url, account, response.content)
-            except soap.BadEnvelope:
+            except BadEnvelope:
                 continue
     return None

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from gateway.errors import LoginRefused
+from gateway.errors import BadEnvelope, LoginRefused
 from gateway.protocols import responsys_soap as soap
 from policies.outcome import Failure, Kind
 
@@ -45,7 +45,7 @@ def test_with_session_adds_a_missing_header() -> None:
     ],
 )
 def test_hostile_or_malformed_xml_is_refused(hostile: bytes) -> None:
-    with pytest.raises(soap.BadEnvelope):
+    with pytest.raises(BadEnvelope):
         soap.parse_envelope(hostile)
 
 

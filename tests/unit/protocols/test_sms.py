@@ -5,6 +5,7 @@ import json
 import pytest
 from lxml import etree
 
+from gateway.errors import BadMessage
 from gateway.protocols import sms
 from policies.outcome import Failure, Kind
 
@@ -47,7 +48,7 @@ def test_the_json_twin_reads_the_same() -> None:
     (b"<message/>", "mtMessage"),
 ])
 def test_bad_xml_says_what_is_wrong(body: bytes, why: str) -> None:
-    with pytest.raises(sms.BadMessage, match=why):
+    with pytest.raises(BadMessage, match=why):
         sms.parse_mt_message_xml(body)
 
 
@@ -59,7 +60,7 @@ def test_bad_xml_says_what_is_wrong(body: bytes, why: str) -> None:
     (b'{"destination": {"address": "+1"}, "source": {"address": "' + b"9" * 300 + b'"}}', "longer"),
 ])
 def test_bad_json_says_what_is_wrong(body: bytes, why: str) -> None:
-    with pytest.raises(sms.BadMessage, match=why):
+    with pytest.raises(BadMessage, match=why):
         sms.parse_mt_message_json(body)
 
 
@@ -107,7 +108,7 @@ def test_upstream_answers_and_receipts_are_read() -> None:
                                  b'<status isError="false"><description>Delivered</description></status>'
                                  b"</mtMessageResponse>")
     assert receipt.is_error is False and not receipt.carrier_failure
-    with pytest.raises(sms.BadMessage, match="isError"):
+    with pytest.raises(BadMessage, match="isError"):
         sms.parse_response(b'<mtMessageResponse><status isError="perhaps"/></mtMessageResponse>')
 
 
