@@ -27,8 +27,7 @@ class GatewayHost:
         """Another gateway process-alike on the same config and store; the caller stops it."""
         sock = bind_socket("127.0.0.1", 0)
         config = parse_config(self.raw_config(f"http://127.0.0.1:{sock.getsockname()[1]}"), environ={})
-        app = build_app(config)  # on the listener `aftm-gateway serve` runs it with (its protocol and limits)
-        return ServerThread(app, sock=sock, settings=server_config(app, config)).start()
+        return ServerThread(build_app(config), sock=sock).start()
 
     def start_gateway(self) -> ServerThread:
         self.gateway = self.start_replica()
